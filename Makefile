@@ -1,0 +1,39 @@
+# PulseBus. Each target says what it does; `make help` lists them.
+GO       ?= go
+BIN      := bin
+PKGS     := ./...
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+
+.PHONY: help build test test-short lint fmt fuzz bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/relay and bin/consumer
+	@echo "==> building $(BIN)/relay and $(BIN)/consumer"
+	$(GO) build -o $(BIN)/ ./cmd/relay ./cmd/consumer
+
+test: ## go vet, then every test with the race detector (needs PostgreSQL, see TEST_DATABASE_URL)
+	@echo "==> go vet"
+	$(GO) vet $(PKGS)
+	@echo "==> go test -race (PostgreSQL at $(TEST_DATABASE_URL))"
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+lint: ## gofmt check, go vet and staticcheck
+	@echo "==> gofmt -l"
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet $(PKGS)
+	@echo "==> staticcheck"
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+fmt: ## rewrite Go files with gofmt
+	gofmt -w $$(git ls-files '*.go')
+
+fuzz: ## fuzz the envelope decoder for FUZZTIME (default 60s)
+	$(GO) test ./pkg/envelope -run '^$$' -fuzz FuzzFromMessage -fuzztime $${FUZZTIME:-60s}
+
+bench: ## run the Go benchmarks (PostgreSQL needed)
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean: ## remove build outputs
+	rm -rf $(BIN)

@@ -1,0 +1,156 @@
+// Package cli holds what the relay and consumer commands share: flags with
+// environment fallbacks, logging setup, the database connection and the
+// migrate subcommand. Subcommands write to an io.Writer so tests can run
+// them.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/term"
+
+	"github.com/edupulse/pulsebus/pkg/migrate"
+)
+
+// DefaultDatabaseURL is used when neither --database-url nor DATABASE_URL is
+// set.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// EnvString returns the environment variable name, or def when it is unset
+// or empty. Use it as a flag's default so flags override the environment.
+func EnvString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// ConfigError names a setting with a bad value.
+type ConfigError struct {
+	Setting string // the flag, with its environment variable
+	Reason  string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %s", e.Setting, e.Reason) }
+
+// RedactURL returns rawURL with any password replaced by "xxxxx", for logs
+// and error messages.
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
+}
+
+// NewLogger returns a slog logger writing to w: JSON when format is "json",
+// text when "text", and for "auto" text on a terminal and JSON otherwise.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, &ConfigError{Setting: "--log-level (LOG_LEVEL)", Reason: fmt.Sprintf("%q is not debug, info, warn or error", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "auto", "":
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, &ConfigError{Setting: "--log-format (LOG_FORMAT)", Reason: fmt.Sprintf("%q is not auto, json or text", format)}
+	}
+}
+
+// Connect opens a pool on databaseURL and checks it answers. Errors never
+// contain the password.
+func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, &ConfigError{Setting: "--database-url (DATABASE_URL)", Reason: "not a valid PostgreSQL URL or DSN"}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
+	}
+	return pool, nil
+}
+
+// RunMigrate is the migrate subcommand of both binaries: it applies pending
+// migrations, or with --status prints the applied version, or with --down N
+// reverts to version N.
+func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(prog+" migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	databaseURL := fs.String("database-url", EnvString("DATABASE_URL", DefaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
+	status := fs.Bool("status", false, "print the applied schema version and exit")
+	down := fs.Int("down", -1, "revert migrations above this version (0 removes the PulseBus schema and its data)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s migrate [--status | --down N] [--database-url URL]\n\nApplies PulseBus's schema migrations. Safe to run from several processes at once.\n\n", prog)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &ConfigError{Setting: "arguments", Reason: fmt.Sprintf("unexpected %q", fs.Args())}
+	}
+	pool, err := Connect(ctx, *databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	switch {
+	case *status:
+		st, err := migrate.GetStatus(ctx, pool)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "schema version %d (this build knows %d)\n", st.Current, st.Latest)
+		for _, a := range st.Applied {
+			fmt.Fprintf(stdout, "  %04d_%s applied %s\n", a.Version, a.Name, a.AppliedAt.UTC().Format("2006-01-02 15:04:05Z"))
+		}
+		if st.Current < st.Latest {
+			fmt.Fprintf(stdout, "%d migration(s) pending: run %s migrate\n", st.Latest-st.Current, prog)
+		}
+		return nil
+	case *down >= 0:
+		res, err := migrate.Down(ctx, pool, *down)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "reverted %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, *down)
+		return nil
+	default:
+		res, err := migrate.Up(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if len(res.Versions) == 0 {
+			fmt.Fprintf(stdout, "schema is current at version %d\n", migrate.Latest())
+		} else {
+			fmt.Fprintf(stdout, "applied %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, migrate.Latest())
+		}
+		return nil
+	}
+}
+
+// ErrUsage is returned for a bad command line; the usage was printed.
+var ErrUsage = errors.New("usage")

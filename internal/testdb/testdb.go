@@ -1,0 +1,192 @@
+// Package testdb gives each test its own PostgreSQL database with the
+// PulseBus schema applied, on the server named by TEST_DATABASE_URL
+// (default postgres://postgres@127.0.0.1:5432/test?sslmode=disable).
+//
+// The first call in a test binary migrates a template database; every test
+// then gets a copy of it (CREATE DATABASE ... TEMPLATE, a file copy, far
+// faster than migrating) that is dropped in t.Cleanup. Tests are isolated and
+// may run in parallel.
+package testdb
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edupulse/pulsebus/pkg/migrate"
+)
+
+// DefaultURL is used when TEST_DATABASE_URL is not set.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// ServerURL returns the URL of the test server's maintenance database.
+func ServerURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// DB is one test's database.
+type DB struct {
+	// Name is the database name.
+	Name string
+	// URL connects to it.
+	URL string
+	// Pool is a pool on it, closed in cleanup.
+	Pool *pgxpool.Pool
+}
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+)
+
+// New creates a migrated database for t, and drops it when t ends.
+func New(t testing.TB) *DB {
+	t.Helper()
+	db := newDatabase(t, true)
+	pool, err := pgxpool.New(context.Background(), db.URL)
+	if err != nil {
+		t.Fatalf("testdb: connect %s: %v", db.Name, err)
+	}
+	db.Pool = pool
+	t.Cleanup(pool.Close) // runs before the drop registered earlier
+	return db
+}
+
+// NewEmpty creates a database without the PulseBus schema, for migration
+// tests. Its Pool is nil.
+func NewEmpty(t testing.TB) *DB {
+	t.Helper()
+	return newDatabase(t, false)
+}
+
+func newDatabase(t testing.TB, migrated bool) *DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL): %v", redact(ServerURL()), err)
+	}
+	defer admin.Close(context.Background())
+
+	template := "template0"
+	if migrated {
+		templateOnce.Do(func() { templateName, templateErr = makeTemplate(ctx, admin) })
+		if templateErr != nil {
+			t.Fatalf("testdb: %v", templateErr)
+		}
+		template = templateName
+	}
+	name := "pulsebus_test_" + randomHex(6)
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
+		t.Fatalf("testdb: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, ServerURL())
+		if err != nil {
+			t.Errorf("testdb: drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Errorf("testdb: drop %s: %v", name, err)
+		}
+	})
+	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}
+}
+
+// makeTemplate creates a database migrated to the latest version, named
+// after a random suffix so concurrent test binaries do not share it. It is
+// marked as a template and dropped by the next run's sweep of stale ones.
+func makeTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
+	sweepStale(ctx, admin)
+	name := fmt.Sprintf("pulsebus_tmpl_%d_%s", time.Now().Unix(), randomHex(4))
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
+		return "", fmt.Errorf("create template database: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, withDatabase(ServerURL(), name))
+	if err != nil {
+		return "", fmt.Errorf("connect template database: %w", err)
+	}
+	_, err = migrate.Up(ctx, conn)
+	conn.Close(context.Background())
+	if err != nil {
+		return "", fmt.Errorf("migrate template database: %w", err)
+	}
+	return name, nil
+}
+
+// sweepStale drops test databases left behind by killed test binaries more
+// than an hour ago. Errors are ignored: another binary may be using one.
+func sweepStale(ctx context.Context, admin *pgx.Conn) {
+	rows, err := admin.Query(ctx, `
+		SELECT datname FROM pg_database
+		 WHERE datname LIKE 'pulsebus\_tmpl\_%'
+		   AND split_part(datname, '_', 3)::bigint < extract(epoch FROM now())::bigint - 3600`)
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		_, _ = admin.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, n))
+	}
+}
+
+func withDatabase(rawURL, name string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return strings.ToLower(hex.EncodeToString(b))
+}
+
+// DropTemplate drops this test binary's template database, if one was made.
+// Call it from TestMain after m.Run; a template left by a killed binary is
+// swept by a later run.
+func DropTemplate() {
+	if templateName == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	_, _ = conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, templateName))
+}

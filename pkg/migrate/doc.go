@@ -1,0 +1,10 @@
+// Package migrate applies PulseBus's embedded schema migrations (package
+// github.com/edupulse/pulsebus/sql) to a PostgreSQL database.
+//
+// Every run takes a transaction-scoped advisory lock first, so any number of
+// migrators (a relay and a consumer starting together, several replicas) can
+// run at once: one applies the pending versions, the others wait and then
+// find nothing to do. All pending versions are applied in that one
+// transaction, so a failure leaves the schema exactly as it was. Applied
+// versions are recorded in pulsebus.schema_migrations.
+package migrate

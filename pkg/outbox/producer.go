@@ -1,0 +1,115 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// NotifyChannel is the PostgreSQL notification channel producers signal in
+// the inserting transaction; PostgreSQL delivers it only on commit, and the
+// relay listens on it.
+const NotifyChannel = "pulsebus_outbox"
+
+// Executor runs a statement: pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy it.
+type Executor interface {
+	Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error)
+}
+
+// Producer writes events into the outbox. Its zero value is not useful; use
+// [NewProducer] or the package functions [Insert] and [InsertTx], which use
+// [envelope.DefaultLimits].
+type Producer struct {
+	limits envelope.Limits
+}
+
+// NewProducer returns a producer that refuses envelopes outside limits.
+func NewProducer(limits envelope.Limits) *Producer { return &Producer{limits: limits} }
+
+var defaultProducer = NewProducer(envelope.DefaultLimits())
+
+// InsertTx writes envs into the outbox for topic inside the caller's
+// transaction, in one round trip, and signals the relay, which PostgreSQL
+// delivers only if the transaction commits. It never commits or rolls back
+// tx. Every envelope and the topic are validated before anything is sent;
+// the first invalid one fails the call with an error wrapping
+// [envelope.ErrInvalid] (or [ErrInvalidTopic]) and naming its index.
+//
+// Events of one call, and of successive calls in one transaction, keep their
+// order in the outbox and so, per key, on Kafka.
+func InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
+	return defaultProducer.InsertTx(ctx, tx, topic, envs...)
+}
+
+// Insert writes envs into the outbox for topic as one atomic statement of its
+// own, for callers without a transaction. See [InsertTx].
+func Insert(ctx context.Context, db Executor, topic string, envs ...envelope.Envelope) error {
+	return defaultProducer.InsertTx(ctx, db, topic, envs...)
+}
+
+// Insert writes envs as one atomic statement of its own. See [InsertTx].
+func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs ...envelope.Envelope) error {
+	return p.InsertTx(ctx, db, topic, envs...)
+}
+
+// insertSQL inserts rows from parallel arrays and notifies the relay, all in
+// one statement: a data-modifying CTE always runs to completion.
+const insertSQL = `
+WITH inserted AS (
+	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
+	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
+	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+	 ORDER BY e.ord
+)
+SELECT pg_notify('` + NotifyChannel + `', '')`
+
+// InsertTx writes envs into the outbox inside tx. See the package function
+// [InsertTx].
+func (p *Producer) InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
+	if err := ValidateTopic(topic); err != nil {
+		return err
+	}
+	if len(envs) == 0 {
+		return nil
+	}
+	var (
+		ids          = make([]uuid.UUID, len(envs))
+		keys         = make([]string, len(envs))
+		types        = make([]string, len(envs))
+		sources      = make([]string, len(envs))
+		subjects     = make([]string, len(envs))
+		times        = make([]time.Time, len(envs))
+		contentTypes = make([]string, len(envs))
+		metas        = make([]string, len(envs))
+		payloads     = make([][]byte, len(envs))
+	)
+	for i, env := range envs {
+		if err := p.limits.Validate(env); err != nil {
+			return fmt.Errorf("outbox: event %d of %d (id %s): %w", i, len(envs), env.ID, err)
+		}
+		ids[i], keys[i], types[i], sources[i], subjects[i] = env.ID, env.Key, env.Type, env.Source, env.Subject
+		times[i], contentTypes[i], payloads[i] = env.Time, env.ContentType, env.Payload
+		if payloads[i] == nil {
+			payloads[i] = []byte{}
+		}
+		metas[i] = "{}"
+		if len(env.Meta) > 0 {
+			b, err := json.Marshal(env.Meta)
+			if err != nil {
+				return fmt.Errorf("outbox: event %d: encode meta: %w", i, err)
+			}
+			metas[i] = string(b)
+		}
+	}
+	if _, err := tx.Exec(ctx, insertSQL, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads); err != nil {
+		return fmt.Errorf("outbox: insert %d events into %s: %w", len(envs), topic, err)
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+type lessonPublished struct {
+	LessonID string `json:"lesson_id"`
+	Title    string `json:"title"`
+}
+
+func (lessonPublished) EventType() string { return "lesson.published" }
+
+func newEnv(t testing.TB, i int, opts ...envelope.Option) envelope.Envelope {
+	t.Helper()
+	id := fmt.Sprintf("lesson-%d", i)
+	env, err := envelope.New("lesson-service", lessonPublished{LessonID: id, Title: "T"}, append([]envelope.Option{envelope.WithKey(id)}, opts...)...)
+	require.NoError(t, err)
+	return env
+}
+
+func readRows(t testing.TB, db outboxQuerier) []outbox.Row {
+	t.Helper()
+	rows, err := db.Query(context.Background(), `SELECT `+outbox.RowColumns+` FROM pulsebus.outbox ORDER BY id`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, outbox.ScanRow)
+	require.NoError(t, err)
+	return out
+}
+
+type outboxQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func TestInsertTx_VisibleAfterCommit(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	envs := []envelope.Envelope{newEnv(t, 1, envelope.WithMeta("tenant", "acme")), newEnv(t, 2)}
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", envs...))
+	require.Empty(t, readRows(t, db.Pool), "rows must not be visible before commit")
+	require.NoError(t, tx.Commit(ctx))
+
+	rows := readRows(t, db.Pool)
+	require.Len(t, rows, 2)
+	for i, r := range rows {
+		require.Equal(t, "lessons", r.Topic)
+		require.Equal(t, envs[i], r.Envelope)
+	}
+}
+
+func TestInsertTx_GoneAfterRollback(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
+	require.NoError(t, tx.Rollback(ctx))
+	require.Empty(t, readRows(t, db.Pool))
+}
+
+func TestInsertTx_NotifiesOnCommitOnly(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	defer listener.Close(ctx)
+	_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
+	require.NoError(t, err)
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", newEnv(t, 2)))
+
+	n, err := listener.WaitForNotification(ctx)
+	require.NoError(t, err)
+	require.Equal(t, outbox.NotifyChannel, n.Channel)
+	require.Len(t, readRows(t, db.Pool), 1, "only the committed insert is in the outbox")
+}
+
+func TestInsertTx_TenThousandInOneCall(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	envs := make([]envelope.Envelope, 10_000)
+	for i := range envs {
+		envs[i] = newEnv(t, i)
+	}
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return outbox.InsertTx(ctx, tx, "lessons", envs...)
+	}))
+	rows := readRows(t, db.Pool)
+	require.Len(t, rows, len(envs))
+	for i, r := range rows {
+		require.Equal(t, envs[i].ID, r.Envelope.ID, "row %d keeps the call's order", i)
+	}
+}
+
+func TestInsertTx_RefusesInvalidBeforeTouchingDatabase(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	bad := newEnv(t, 2)
+	bad.Type = ""
+	err := outbox.InsertTx(ctx, db.Pool, "lessons", newEnv(t, 1), bad)
+	require.ErrorIs(t, err, envelope.ErrInvalid)
+	require.ErrorContains(t, err, "event 1 of 2")
+	require.ErrorContains(t, err, "ce_type")
+
+	err = outbox.InsertTx(ctx, db.Pool, "bad topic!", newEnv(t, 1))
+	require.ErrorIs(t, err, outbox.ErrInvalidTopic)
+
+	big := newEnv(t, 3)
+	big.Payload = make([]byte, envelope.DefaultMaxPayloadBytes+1)
+	var limErr *envelope.LimitError
+	require.ErrorAs(t, outbox.InsertTx(ctx, db.Pool, "lessons", big), &limErr)
+	require.Equal(t, "payload", limErr.Field)
+
+	require.Empty(t, readRows(t, db.Pool))
+}
+
+func TestPublishSQL_SameEnvelopeAsGo(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	goEnv := newEnv(t, 7, envelope.WithMeta("tenant", "acme"), envelope.WithMeta("correlationid", "c-1"), envelope.WithSubject("lesson-7"))
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", goEnv))
+
+	var sqlID string
+	require.NoError(t, db.Pool.QueryRow(ctx,
+		`SELECT pulsebus.publish('lessons', 'lesson-7', 'lesson.published', $1::jsonb, '{"tenant":"acme","correlationid":"c-1"}', 'lesson-service', 'lesson-7')`,
+		string(goEnv.Payload)).Scan(&sqlID))
+
+	rows := readRows(t, db.Pool)
+	require.Len(t, rows, 2)
+	fromGo, fromSQL := rows[0], rows[1]
+	require.Equal(t, sqlID, fromSQL.Envelope.ID.String())
+	require.Equal(t, uuid.Version(7), fromSQL.Envelope.ID.Version(), "pulsebus.publish writes UUIDv7 ids")
+	require.True(t, fromSQL.Envelope.ID.String() > fromGo.Envelope.ID.String(), "UUIDv7 ids are time-ordered")
+
+	// Everything but the id, the time and the payload's JSON spelling is equal.
+	a, b := fromGo.Envelope, fromSQL.Envelope
+	require.JSONEq(t, string(a.Payload), string(b.Payload))
+	a.ID, a.Time, a.Payload = b.ID, b.Time, b.Payload
+	require.Equal(t, a, b)
+	require.Equal(t, fromGo.Topic, fromSQL.Topic)
+
+	// Both map to Kafka messages with the same header names in the same order.
+	ma, err := envelope.ToMessage(fromGo.Envelope)
+	require.NoError(t, err)
+	mb, err := envelope.ToMessage(fromSQL.Envelope)
+	require.NoError(t, err)
+	require.Equal(t, headerKeys(ma.Headers), headerKeys(mb.Headers))
+	require.Equal(t, ma.Key, mb.Key)
+}
+
+func TestPublishSQL_RefusesBadInput(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	for name, query := range map[string]string{
+		"empty topic":     `SELECT pulsebus.publish('', 'k', 't.x', '{}')`,
+		"null type":       `SELECT pulsebus.publish('t', 'k', NULL, '{}')`,
+		"null payload":    `SELECT pulsebus.publish('t', 'k', 't.x', NULL)`,
+		"meta not object": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '[1]')`,
+		"meta bad key":    `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"Tenant":"a"}')`,
+		"meta core attr":  `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"id":"a"}')`,
+		"meta non-string": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"tenant":1}')`,
+	} {
+		_, err := db.Pool.Exec(ctx, query)
+		require.Error(t, err, name)
+		require.ErrorContains(t, err, "pulsebus.publish", name)
+	}
+	require.Empty(t, readRows(t, db.Pool))
+}
+
+func TestScanRow_BadMetaIsRowDecodeError(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	_, err := db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
+		VALUES (gen_random_uuid(), 't', 'x.y', 's', now(), '{"n": 1}', '')`)
+	require.NoError(t, err)
+	rows, err := db.Pool.Query(ctx, `SELECT `+outbox.RowColumns+` FROM pulsebus.outbox`)
+	require.NoError(t, err)
+	_, err = pgx.CollectRows(rows, outbox.ScanRow)
+	var rowErr *outbox.RowDecodeError
+	require.ErrorAs(t, err, &rowErr)
+	require.Positive(t, rowErr.ID)
+}
+
+func headerKeys(hs []kafka.Header) []string {
+	keys := make([]string, len(hs))
+	for i, h := range hs {
+		keys[i] = h.Key
+	}
+	return keys
+}

@@ -1,0 +1,14 @@
+// Package sql holds PulseBus's database schema as numbered migrations,
+// embedded in the binaries. It is the only place the schema is defined.
+//
+// Each version N has a file NNNN_name.up.sql and NNNN_name.down.sql. The
+// migrate package applies them in order under an advisory lock and records
+// the applied versions in pulsebus.schema_migrations.
+package sql
+
+import "embed"
+
+// Files holds the migration files, NNNN_name.up.sql and NNNN_name.down.sql.
+//
+//go:embed *.sql
+var Files embed.FS
