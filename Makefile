@@ -4,7 +4,7 @@ BIN      := bin
 PKGS     := ./...
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
-.PHONY: help build test test-short lint fmt fuzz bench clean
+.PHONY: help build test lint fmt fuzz bench clean up down compose-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,17 @@ fuzz: ## fuzz the envelope decoder for FUZZTIME (default 60s)
 
 bench: ## run the Go benchmarks (PostgreSQL needed)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+up: ## start the compose stack (PostgreSQL, Kafka, 2 relays, consumer, Prometheus, Grafana)
+	@echo "==> docker compose up; Grafana on http://localhost:3000"
+	docker compose up -d --build
+
+down: ## stop the compose stack and delete its volumes
+	docker compose down -v
+
+compose-check: ## validate docker-compose.yml and the dashboard and alert files
+	docker-compose config -q
+	python3 -m json.tool deploy/grafana/dashboards/pulsebus.json >/dev/null
 
 clean: ## remove build outputs
 	rm -rf $(BIN)
