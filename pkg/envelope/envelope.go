@@ -3,6 +3,7 @@ package envelope
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -86,8 +87,8 @@ func WithMeta(key, value string) Option {
 // time, the event's canonical type and its JSON encoding as the payload. The
 // result is validated against [DefaultLimits].
 func New(source string, event Event, opts ...Option) (Envelope, error) {
-	if event == nil {
-		return Envelope{}, &FieldError{Field: "payload", Reason: "event is nil"}
+	if event == nil || isNilPointer(event) {
+		return Envelope{}, &FieldError{Field: "payload", Reason: fmt.Sprintf("event is nil (%T)", event)}
 	}
 	payload, err := json.Marshal(event)
 	if err != nil {
@@ -116,9 +117,15 @@ func New(source string, event Event, opts ...Option) (Envelope, error) {
 
 // Decode unmarshals the payload of env into the typed event T. It fails with
 // a [*TypeMismatchError] when env.Type is not T's canonical name, and with a
-// [*FieldError] for the payload when the JSON does not decode.
+// [*FieldError] for the payload when the JSON does not decode. T may be a
+// struct type or a pointer to one; for a pointer type Decode allocates the
+// value.
 func Decode[T Event](env Envelope) (T, error) {
 	var event T
+	if rt := reflect.TypeFor[T](); rt.Kind() == reflect.Pointer {
+		// The zero value is a nil pointer, on which EventType may panic.
+		event = reflect.New(rt.Elem()).Interface().(T)
+	}
 	if want := event.EventType(); env.Type != want {
 		return event, &TypeMismatchError{Got: env.Type, Want: want, GoType: fmt.Sprintf("%T", event)}
 	}
@@ -129,6 +136,13 @@ func Decode[T Event](env Envelope) (T, error) {
 		return event, &FieldError{Field: "payload", Reason: fmt.Sprintf("decode %s into %T", env.Type, event), Err: err}
 	}
 	return event, nil
+}
+
+// isNilPointer reports whether event is a typed nil pointer, on which
+// EventType may panic.
+func isNilPointer(event Event) bool {
+	v := reflect.ValueOf(event)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // Validate checks env against [DefaultLimits]. See [Limits.Validate].

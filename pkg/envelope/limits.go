@@ -70,8 +70,9 @@ func ValidMetaKey(key string) bool {
 }
 
 // Validate checks that env is complete and within the limits: a non-nil id,
-// a type, a source, a time, a valid content type, UTF-8 strings, meta keys
-// that are valid extension attribute names, and sizes and counts within l.
+// a type, a source, a time whose UTC year has four digits, a type/subtype
+// content type, UTF-8 strings without NUL bytes, meta keys that are valid
+// extension attribute names, and sizes and counts within l.
 func (l Limits) Validate(env Envelope) error {
 	if env.ID == [16]byte{} {
 		return &FieldError{Field: "ce_id", Reason: "missing"}
@@ -88,12 +89,22 @@ func (l Limits) Validate(env Envelope) error {
 	if env.Time.IsZero() {
 		return &FieldError{Field: "ce_time", Reason: "missing"}
 	}
+	if y := env.Time.UTC().Year(); y < 1 || y > 9999 {
+		// RFC 3339 has four-digit years; outside them ce_time could not be
+		// written or read back.
+		return &FieldError{Field: "ce_time", Reason: fmt.Sprintf("year %d in UTC is outside 0001-9999", y)}
+	}
 	if env.ContentType != "" {
 		if err := l.checkText("content-type", env.ContentType, true); err != nil {
 			return err
 		}
-		if _, _, err := mime.ParseMediaType(env.ContentType); err != nil {
+		mt, _, err := mime.ParseMediaType(env.ContentType)
+		if err != nil {
 			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a media type", env.ContentType), Err: err}
+		}
+		if typ, sub, ok := strings.Cut(mt, "/"); !ok || typ == "" || sub == "" {
+			// mime.ParseMediaType accepts a bare token such as "json".
+			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a type/subtype media type", env.ContentType)}
 		}
 	}
 	if !utf8.ValidString(env.Key) {
@@ -140,8 +151,11 @@ func (l Limits) checkText(field, v string, required bool) error {
 
 // headerCount is the number of Kafka headers env maps to.
 func headerCount(env Envelope) int {
-	n := 6 + len(env.Meta) // specversion, id, type, source, time, content-type
+	n := 5 + len(env.Meta) // specversion, id, type, source, time
 	if env.Subject != "" {
+		n++
+	}
+	if env.ContentType != "" {
 		n++
 	}
 	return n
