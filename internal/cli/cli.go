@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,14 +44,35 @@ type ConfigError struct {
 func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %s", e.Setting, e.Reason) }
 
 // RedactURL returns rawURL with any password replaced by "xxxxx", for logs
-// and error messages.
+// and error messages. It handles the forms PostgreSQL connection strings
+// take: a URL with a password in the user info or in a password or
+// sslpassword query parameter, and a keyword/value DSN
+// ("host=db password=secret").
 func RedactURL(rawURL string) string {
+	if !strings.Contains(rawURL, "://") {
+		return dsnPassword.ReplaceAllString(rawURL, "${1}xxxxx")
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "<unparseable URL>"
 	}
+	q := u.Query()
+	redacted := false
+	for _, name := range []string{"password", "sslpassword"} {
+		if q.Has(name) {
+			q.Set(name, "xxxxx")
+			redacted = true
+		}
+	}
+	if redacted {
+		u.RawQuery = q.Encode()
+	}
 	return u.Redacted()
 }
+
+// dsnPassword matches the value of password or sslpassword in a keyword/value connection
+// string: a single-quoted value with backslash escapes, or a bare word.
+var dsnPassword = regexp.MustCompile(`(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
 
 // NewLogger returns a slog logger writing to w: JSON when format is "json",
 // text when "text", and for "auto" text on a terminal and JSON otherwise.

@@ -1,0 +1,233 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/pkg/migrate"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testdb.DropTemplate()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// runMigrate runs the migrate subcommand of "relay" and returns its output.
+func runMigrate(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = cli.RunMigrate(context.Background(), "relay", args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestRunMigrate_StatusUpIdempotentDown(t *testing.T) {
+	t.Parallel()
+	db := testdb.NewEmpty(t)
+	latest := migrate.Latest()
+	url := "--database-url=" + db.URL
+
+	out, _, err := runMigrate(t, url, "--status")
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("schema version 0 (this build knows %d)\n%d migration(s) pending: run relay migrate\n", latest, latest), out)
+
+	out, _, err = runMigrate(t, url)
+	require.NoError(t, err)
+	var applied []string
+	for v := 1; v <= latest; v++ {
+		applied = append(applied, fmt.Sprint(v))
+	}
+	require.Equal(t, fmt.Sprintf("applied %d migration(s) [%s]; schema now at version %d\n", latest, strings.Join(applied, " "), latest), out)
+
+	out, _, err = runMigrate(t, url)
+	require.NoError(t, err, "a second run is harmless")
+	require.Equal(t, fmt.Sprintf("schema is current at version %d\n", latest), out)
+
+	out, _, err = runMigrate(t, url, "--status")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	require.Equal(t, fmt.Sprintf("schema version %d (this build knows %d)", latest, latest), lines[0])
+	require.Len(t, lines, 1+latest, "one line per applied version, nothing pending:\n%s", out)
+	require.Regexp(t, regexp.MustCompile(`^  0001_init applied \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$`), lines[1])
+
+	out, _, err = runMigrate(t, url, "--down", "0")
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("reverted %d migration(s)", latest))
+	require.True(t, strings.HasSuffix(out, "schema now at version 0\n"), out)
+	out, _, err = runMigrate(t, url, "--status")
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(out, "schema version 0 "), out)
+}
+
+// DATABASE_URL is the fallback for --database-url. (t.Setenv rules out
+// t.Parallel.)
+func TestRunMigrate_DatabaseURLFromEnvironment(t *testing.T) {
+	db := testdb.NewEmpty(t)
+	t.Setenv("DATABASE_URL", db.URL)
+	out, _, err := runMigrate(t)
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("schema now at version %d", migrate.Latest()))
+
+	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
+	out, _, err = runMigrate(t, "--database-url", db.URL, "--status")
+	require.NoError(t, err, "the flag wins over the environment")
+	require.Contains(t, out, fmt.Sprintf("schema version %d", migrate.Latest()))
+}
+
+func TestRunMigrate_BadCommandLines(t *testing.T) {
+	t.Parallel()
+	t.Run("help", func(t *testing.T) {
+		t.Parallel()
+		_, stderr, err := runMigrate(t, "--help")
+		require.ErrorIs(t, err, flag.ErrHelp)
+		require.Contains(t, stderr, "Usage: relay migrate")
+		require.Contains(t, stderr, "-database-url")
+		require.Contains(t, stderr, "-status")
+		require.Contains(t, stderr, "-down")
+	})
+	t.Run("unknown flag", func(t *testing.T) {
+		t.Parallel()
+		_, stderr, err := runMigrate(t, "--nope")
+		require.Error(t, err)
+		require.Contains(t, stderr, "flag provided but not defined: -nope")
+	})
+	t.Run("extra argument", func(t *testing.T) {
+		t.Parallel()
+		_, _, err := runMigrate(t, "--status", "now")
+		var ce *cli.ConfigError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, "arguments", ce.Setting)
+	})
+	t.Run("not a database URL", func(t *testing.T) {
+		t.Parallel()
+		_, _, err := runMigrate(t, "--database-url", "postgres://u:s3cret@host:notaport/db")
+		var ce *cli.ConfigError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, "--database-url (DATABASE_URL)", ce.Setting)
+		require.NotContains(t, err.Error(), "s3cret")
+	})
+	for _, dsn := range []string{
+		"postgres://u:s3cret@127.0.0.1:1/db?connect_timeout=5",
+		"postgres://u@127.0.0.1:1/db?password=s3cret&connect_timeout=5",
+		"host=127.0.0.1 port=1 user=u password=s3cret connect_timeout=5",
+		"host=127.0.0.1 port=1 user=u password='s3 cret' connect_timeout=5",
+	} {
+		t.Run("unreachable "+cli.RedactURL(dsn), func(t *testing.T) {
+			t.Parallel()
+			_, _, err := runMigrate(t, "--database-url", dsn)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "connect to PostgreSQL at")
+			require.NotContains(t, err.Error(), "s3", "the password never appears in errors")
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://u:secret@db:5432/app?sslmode=disable":     "postgres://u:xxxxx@db:5432/app?sslmode=disable",
+		"postgres://u@db/app":                                 "postgres://u@db/app",
+		"postgres://u@db/app?password=secret":                 "postgres://u@db/app?password=xxxxx",
+		"postgres://u@db/app?sslpassword=secret&sslmode=full": "postgres://u@db/app?sslmode=full&sslpassword=xxxxx",
+		"host=db user=u password=secret dbname=app":           "host=db user=u password=xxxxx dbname=app",
+		"host=db password = 'se cr\\'et' dbname=app":          "host=db password = xxxxx dbname=app",
+		"host=db PASSWORD=secret":                             "host=db PASSWORD=xxxxx",
+		"host=db sslpassword=secret":                          "host=db sslpassword=xxxxx",
+		"host=db user=u":                                      "host=db user=u",
+		"postgres://u:secret@db:port/app":                     "<unparseable URL>",
+	} {
+		require.Equal(t, want, cli.RedactURL(in), in)
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format, level string
+		wantJSON      bool
+		wantInfo      bool
+	}{
+		{"json", "info", true, true},
+		{"JSON", "debug", true, true},
+		{"text", "info", false, true},
+		{"auto", "info", true, true}, // not a terminal: JSON
+		{"", "info", true, true},
+		{"json", "warn", true, false},
+		{"text", "ERROR", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
+			t.Parallel()
+			var buf bytes.Buffer
+			log, err := cli.NewLogger(&buf, tt.format, tt.level)
+			require.NoError(t, err)
+			log.Info("hello", "k", "v")
+			log.Error("boom")
+			lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+			if tt.wantInfo {
+				require.Len(t, lines, 2, buf.String())
+			} else {
+				require.Len(t, lines, 1, buf.String())
+			}
+			var rec map[string]any
+			isJSON := json.Unmarshal([]byte(lines[0]), &rec) == nil
+			require.Equal(t, tt.wantJSON, isJSON, lines[0])
+			if !tt.wantJSON {
+				require.Contains(t, lines[len(lines)-1], "level=ERROR msg=boom")
+			}
+		})
+	}
+}
+
+func TestNewLogger_ConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format, level, wantSetting, wantValue string
+	}{
+		{"xml", "info", "--log-format (LOG_FORMAT)", `"xml"`},
+		{"json", "loud", "--log-level (LOG_LEVEL)", `"loud"`},
+		{"json", "", "--log-level (LOG_LEVEL)", `""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
+			t.Parallel()
+			log, err := cli.NewLogger(&bytes.Buffer{}, tt.format, tt.level)
+			require.Nil(t, log)
+			var ce *cli.ConfigError
+			require.True(t, errors.As(err, &ce), "got %T %v", err, err)
+			require.Equal(t, tt.wantSetting, ce.Setting)
+			require.Equal(t, "config: "+tt.wantSetting+": "+ce.Reason, err.Error())
+			require.Contains(t, ce.Reason, tt.wantValue)
+		})
+	}
+}
+
+// EnvString gives the environment variable, or the default when it is
+// unset or empty. (t.Setenv rules out t.Parallel.)
+func TestEnvString(t *testing.T) {
+	const name = "PULSEBUS_CLI_TEST_ENVSTRING"
+	require.Equal(t, "def", cli.EnvString(name, "def"))
+	t.Setenv(name, "")
+	require.Equal(t, "def", cli.EnvString(name, "def"))
+	t.Setenv(name, "set")
+	require.Equal(t, "set", cli.EnvString(name, "def"))
+}
