@@ -1,0 +1,395 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// HandlerOffset is one row of pulsebus.handler_offsets.
+type HandlerOffset struct {
+	Group      string
+	Handler    string
+	Topic      string
+	Partition  int
+	NextOffset int64
+	UpdatedAt  time.Time
+}
+
+// ListOffsets returns a group's handler offsets, ordered by handler, topic
+// and partition.
+func ListOffsets(ctx context.Context, db dbtx, group string) ([]HandlerOffset, error) {
+	rows, err := db.Query(ctx, `SELECT group_id, handler, topic, partition, next_offset, updated_at
+		FROM pulsebus.handler_offsets WHERE group_id = $1 ORDER BY handler, topic, partition`, group)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of group %s: %w", group, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HandlerOffset, error) {
+		var o HandlerOffset
+		err := r.Scan(&o.Group, &o.Handler, &o.Topic, &o.Partition, &o.NextOffset, &o.UpdatedAt)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of group %s: %w", group, err)
+	}
+	return out, nil
+}
+
+// Admin runs the operations that need Kafka as well as PostgreSQL: high
+// watermarks and replays.
+type Admin struct {
+	// Pool holds the pulsebus schema.
+	Pool *pgxpool.Pool
+	// Brokers are Kafka seed addresses.
+	Brokers []string
+	// Dialer connects to Kafka. Defaults to a plain dialer.
+	Dialer *kafka.Dialer
+}
+
+func (a *Admin) offsets() offsets {
+	d := a.Dialer
+	if d == nil {
+		d = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
+	}
+	return offsets{dialer: d, brokers: a.Brokers}
+}
+
+// OffsetLag is a handler offset with its partition's high watermark.
+type OffsetLag struct {
+	HandlerOffset
+	// HighWatermark is the partition's end offset; -1 if it could not be
+	// read (Err says why).
+	HighWatermark int64
+	// Lag is HighWatermark - NextOffset (at least 0).
+	Lag int64
+	Err error
+}
+
+// Lag lists a group's handler offsets with high watermarks and lag.
+func (a *Admin) Lag(ctx context.Context, group string) ([]OffsetLag, error) {
+	offs, err := ListOffsets(ctx, a.Pool, group)
+	if err != nil {
+		return nil, err
+	}
+	o := a.offsets()
+	hwm := map[offsetKey]int64{}
+	out := make([]OffsetLag, 0, len(offs))
+	for _, h := range offs {
+		pk := offsetKey{topic: h.Topic, partition: h.Partition}
+		l := OffsetLag{HandlerOffset: h, HighWatermark: -1}
+		end, ok := hwm[pk]
+		if !ok {
+			end, err = o.resolve(ctx, h.Topic, h.Partition, kafka.LastOffset)
+			if err != nil {
+				l.Err = err
+				end = -1
+			}
+			hwm[pk] = end
+		}
+		if end >= 0 {
+			l.HighWatermark = end
+			l.Lag = max(0, end-h.NextOffset)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// ReplayTarget is where a replay moves a handler: earliest, latest, a time
+// or an absolute offset.
+type ReplayTarget struct {
+	// Kind is "earliest", "latest", "time" or "offset".
+	Kind   string
+	Time   time.Time
+	Offset int64
+}
+
+// ParseReplayTarget parses earliest, latest, an RFC 3339 time or a
+// non-negative offset.
+func ParseReplayTarget(s string) (ReplayTarget, error) {
+	switch s {
+	case "earliest", "latest":
+		return ReplayTarget{Kind: s}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return ReplayTarget{Kind: "time", Time: t}, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		return ReplayTarget{Kind: "offset", Offset: n}, nil
+	}
+	return ReplayTarget{}, fmt.Errorf("replay target %q: want earliest, latest, an RFC 3339 time or an offset >= 0", s)
+}
+
+// ReplayParams selects the handler offsets a replay rewrites.
+type ReplayParams struct {
+	Group   string
+	Handler string
+	// Topic limits the replay to one topic; empty means every topic the
+	// handler has offsets on. Required when the handler has none yet.
+	Topic string
+	// Partition limits it to one partition; -1 means all.
+	Partition int
+	To        ReplayTarget
+}
+
+// Replay rewrites a handler's next offsets and notifies running consumers
+// of the group (on NotifyChannel) in the same transaction; they re-deliver
+// to that handler only, without a restart. It returns the rows as written.
+func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, error) {
+	if p.Group == "" || p.Handler == "" {
+		return nil, errors.New("replay: group and handler are required")
+	}
+	targets := map[offsetKey]bool{}
+	offs, err := ListOffsets(ctx, a.Pool, p.Group)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range offs {
+		if h.Handler == p.Handler && (p.Topic == "" || h.Topic == p.Topic) && (p.Partition < 0 || h.Partition == p.Partition) {
+			targets[offsetKey{topic: h.Topic, partition: h.Partition}] = true
+		}
+	}
+	o := a.offsets()
+	if p.Topic != "" {
+		parts, err := o.partitions(ctx, p.Topic)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range parts {
+			if p.Partition < 0 || id == p.Partition {
+				targets[offsetKey{topic: p.Topic, partition: id}] = true
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("replay: handler %s of group %s has no offsets to rewrite (name a --topic)", p.Handler, p.Group)
+	}
+	next := map[offsetKey]int64{}
+	for k := range targets {
+		var off int64
+		switch p.To.Kind {
+		case "earliest":
+			off, err = o.resolve(ctx, k.topic, k.partition, kafka.FirstOffset)
+		case "latest":
+			off, err = o.resolve(ctx, k.topic, k.partition, kafka.LastOffset)
+		case "time":
+			off, err = o.atTime(ctx, k.topic, k.partition, p.To.Time)
+		case "offset":
+			off = p.To.Offset
+		default:
+			err = fmt.Errorf("replay: unknown target kind %q", p.To.Kind)
+		}
+		if err != nil {
+			return nil, err
+		}
+		next[k] = off
+	}
+	var out []HandlerOffset
+	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
+		for k, off := range next {
+			var h HandlerOffset
+			err := tx.QueryRow(ctx, `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (group_id, handler, topic, partition) DO UPDATE
+				SET next_offset = EXCLUDED.next_offset, updated_at = clock_timestamp()
+				RETURNING group_id, handler, topic, partition, next_offset, updated_at`,
+				p.Group, p.Handler, k.topic, k.partition, off).
+				Scan(&h.Group, &h.Handler, &h.Topic, &h.Partition, &h.NextOffset, &h.UpdatedAt)
+			if err != nil {
+				return fmt.Errorf("replay %s on %s/%d: %w", p.Handler, k.topic, k.partition, err)
+			}
+			out = append(out, h)
+		}
+		payload, _ := json.Marshal(notification{Group: p.Group, Handler: p.Handler})
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, string(payload)); err != nil {
+			return fmt.Errorf("replay: notify: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeadLetter is one parked message.
+type DeadLetter struct {
+	ID            int64
+	Group         string
+	Handler       string
+	Topic         string
+	Partition     int
+	Offset        int64
+	EventID       *uuid.UUID
+	EventType     *string
+	Key           []byte
+	Headers       []kafka.Header
+	Value         []byte
+	Error         string
+	Attempts      int
+	FirstFailedAt time.Time
+	LastFailedAt  time.Time
+}
+
+// Message rebuilds the Kafka message byte for byte.
+func (d *DeadLetter) Message() kafka.Message {
+	return kafka.Message{Topic: d.Topic, Partition: d.Partition, Offset: d.Offset, Key: d.Key, Value: d.Value, Headers: d.Headers}
+}
+
+// ListDeadLettersParams filters [ListDeadLetters].
+type ListDeadLettersParams struct {
+	Group string
+	// Handler, when set, lists only that handler's.
+	Handler string
+	// ID, when > 0, lists only that row.
+	ID int64
+	// Limit caps the rows. Defaults to 100.
+	Limit int
+}
+
+const deadLetterColumns = `id, group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key,
+	message_headers, message_value, error, attempts, first_failed_at, last_failed_at`
+
+// ListDeadLetters returns parked messages, oldest first.
+func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]DeadLetter, error) {
+	if p.Limit <= 0 {
+		p.Limit = 100
+	}
+	rows, err := db.Query(ctx, `SELECT `+deadLetterColumns+` FROM pulsebus.dead_letters
+		WHERE group_id = $1 AND ($2 = '' OR handler = $2) AND ($3 <= 0 OR id = $3)
+		ORDER BY id LIMIT $4`, p.Group, p.Handler, p.ID, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return out, nil
+}
+
+func scanDeadLetter(r pgx.CollectableRow) (DeadLetter, error) {
+	var d DeadLetter
+	var hj []byte
+	if err := r.Scan(&d.ID, &d.Group, &d.Handler, &d.Topic, &d.Partition, &d.Offset, &d.EventID, &d.EventType,
+		&d.Key, &hj, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt); err != nil {
+		return d, err
+	}
+	var hs []headerJSON
+	if err := json.Unmarshal(hj, &hs); err != nil {
+		return d, fmt.Errorf("dead letter %d: headers: %w", d.ID, err)
+	}
+	for _, h := range hs {
+		d.Headers = append(d.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return d, nil
+}
+
+// RedriveParams selects the dead letters to redrive: one by ID, or all of
+// a handler's.
+type RedriveParams struct {
+	ID      int64
+	Handler string
+}
+
+// RedriveResult counts a redrive's outcome.
+type RedriveResult struct {
+	Redriven int
+	Failed   int
+	// Errors has one entry per failed row, "id N: reason".
+	Errors []string
+}
+
+// Redrive runs the registered handler once more on each selected dead
+// letter of this consumer's group and deletes the row on success (for a
+// transactional handler, in the handler's transaction). On failure the row
+// stays, with the new error and one more attempt. Offsets are not touched.
+// It does not need Run.
+func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
+	var res RedriveResult
+	if p.ID <= 0 && p.Handler == "" {
+		return res, errors.New("redrive: an id or a handler is required")
+	}
+	var lastID int64
+	for {
+		rows, err := c.cfg.Pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM pulsebus.dead_letters
+			WHERE group_id = $1 AND ($2 = '' OR handler = $2) AND ($3 <= 0 OR id = $3) AND id > $4
+			ORDER BY id LIMIT 100`, c.cfg.Group, p.Handler, p.ID, lastID)
+		if err != nil {
+			return res, fmt.Errorf("redrive: %w", err)
+		}
+		dls, err := pgx.CollectRows(rows, scanDeadLetter)
+		if err != nil {
+			return res, fmt.Errorf("redrive: %w", err)
+		}
+		if len(dls) == 0 {
+			if p.ID > 0 && res.Redriven+res.Failed == 0 {
+				return res, fmt.Errorf("redrive: no dead letter %d in group %s", p.ID, c.cfg.Group)
+			}
+			return res, nil
+		}
+		for _, d := range dls {
+			lastID = d.ID
+			if err := c.redriveOne(ctx, d); err != nil {
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				res.Failed++
+				res.Errors = append(res.Errors, fmt.Sprintf("id %d: %v", d.ID, err))
+				if _, uerr := c.cfg.Pool.Exec(ctx, `UPDATE pulsebus.dead_letters
+					SET error = $2, attempts = attempts + 1, last_failed_at = clock_timestamp() WHERE id = $1`,
+					d.ID, truncateErr(err)); uerr != nil {
+					return res, fmt.Errorf("redrive: record failure of %d: %w", d.ID, uerr)
+				}
+				continue
+			}
+			res.Redriven++
+		}
+	}
+}
+
+func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
+	r := c.byName[d.Handler]
+	if r == nil {
+		return fmt.Errorf("handler %s is not registered in this consumer", d.Handler)
+	}
+	env, err := c.cfg.Limits.FromMessage(d.Message())
+	if err != nil {
+		return err
+	}
+	const del = `DELETE FROM pulsebus.dead_letters WHERE id = $1`
+	if r.kind == kindPlain {
+		if err := safeCall(func() error { return r.run.Handle(ctx, env) }); err != nil {
+			return err
+		}
+		_, err := c.cfg.Pool.Exec(ctx, del, d.ID)
+		return err
+	}
+	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+		if err := safeCall(func() error { return r.runTx(ctx, tx, []envelope.Envelope{env}) }); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, del, d.ID)
+		return err
+	})
+}
+
+// FormatHeaders renders headers as k=v pairs for listings.
+func FormatHeaders(hs []kafka.Header) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = h.Key + "=" + strconv.Quote(string(h.Value))
+	}
+	return strings.Join(parts, " ")
+}

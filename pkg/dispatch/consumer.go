@@ -1,0 +1,350 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+)
+
+// ErrRunning is returned when handlers are registered on, or Run is called
+// for, a consumer that is already running.
+var ErrRunning = errors.New("dispatch: consumer already running")
+
+// Consumer reads a consumer group's topics and fans each message out to the
+// handlers interested in its event type. See the package documentation for
+// the guarantees.
+type Consumer struct {
+	cfg  Config
+	log  *slog.Logger
+	offs offsets
+
+	mu       sync.Mutex
+	handlers []*registration
+	byName   map[string]*registration
+	running  bool
+	workers  map[*worker]struct{}
+}
+
+// New returns a consumer for cfg. Register handlers, then call Run.
+func New(cfg Config) (*Consumer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	return &Consumer{
+		cfg:     c,
+		log:     c.Logger.With("group", c.Group),
+		offs:    offsets{dialer: c.Dialer, brokers: c.Brokers},
+		byName:  map[string]*registration{},
+		workers: map[*worker]struct{}{},
+	}, nil
+}
+
+// Handle registers a plain (at-least-once) handler for the event types
+// (exact names, "prefix.*" or "*").
+func (c *Consumer) Handle(name string, types []string, h Handler, opts ...HandlerOption) error {
+	return c.register(&registration{name: name, types: types, kind: kindPlain, plain: h}, opts)
+}
+
+// HandleTx registers a transactional handler: its writes and the offset
+// advance commit in one transaction, so each event takes effect exactly
+// once. By default each event has its own transaction; [WithBatchSize]
+// groups consecutive events.
+func (c *Consumer) HandleTx(name string, types []string, h TxHandler, opts ...HandlerOption) error {
+	return c.register(&registration{name: name, types: types, kind: kindTx, tx: h}, opts)
+}
+
+// HandleBatchTx registers a batch transactional handler: up to the batch
+// size (default DefaultBatchSize) of consecutive events per call and
+// transaction.
+func (c *Consumer) HandleBatchTx(name string, types []string, h BatchTxHandler, opts ...HandlerOption) error {
+	return c.register(&registration{name: name, types: types, kind: kindBatchTx, batch: h}, opts)
+}
+
+func (c *Consumer) register(r *registration, opts []HandlerOption) error {
+	for _, o := range opts {
+		o(r)
+	}
+	r.retry = r.retry.withDefaults(c.cfg.Retry)
+	if err := r.finish(c.cfg.Middleware); err != nil {
+		return err
+	}
+	if (r.kind == kindPlain && r.plain == nil) || (r.kind == kindTx && r.tx == nil) || (r.kind == kindBatchTx && r.batch == nil) {
+		return fmt.Errorf("dispatch: handler %s is nil", r.name)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running {
+		return ErrRunning
+	}
+	if _, dup := c.byName[r.name]; dup {
+		return fmt.Errorf("dispatch: handler %s registered twice", r.name)
+	}
+	c.byName[r.name] = r
+	c.handlers = append(c.handlers, r)
+	return nil
+}
+
+// Ready reports whether PostgreSQL and a Kafka broker answer, for /readyz.
+func (c *Consumer) Ready(ctx context.Context) error {
+	if err := c.cfg.Pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	var errs []error
+	for _, b := range c.cfg.Brokers {
+		conn, err := c.cfg.Dialer.DialContext(ctx, "tcp", b)
+		if err == nil {
+			_ = conn.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("kafka: %w", errors.Join(errs...))
+}
+
+// Run joins the group and handles messages until ctx is done. It then stops
+// fetching, lets the in-flight messages finish (up to Config.DrainTimeout),
+// saves every handler's progress, leaves the group and returns nil. It
+// returns an error only when it cannot start.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return ErrRunning
+	}
+	if len(c.handlers) == 0 {
+		c.mu.Unlock()
+		return errors.New("dispatch: no handlers registered")
+	}
+	c.running = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+	}()
+
+	// workCtx is what handlers run under: it outlives ctx by DrainTimeout so
+	// in-flight messages finish.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	drainDone := make(chan struct{})
+	defer close(drainDone)
+	go func() {
+		select {
+		case <-drainDone:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(c.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-drainDone:
+		case <-t.C:
+			c.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", c.cfg.DrainTimeout)
+			cancelWork()
+		}
+	}()
+
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                c.cfg.Group,
+		Brokers:           c.cfg.Brokers,
+		Dialer:            c.cfg.Dialer,
+		Topics:            c.cfg.Topics,
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		SessionTimeout:    c.cfg.SessionTimeout,
+		RebalanceTimeout:  c.cfg.RebalanceTimeout,
+		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
+		StartOffset:       c.cfg.StartOffset,
+		Timeout:           10 * time.Second,
+		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { c.log.Debug("kafka group: " + fmt.Sprintf(f, a...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("join consumer group %s: %w", c.cfg.Group, err)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.listen(ctx) }()
+
+	c.log.Info("consumer started", "topics", c.cfg.Topics, "handlers", len(c.handlers))
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			c.log.Warn("consumer group: no generation yet", "err", err)
+			continue
+		}
+		c.startGeneration(gen, workCtx)
+	}
+	c.log.Info("consumer stopping: draining in-flight messages")
+	_ = cg.Close() // ends the generation, waits for the workers, leaves the group
+	wg.Wait()
+	c.log.Info("consumer stopped")
+	return nil
+}
+
+// startGeneration starts one worker per assigned partition and handler, and
+// the committer of the Kafka group offsets. kafka-go waits for all of them
+// to return before it joins the next generation.
+func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Context) {
+	assigned := map[string][]int{}
+	var ws []*worker
+	for topic, parts := range gen.Assignments {
+		for _, pa := range parts {
+			assigned[topic] = append(assigned[topic], pa.ID)
+			for _, h := range c.handlers {
+				ws = append(ws, &worker{
+					c: c, h: h, workCtx: workCtx, groupOffset: pa.Offset,
+					key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
+					reload: make(chan struct{}, 1),
+				})
+			}
+		}
+	}
+	c.log.Info("joined generation", "generation", gen.ID, "member", gen.MemberID, "assigned", assigned)
+	c.cfg.Hooks.OnRebalance(assigned)
+	c.mu.Lock()
+	for _, w := range ws {
+		w.durable.Store(-1)
+		c.workers[w] = struct{}{}
+	}
+	c.mu.Unlock()
+	var running sync.WaitGroup
+	running.Add(len(ws))
+	for _, w := range ws {
+		gen.Start(func(ctx context.Context) {
+			defer running.Done()
+			w.run(ctx)
+			c.mu.Lock()
+			delete(c.workers, w)
+			c.mu.Unlock()
+		})
+	}
+	gen.Start(func(ctx context.Context) {
+		t := time.NewTicker(c.cfg.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				running.Wait()
+				c.commitGroupOffsets(gen, ws)
+				return
+			case <-t.C:
+				c.commitGroupOffsets(gen, ws)
+			}
+		}
+	})
+}
+
+// commitGroupOffsets commits, per partition, the minimum next offset over
+// the handlers, so Kafka tooling shows a lag no handler is behind of.
+func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
+	min := map[string]map[int]int64{}
+	known := map[offsetKey]bool{}
+	for _, w := range ws {
+		pk := offsetKey{topic: w.key.topic, partition: w.key.partition}
+		d := w.durable.Load()
+		if d < 0 {
+			known[pk] = false
+			continue
+		}
+		if _, seen := known[pk]; !seen {
+			known[pk] = true
+		}
+		if min[pk.topic] == nil {
+			min[pk.topic] = map[int]int64{}
+		}
+		if cur, ok := min[pk.topic][pk.partition]; !ok || d < cur {
+			min[pk.topic][pk.partition] = d
+		}
+	}
+	for pk, ok := range known {
+		if !ok && min[pk.topic] != nil {
+			delete(min[pk.topic], pk.partition)
+		}
+	}
+	if err := gen.CommitOffsets(min); err != nil {
+		c.log.Debug("commit group offsets", "err", err)
+	}
+}
+
+// notification is the payload on NotifyChannel.
+type notification struct {
+	Group   string `json:"group"`
+	Handler string `json:"handler"`
+}
+
+// listen LISTENs on NotifyChannel and tells the workers of a replayed
+// handler to reload their offsets. After a lost connection it reloads every
+// worker, since notifications may have been missed.
+func (c *Consumer) listen(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		err := c.listenOnce(ctx, first)
+		if ctx.Err() != nil {
+			return
+		}
+		first = false
+		c.log.Warn("offset notifications: connection lost; reconnecting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+func (c *Consumer) listenOnce(ctx context.Context, first bool) error {
+	conn, err := pgx.ConnectConfig(ctx, c.cfg.Pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+		return err
+	}
+	if !first {
+		c.signal(func(*worker) bool { return true })
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var p notification
+		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+			c.log.Warn("offset notifications: bad payload", "payload", n.Payload)
+			continue
+		}
+		if p.Group != c.cfg.Group {
+			continue
+		}
+		c.log.Info("handler offsets changed: reloading", "handler", p.Handler)
+		c.signal(func(w *worker) bool { return p.Handler == "" || w.key.handler == p.Handler })
+	}
+}
+
+func (c *Consumer) signal(match func(*worker) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.workers {
+		if match(w) {
+			select {
+			case w.reload <- struct{}{}:
+			default:
+			}
+		}
+	}
+}

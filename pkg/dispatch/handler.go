@@ -1,0 +1,253 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// Handler handles one event. Plain handlers are at-least-once: after a crash
+// or a retry an event can arrive again, so they should use env.ID as an
+// idempotency key. Return [Permanent] for an error that no retry can fix.
+type Handler interface {
+	Handle(ctx context.Context, env envelope.Envelope) error
+}
+
+// HandlerFunc adapts a function to [Handler].
+type HandlerFunc func(ctx context.Context, env envelope.Envelope) error
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, env envelope.Envelope) error { return f(ctx, env) }
+
+// TxHandler handles one event inside a transaction that also advances the
+// handler's offset: its writes and the offset commit together, so each event
+// takes effect exactly once. It must not commit or roll back tx.
+type TxHandler interface {
+	HandleTx(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error
+}
+
+// TxHandlerFunc adapts a function to [TxHandler].
+type TxHandlerFunc func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error
+
+// HandleTx calls f.
+func (f TxHandlerFunc) HandleTx(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
+	return f(ctx, tx, env)
+}
+
+// BatchTxHandler handles several consecutive events of one partition in one
+// transaction that also advances the handler's offset past the last of them.
+// When it fails, the events are handled again one by one (each in its own
+// transaction, with the retry policy) so one bad event is parked alone.
+type BatchTxHandler interface {
+	HandleBatchTx(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error
+}
+
+// BatchTxHandlerFunc adapts a function to [BatchTxHandler].
+type BatchTxHandlerFunc func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error
+
+// HandleBatchTx calls f.
+func (f BatchTxHandlerFunc) HandleBatchTx(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
+	return f(ctx, tx, envs)
+}
+
+// Middleware wraps a handler for cross-cutting concerns (logging, tracing,
+// timeouts, recovering panics). For transactional handlers the wrapped
+// handler finds the transaction with [TxFromContext]. Middleware does not
+// apply to batch handlers.
+type Middleware func(Handler) Handler
+
+type txKey struct{}
+
+// TxFromContext returns the transaction a transactional handler runs in, for
+// middleware; nil for plain handlers.
+func TxFromContext(ctx context.Context) pgx.Tx {
+	tx, _ := ctx.Value(txKey{}).(pgx.Tx)
+	return tx
+}
+
+// PermanentError marks an error no retry can fix. The message is parked in
+// the dead letters at once.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err so it is not retried. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err is not worth a retry: a [Permanent] error
+// or an invalid envelope ([envelope.ErrInvalid]).
+func IsPermanent(err error) bool {
+	var pe *PermanentError
+	return errors.As(err, &pe) || errors.Is(err, envelope.ErrInvalid)
+}
+
+// RetryPolicy is how often and how long a handler is retried on one event
+// before the event is parked in the dead letters.
+type RetryPolicy struct {
+	// MaxAttempts is the most attempts, the first one included. Defaults to
+	// DefaultMaxAttempts.
+	MaxAttempts int
+	// MaxElapsed bounds the time from the first attempt; no retry starts
+	// after it. Defaults to DefaultMaxElapsed.
+	MaxElapsed time.Duration
+	// InitialInterval is the first back-off; each next one is 1.5 times
+	// longer, with 50% jitter. Defaults to DefaultInitialInterval.
+	InitialInterval time.Duration
+	// MaxInterval caps a single back-off. Defaults to DefaultMaxInterval.
+	MaxInterval time.Duration
+}
+
+// Retry defaults.
+const (
+	DefaultMaxAttempts     = 5
+	DefaultMaxElapsed      = 30 * time.Second
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = 5 * time.Second
+)
+
+func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.MaxElapsed <= 0 {
+		p.MaxElapsed = d.MaxElapsed
+	}
+	if p.InitialInterval <= 0 {
+		p.InitialInterval = d.InitialInterval
+	}
+	if p.MaxInterval <= 0 {
+		p.MaxInterval = d.MaxInterval
+	}
+	return p
+}
+
+// HandlerOption customises one registered handler.
+type HandlerOption func(*registration)
+
+// WithRetry sets the handler's retry policy; zero fields take the
+// consumer's [Config.Retry].
+func WithRetry(p RetryPolicy) HandlerOption { return func(r *registration) { r.retry = p } }
+
+// WithMiddleware wraps the handler in mw, the first outermost, after the
+// consumer-wide middleware.
+func WithMiddleware(mw ...Middleware) HandlerOption {
+	return func(r *registration) { r.middleware = append(r.middleware, mw...) }
+}
+
+// WithBatchSize sets how many consecutive events of a partition a
+// transactional handler takes per transaction. Defaults to 1 for
+// [Consumer.HandleTx] and DefaultBatchSize for [Consumer.HandleBatchTx].
+func WithBatchSize(n int) HandlerOption { return func(r *registration) { r.batchSize = n } }
+
+// DefaultBatchSize is the batch size of [Consumer.HandleBatchTx] handlers.
+const DefaultBatchSize = 500
+
+type kind int
+
+const (
+	kindPlain kind = iota
+	kindTx
+	kindBatchTx
+)
+
+// registration is one handler as the consumer runs it.
+type registration struct {
+	name       string
+	types      []string
+	kind       kind
+	plain      Handler
+	tx         TxHandler
+	batch      BatchTxHandler
+	middleware []Middleware
+	retry      RetryPolicy
+	batchSize  int
+
+	// Built by finish.
+	run      Handler                                                              // plain, wrapped
+	runTx    func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error // tx kinds
+	exact    map[string]bool
+	prefix   []string
+	matchAll bool
+}
+
+func (r *registration) finish(global []Middleware) error {
+	if r.name == "" || strings.ContainsAny(r.name, " \t\n") {
+		return fmt.Errorf("dispatch: handler name %q must be non-empty without spaces", r.name)
+	}
+	if len(r.types) == 0 {
+		return fmt.Errorf("dispatch: handler %s: no event types (use \"*\" for all)", r.name)
+	}
+	r.exact = map[string]bool{}
+	for _, t := range r.types {
+		switch {
+		case t == "*":
+			r.matchAll = true
+		case strings.HasSuffix(t, ".*") && len(t) > 2:
+			r.prefix = append(r.prefix, strings.TrimSuffix(t, "*"))
+		case t == "" || strings.Contains(t, "*"):
+			return fmt.Errorf("dispatch: handler %s: event type %q: want an exact name, prefix.* or *", r.name, t)
+		default:
+			r.exact[t] = true
+		}
+	}
+	if r.batchSize <= 0 {
+		r.batchSize = 1
+		if r.kind == kindBatchTx {
+			r.batchSize = DefaultBatchSize
+		}
+	}
+	mws := append(append([]Middleware(nil), global...), r.middleware...)
+	wrap := func(h Handler) Handler {
+		for i := len(mws) - 1; i >= 0; i-- {
+			h = mws[i](h)
+		}
+		return h
+	}
+	switch r.kind {
+	case kindPlain:
+		r.run = wrap(r.plain)
+	case kindTx:
+		inner := wrap(HandlerFunc(func(ctx context.Context, env envelope.Envelope) error {
+			return r.tx.HandleTx(ctx, TxFromContext(ctx), env)
+		}))
+		r.runTx = func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
+			ctx = context.WithValue(ctx, txKey{}, tx)
+			for _, env := range envs {
+				if err := inner.Handle(ctx, env); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	case kindBatchTx:
+		r.runTx = r.batch.HandleBatchTx
+	}
+	return nil
+}
+
+// matches reports whether the handler wants events of type t.
+func (r *registration) matches(t string) bool {
+	if r.matchAll || r.exact[t] {
+		return true
+	}
+	for _, p := range r.prefix {
+		if strings.HasPrefix(t, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,136 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/segmentio/kafka-go"
+)
+
+// dbtx is what the store needs of a pool, connection or transaction.
+type dbtx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// offsetKey names one handler offset row.
+type offsetKey struct {
+	group, handler, topic string
+	partition             int
+}
+
+// cursor is a handler's position on a partition: next is the next offset to
+// handle (in memory), durable and version the row as last read or written.
+// The version (updated_at) fences writes: an update only applies while the
+// row is as this worker last saw it, so a replay or another member's write
+// is never overwritten; the worker reloads instead.
+type cursor struct {
+	next    int64
+	durable int64
+	version time.Time
+}
+
+// errMoved reports that the offset row changed under the worker (a replay,
+// or another member took the partition).
+var errMoved = errors.New("dispatch: handler offset changed by someone else")
+
+func loadOffset(ctx context.Context, db dbtx, k offsetKey) (cursor, bool, error) {
+	var c cursor
+	err := db.QueryRow(ctx, `SELECT next_offset, updated_at FROM pulsebus.handler_offsets
+		WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4`,
+		k.group, k.handler, k.topic, k.partition).Scan(&c.durable, &c.version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cursor{}, false, nil
+	}
+	if err != nil {
+		return cursor{}, false, fmt.Errorf("load offset of %s on %s/%d: %w", k.handler, k.topic, k.partition, err)
+	}
+	c.next = c.durable
+	return c, true, nil
+}
+
+func insertOffset(ctx context.Context, db dbtx, k offsetKey, next int64) error {
+	_, err := db.Exec(ctx, `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, k.group, k.handler, k.topic, k.partition, next)
+	if err != nil {
+		return fmt.Errorf("insert offset of %s on %s/%d: %w", k.handler, k.topic, k.partition, err)
+	}
+	return nil
+}
+
+// advanceOffset moves the row from c's durable state to next. It returns
+// errMoved when the row is no longer as c saw it.
+func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next int64) error {
+	var ver time.Time
+	err := db.QueryRow(ctx, `UPDATE pulsebus.handler_offsets SET next_offset = $5, updated_at = clock_timestamp()
+		WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4 AND next_offset = $6 AND updated_at = $7
+		RETURNING updated_at`, k.group, k.handler, k.topic, k.partition, next, c.durable, c.version).Scan(&ver)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errMoved
+	}
+	if err != nil {
+		return fmt.Errorf("advance offset of %s on %s/%d to %d: %w", k.handler, k.topic, k.partition, next, err)
+	}
+	c.durable, c.version = next, ver
+	return nil
+}
+
+// headerJSON is how a Kafka header is kept in dead_letters.message_headers:
+// the value base64-encoded (encoding/json's []byte form), so it is kept
+// byte for byte.
+type headerJSON struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+}
+
+type deadLetterRow struct {
+	key       offsetKey
+	offset    int64
+	eventID   *uuid.UUID
+	eventType *string
+	msg       kafka.Message
+	err       error
+	attempts  int
+	first     time.Time
+	last      time.Time
+}
+
+func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) error {
+	hs := make([]headerJSON, len(d.msg.Headers))
+	for i, h := range d.msg.Headers {
+		hs[i] = headerJSON{Key: h.Key, Value: h.Value}
+	}
+	hj, err := json.Marshal(hs)
+	if err != nil {
+		return fmt.Errorf("encode headers: %w", err)
+	}
+	_, err = db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
+		(group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key, message_headers,
+		 message_value, error, attempts, first_failed_at, last_failed_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (group_id, handler, topic, partition, kafka_offset) DO UPDATE
+		SET error = EXCLUDED.error, attempts = pulsebus.dead_letters.attempts + EXCLUDED.attempts,
+		    last_failed_at = EXCLUDED.last_failed_at`,
+		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, d.eventID, d.eventType,
+		d.msg.Key, hj, d.msg.Value, truncateErr(d.err), d.attempts, d.first, d.last)
+	if err != nil {
+		return fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
+	}
+	return nil
+}
+
+func truncateErr(err error) string {
+	const max = 4000
+	s := err.Error()
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return s
+}
