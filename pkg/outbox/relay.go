@@ -1,0 +1,496 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// Relay defaults.
+const (
+	DefaultRelayName         = "default"
+	DefaultBatchSize         = 1000
+	DefaultPollInterval      = time.Second
+	DefaultNotifyDebounce    = time.Millisecond
+	DefaultLeaseTTL          = 15 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultMaxMessageBytes   = 1_000_000
+	DefaultBackoffInitial    = 100 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
+	DefaultBacklogInterval   = 10 * time.Second
+	DefaultTopicPartitions   = 1
+	DefaultReplicationFactor = 1
+)
+
+// RelayConfig configures a [Relay].
+type RelayConfig struct {
+	// DB is the pool the relay claims rows, keeps its lease and listens
+	// with. It holds one connection for LISTEN (unless PollOnly), one for
+	// the batch in hand and briefly one for lease renewals. Required.
+	DB *pgxpool.Pool
+	// Brokers are the Kafka bootstrap addresses (host:port). Required.
+	Brokers []string
+	// Transport carries the Kafka requests; set it for TLS or SASL.
+	// Defaults to a new kafka.Transport owned (and closed) by the relay.
+	Transport kafka.RoundTripper
+	// Compression of produced batches. Defaults to none.
+	Compression kafka.Compression
+
+	// Name names the relay group: relays with the same Name share one
+	// leader lease and only the leader publishes. Defaults to
+	// DefaultRelayName.
+	Name string
+	// ID identifies this relay in the lease row. Defaults to
+	// hostname-pid-random.
+	ID string
+	// LeaseTTL is how long a lease lasts without renewal; a standby takes
+	// over within LeaseTTL plus one PollInterval after the leader dies. It
+	// also bounds a hung claim transaction
+	// (idle_in_transaction_session_timeout). Defaults to DefaultLeaseTTL.
+	LeaseTTL time.Duration
+
+	// BatchSize is the most rows claimed, produced and deleted per
+	// transaction. Defaults to DefaultBatchSize.
+	BatchSize int
+	// PollInterval is the fallback poll period (jittered down by up to
+	// 20%) when no notification arrives, and how often a standby tries to
+	// take the lease. Defaults to DefaultPollInterval.
+	PollInterval time.Duration
+	// PollOnly disables LISTEN: the relay wakes only every PollInterval
+	// (or at once after a full batch). Defaults to false.
+	PollOnly bool
+	// NotifyDebounce is the least time between two claims started by
+	// notifications, so a burst of small commits is claimed as one batch.
+	// Defaults to DefaultNotifyDebounce.
+	NotifyDebounce time.Duration
+
+	// WriteTimeout bounds one produce request. Defaults to
+	// DefaultWriteTimeout; it must be below LeaseTTL.
+	WriteTimeout time.Duration
+	// MaxMessageBytes is the most bytes per produce request and so per
+	// message; a message larger than this is parked without being sent.
+	// Keep it at or below the broker's message.max.bytes. Defaults to
+	// DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// Limits validates envelopes before they are produced; an invalid one
+	// is parked. Defaults to envelope.DefaultLimits().
+	Limits *envelope.Limits
+
+	// BackoffInitial and BackoffMax bound the exponential back-off after a
+	// transient broker or database error. Default to DefaultBackoffInitial
+	// and DefaultBackoffMax.
+	BackoffInitial, BackoffMax time.Duration
+
+	// AutoCreateTopics creates a missing topic with TopicPartitions
+	// partitions and TopicReplicationFactor replicas. When false, rows for
+	// a missing topic stay in the outbox and every attempt fails with an
+	// [*UnknownTopicError] naming it. Defaults to false.
+	AutoCreateTopics bool
+	// TopicPartitions defaults to DefaultTopicPartitions.
+	TopicPartitions int
+	// TopicReplicationFactor defaults to DefaultReplicationFactor.
+	TopicReplicationFactor int
+
+	// BacklogInterval is how often the backlog is measured for
+	// [RelayHooks.Backlog]; negative disables it. Defaults to
+	// DefaultBacklogInterval.
+	BacklogInterval time.Duration
+	// Hooks receives observations. Defaults to NopRelayHooks.
+	Hooks RelayHooks
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *RelayConfig) withDefaults() (RelayConfig, error) {
+	cfg := *c
+	if cfg.DB == nil {
+		return cfg, errors.New("outbox: RelayConfig.DB is required")
+	}
+	if len(cfg.Brokers) == 0 {
+		return cfg, errors.New("outbox: RelayConfig.Brokers is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultRelayName
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = cryptoRead(b)
+		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	setDefault(&cfg.LeaseTTL, DefaultLeaseTTL)
+	setDefault(&cfg.BatchSize, DefaultBatchSize)
+	setDefault(&cfg.PollInterval, DefaultPollInterval)
+	setDefault(&cfg.NotifyDebounce, DefaultNotifyDebounce)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&cfg.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&cfg.BackoffInitial, DefaultBackoffInitial)
+	setDefault(&cfg.BackoffMax, DefaultBackoffMax)
+	setDefault(&cfg.BacklogInterval, DefaultBacklogInterval)
+	setDefault(&cfg.TopicPartitions, DefaultTopicPartitions)
+	setDefault(&cfg.TopicReplicationFactor, DefaultReplicationFactor)
+	if cfg.Limits == nil {
+		l := envelope.DefaultLimits()
+		cfg.Limits = &l
+	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = NopRelayHooks{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.BatchSize < 0:
+		return cfg, fmt.Errorf("outbox: RelayConfig.BatchSize %d must be positive", cfg.BatchSize)
+	case cfg.LeaseTTL < 3*time.Second/2:
+		return cfg, fmt.Errorf("outbox: RelayConfig.LeaseTTL %s must be at least 1.5s", cfg.LeaseTTL)
+	case cfg.WriteTimeout >= cfg.LeaseTTL:
+		return cfg, fmt.Errorf("outbox: RelayConfig.WriteTimeout %s must be below LeaseTTL %s", cfg.WriteTimeout, cfg.LeaseTTL)
+	case cfg.PollInterval < 0 || cfg.NotifyDebounce < 0 || cfg.BackoffInitial < 0 || cfg.BackoffMax < cfg.BackoffInitial:
+		return cfg, errors.New("outbox: RelayConfig durations must be positive and BackoffMax >= BackoffInitial")
+	case cfg.MaxMessageBytes < 0 || cfg.TopicPartitions < 0 || cfg.TopicReplicationFactor < 0:
+		return cfg, errors.New("outbox: RelayConfig.MaxMessageBytes, TopicPartitions and TopicReplicationFactor must be positive")
+	}
+	return cfg, nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+var cryptoRead = rand.Read
+
+// Relay moves events from pulsebus.outbox to Kafka. See the package
+// documentation for its guarantees.
+type Relay struct {
+	cfg    RelayConfig
+	log    *slog.Logger
+	hooks  RelayHooks
+	writer *kafka.Writer
+	own    *kafka.Transport // the transport the relay made, closed on stop
+	client *kafka.Client
+	lease  *lease
+
+	wake chan struct{} // buffered 1: a notification or a leadership change
+
+	mu       sync.Mutex
+	started  bool
+	term     leaseTerm // zero Term: not leader
+	stopped  chan struct{}
+	stopWork context.CancelFunc // abandons the batch in hand
+	stopPoll context.CancelFunc // stops claiming new batches
+}
+
+// NewRelay checks cfg and returns a relay ready to Start.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var own *kafka.Transport
+	if c.Transport == nil {
+		own = &kafka.Transport{}
+		c.Transport = own
+	}
+	w := &kafka.Writer{
+		Addr:         kafka.TCP(c.Brokers...),
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		Compression:  c.Compression,
+		Transport:    c.Transport,
+		// One WriteMessages call is one chunk that fits a single produce
+		// request per partition; see publish.
+		BatchSize:       c.BatchSize,
+		BatchBytes:      int64(c.MaxMessageBytes),
+		BatchTimeout:    time.Millisecond,
+		MaxAttempts:     3,
+		WriteBackoffMin: 10 * time.Millisecond,
+		WriteBackoffMax: 200 * time.Millisecond,
+		WriteTimeout:    c.WriteTimeout,
+		ReadTimeout:     c.WriteTimeout,
+	}
+	return &Relay{
+		cfg:     c,
+		own:     own,
+		log:     c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
+		hooks:   c.Hooks,
+		writer:  w,
+		client:  &kafka.Client{Addr: w.Addr, Transport: c.Transport, Timeout: c.WriteTimeout},
+		lease:   &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}, nil
+}
+
+// ID returns the relay's id in the lease row.
+func (r *Relay) ID() string { return r.cfg.ID }
+
+// Start starts the relay's goroutines and returns. The relay runs until
+// ctx is done or Stop is called. It returns an error only if the relay was
+// started before.
+func (r *Relay) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return errors.New("outbox: relay already started")
+	}
+	r.started = true
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	r.stopWork, r.stopPoll = stopWork, stopPoll
+	go r.run(pollCtx, workCtx)
+	return nil
+}
+
+// Stop stops claiming new batches, lets the batch in hand finish until ctx
+// is done (then abandons it: its rows stay in the outbox, claimed by no
+// one), releases the lease and waits for every goroutine. It is idempotent
+// and returns ctx's error if the relay had to abandon work or did not stop
+// in time.
+func (r *Relay) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.started {
+		r.started = true
+		close(r.stopped)
+		r.mu.Unlock()
+		return nil
+	}
+	stopPoll, stopWork := r.stopPoll, r.stopWork
+	r.mu.Unlock()
+	if stopPoll != nil {
+		stopPoll()
+	}
+	select {
+	case <-r.stopped:
+		return nil
+	case <-ctx.Done():
+		stopWork()
+		<-r.stopped
+		return fmt.Errorf("outbox: relay stop: in-flight batch abandoned: %w", ctx.Err())
+	}
+}
+
+// Stopped is closed when the relay has stopped.
+func (r *Relay) Stopped() <-chan struct{} { return r.stopped }
+
+// IsLeader reports whether the relay holds an unexpired lease.
+func (r *Relay) IsLeader() bool {
+	_, ok := r.currentTerm()
+	return ok
+}
+
+func (r *Relay) currentTerm() (leaseTerm, bool) {
+	r.mu.Lock()
+	t := r.term
+	r.mu.Unlock()
+	return t, t.Term != 0 && time.Now().Before(t.Deadline.Add(-r.safetyMargin()))
+}
+
+// safetyMargin is how long before the local deadline the relay stops using
+// a lease: room for a produce request in flight and clock rate drift.
+func (r *Relay) safetyMargin() time.Duration { return r.cfg.LeaseTTL / 5 }
+
+func (r *Relay) setTerm(t leaseTerm) {
+	r.mu.Lock()
+	was := r.term.Term != 0
+	r.term = t
+	r.mu.Unlock()
+	if is := t.Term != 0; is != was {
+		if is {
+			r.log.Info("relay became leader", "term", t.Term)
+		} else {
+			r.log.Info("relay stepped down")
+		}
+		r.hooks.Leader(is)
+		r.signal()
+	}
+}
+
+func (r *Relay) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Relay) run(pollCtx, workCtx context.Context) {
+	defer close(r.stopped)
+	defer r.stopWork()
+	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(pollCtx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.keepLease(leaseCtx) }()
+	if !r.cfg.PollOnly {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.listen(pollCtx) }()
+	}
+	if r.cfg.BacklogInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.reportBacklog(pollCtx) }()
+	}
+
+	r.loop(pollCtx, workCtx)
+
+	stopLease() // keepLease releases the lease: the last batch is done
+	wg.Wait()
+	if err := r.writer.Close(); err != nil {
+		r.log.Warn("close Kafka writer", "err", err)
+	}
+	if r.own != nil {
+		r.own.CloseIdleConnections()
+	}
+}
+
+func (r *Relay) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = r.cfg.BackoffInitial
+	b.MaxInterval = r.cfg.BackoffMax
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return b
+}
+
+// loop claims and publishes batches while leader.
+func (r *Relay) loop(pollCtx, workCtx context.Context) {
+	bo := r.newBackoff()
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	var lastClaim time.Time
+	for {
+		if pollCtx.Err() != nil {
+			return
+		}
+		term, leader := r.currentTerm()
+		if leader {
+			lastClaim = time.Now()
+			res, err := r.relayBatch(workCtx, term)
+			if err != nil {
+				d := bo.NextBackOff()
+				r.log.Warn("relay batch failed; backing off", "err", err, "backoff", d, "published", res.published, "parked", res.parked)
+				if !sleepCtx(pollCtx, d) {
+					return
+				}
+				continue
+			}
+			bo.Reset()
+			if res.claimed >= r.cfg.BatchSize || res.parked > 0 {
+				continue // more waiting: no need to wait for a signal
+			}
+		}
+		resetTimer(poll, r.jitter(r.cfg.PollInterval))
+		select {
+		case <-pollCtx.Done():
+			return
+		case <-poll.C:
+		case <-r.wake:
+			// Debounce: let a burst of commits gather into one batch.
+			if d := r.cfg.NotifyDebounce - time.Since(lastClaim); d > 0 && !sleepCtx(pollCtx, d) {
+				return
+			}
+		}
+	}
+}
+
+// jitter returns d shortened by up to 20%, so the bound "takes over within
+// TTL plus one poll" holds and replicas spread their polls.
+func (r *Relay) jitter(d time.Duration) time.Duration {
+	return d - time.Duration(mrand.Int64N(int64(d)/5+1))
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
+	}
+	t.Reset(d)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// keepLease acquires, renews and on return releases the lease.
+func (r *Relay) keepLease(ctx context.Context) {
+	renewEvery := r.cfg.LeaseTTL / 3
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.mu.Lock()
+			t := r.term
+			r.mu.Unlock()
+			if t.Term != 0 {
+				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if err := r.lease.release(rctx, t.Term); err != nil {
+					r.log.Warn("release lease", "err", err)
+				} else {
+					r.log.Info("relay released lease", "term", t.Term)
+				}
+				cancel()
+				r.setTerm(leaseTerm{})
+			}
+			return
+		case <-timer.C:
+		}
+		held, leader := r.currentTerm()
+		if held.Term != 0 && !leader {
+			r.log.Warn("lease not renewed in time; stepping down", "term", held.Term)
+			r.setTerm(leaseTerm{})
+			held = leaseTerm{}
+		}
+		if held.Term != 0 {
+			opCtx, cancel := context.WithDeadline(ctx, held.Deadline.Add(-r.safetyMargin()))
+			t, ok, err := r.lease.renew(opCtx, held.Term)
+			cancel()
+			switch {
+			case err != nil:
+				r.log.Warn("renew lease", "err", err, "term", held.Term)
+				timer.Reset(min(time.Second, renewEvery))
+				continue
+			case !ok:
+				r.log.Warn("lease lost", "term", held.Term)
+				r.setTerm(leaseTerm{})
+			default:
+				r.setTerm(t)
+				timer.Reset(renewEvery)
+				continue
+			}
+		}
+		opCtx, cancel := context.WithTimeout(ctx, r.cfg.LeaseTTL)
+		t, ok, err := r.lease.tryAcquire(opCtx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("acquire lease", "err", err)
+		}
+		if ok {
+			r.setTerm(t)
+			timer.Reset(renewEvery)
+			continue
+		}
+		timer.Reset(r.jitter(min(r.cfg.PollInterval, renewEvery)))
+	}
+}

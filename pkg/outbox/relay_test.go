@@ -1,0 +1,390 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+// seqEvent carries its producer's per-key sequence number, so a test can
+// check per-key order on Kafka against commit order.
+type seqEvent struct {
+	Key string `json:"key"`
+	Seq int    `json:"seq"`
+}
+
+func (seqEvent) EventType() string { return "test.seq" }
+
+func seqEnv(t testing.TB, key string, seq int) envelope.Envelope {
+	t.Helper()
+	env, err := envelope.New("relay-test", seqEvent{Key: key, Seq: seq}, envelope.WithKey(key))
+	require.NoError(t, err)
+	return env
+}
+
+// recordingHooks counts what the relay reports.
+type recordingHooks struct {
+	outbox.NopRelayHooks
+	mu        sync.Mutex
+	published map[string]int
+	errors    map[string]int
+	parked    map[string]int
+	leader    []bool
+	acks      int
+	backlogs  int
+}
+
+func newRecordingHooks() *recordingHooks {
+	return &recordingHooks{published: map[string]int{}, errors: map[string]int{}, parked: map[string]int{}}
+}
+
+func (h *recordingHooks) Published(topic string, n int) {
+	h.mu.Lock()
+	h.published[topic] += n
+	h.mu.Unlock()
+}
+func (h *recordingHooks) PublishError(reason string) {
+	h.mu.Lock()
+	h.errors[reason]++
+	h.mu.Unlock()
+}
+func (h *recordingHooks) Parked(topic, reason string) {
+	h.mu.Lock()
+	h.parked[reason]++
+	h.mu.Unlock()
+}
+func (h *recordingHooks) Leader(is bool) {
+	h.mu.Lock()
+	h.leader = append(h.leader, is)
+	h.mu.Unlock()
+}
+func (h *recordingHooks) CommitToAck(time.Duration) {
+	h.mu.Lock()
+	h.acks++
+	h.mu.Unlock()
+}
+func (h *recordingHooks) Backlog(int64, time.Duration) {
+	h.mu.Lock()
+	h.backlogs++
+	h.mu.Unlock()
+}
+
+func (h *recordingHooks) get(f func(h *recordingHooks) int) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return f(h)
+}
+
+type relayBundle struct {
+	db    *testdb.DB
+	kc    *testkafka.Cluster
+	hooks *recordingHooks
+}
+
+func setupRelay(t *testing.T, cfg outbox.RelayConfig) (*outbox.Relay, *relayBundle) {
+	t.Helper()
+	b := &relayBundle{db: testdb.New(t), kc: testkafka.New(t), hooks: newRecordingHooks()}
+	return startRelay(t, b, cfg), b
+}
+
+func startRelay(t *testing.T, b *relayBundle, cfg outbox.RelayConfig) *outbox.Relay {
+	t.Helper()
+	cfg.DB = b.db.Pool
+	cfg.Brokers = b.kc.Addrs
+	if cfg.Hooks == nil {
+		cfg.Hooks = b.hooks
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	if cfg.BackoffInitial == 0 {
+		cfg.BackoffInitial = 20 * time.Millisecond
+		cfg.BackoffMax = 200 * time.Millisecond
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 3 * time.Second
+		cfg.WriteTimeout = 2 * time.Second
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	r, err := outbox.NewRelay(cfg)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, r.Stop(ctx))
+	})
+	return r
+}
+
+func kfakeMaxMessageBytes(n int) kfake.Opt {
+	return kfake.BrokerConfigs(map[string]string{"message.max.bytes": fmt.Sprint(n)})
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func outboxCount(t testing.TB, db *testdb.DB) int {
+	t.Helper()
+	var n int
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox`).Scan(&n))
+	return n
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func totalRecords(t testing.TB, kc *testkafka.Cluster, topic string) int64 {
+	t.Helper()
+	ends, err := kc.EndOffsetsErr(context.Background(), topic)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ends {
+		n += e
+	}
+	return n
+}
+
+// checkDelivery checks that every expected event is on topic, and that per
+// key the first occurrences come in sequence order. It returns the number of
+// duplicates.
+func checkDelivery(t testing.TB, recs []*kgo.Record, want map[string]int) int {
+	t.Helper()
+	seen := map[string]bool{}
+	next := map[string]int{}
+	dups := 0
+	for _, rec := range recs {
+		var id string
+		for _, h := range rec.Headers {
+			if h.Key == envelope.HeaderID {
+				id = string(h.Value)
+			}
+		}
+		require.NotEmpty(t, id, "record without ce_id")
+		if seen[id] {
+			dups++
+			continue
+		}
+		seen[id] = true
+		var ev seqEvent
+		require.NoError(t, json.Unmarshal(rec.Value, &ev))
+		require.Equal(t, ev.Key, string(rec.Key))
+		require.Equal(t, next[ev.Key], ev.Seq, "key %s: first occurrence of seq %d after %d (partition %d offset %d)", ev.Key, ev.Seq, next[ev.Key]-1, rec.Partition, rec.Offset)
+		next[ev.Key]++
+	}
+	total := 0
+	for k, n := range want {
+		require.Equal(t, n, next[k], "key %s: events on Kafka", k)
+		total += n
+	}
+	require.Len(t, seen, total, "distinct ce_id count")
+	return dups
+}
+
+// produce runs producers goroutines, each writing perProducer events over
+// keysPer keys of its own in transactions of 1..maxTx events, in sequence
+// order per key. It returns the expected per-key counts.
+func produce(t testing.TB, db *testdb.DB, topic string, producers, perProducer, keysPer, maxTx int) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	want := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, producers)
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(p), 42))
+			seq := map[string]int{}
+			for done := 0; done < perProducer; {
+				n := min(1+rng.IntN(maxTx), perProducer-done)
+				envs := make([]envelope.Envelope, n)
+				for i := range envs {
+					key := fmt.Sprintf("p%d-k%d", p, rng.IntN(keysPer))
+					envs[i] = seqEnv(t, key, seq[key])
+					seq[key]++
+				}
+				if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+					return outbox.InsertTx(ctx, tx, topic, envs...)
+				}); err != nil {
+					errs <- err
+					return
+				}
+				done += n
+			}
+			mu.Lock()
+			for k, n := range seq {
+				want[k] = n
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	return want
+}
+
+func TestRelay_FiftyThousandFromEightProducers(t *testing.T) {
+	t.Parallel()
+	const total = 50_000
+	_, b := setupRelay(t, outbox.RelayConfig{})
+	b.kc.CreateTopic(t, "lessons", 4)
+
+	start := time.Now()
+	want := produce(t, b.db, "lessons", 8, total/8, 16, 20)
+	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+	t.Logf("50,000 events produced and relayed in %s", time.Since(start))
+
+	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	require.Zero(t, dups, "no crash, no duplicates")
+	require.Equal(t, total, b.hooks.get(func(h *recordingHooks) int { return h.published["lessons"] }))
+	require.Equal(t, total, b.hooks.get(func(h *recordingHooks) int { return h.acks }))
+}
+
+func TestRelay_LateCommitterIsPublished(t *testing.T) {
+	t.Parallel()
+	_, b := setupRelay(t, outbox.RelayConfig{})
+	b.kc.CreateTopic(t, "lessons", 1)
+	ctx := context.Background()
+
+	// The late transaction takes the lowest id and commits last.
+	late, err := b.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, outbox.InsertTx(ctx, late, "lessons", seqEnv(t, "late", 0)))
+	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "early", 0), seqEnv(t, "early", 1)))
+	waitFor(t, 10*time.Second, "early events published", func() bool { return totalRecords(t, b.kc, "lessons") == 2 })
+	require.NoError(t, late.Commit(ctx))
+	waitFor(t, 10*time.Second, "late event published", func() bool { return totalRecords(t, b.kc, "lessons") == 3 })
+
+	recs := b.kc.ReadAll(t, "lessons")
+	require.Equal(t, "late", string(recs[2].Key), "published after the early ones: commit order")
+	checkDelivery(t, recs, map[string]int{"late": 1, "early": 2})
+	require.Zero(t, outboxCount(t, b.db))
+}
+
+func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t, kfakeMaxMessageBytes(20_000))
+	kc.CreateTopic(t, "lessons", 2)
+	b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
+	ctx := context.Background()
+
+	// One batch: small events around a 50 kB one the broker refuses.
+	var envs []envelope.Envelope
+	for i := range 10 {
+		envs = append(envs, seqEnv(t, fmt.Sprintf("k%d", i%3), i/3))
+	}
+	big := seqEnv(t, "k1", 99)
+	big.Payload = []byte(fmt.Sprintf(`{"key":"k1","seq":99,"pad":"%s"}`, string(make([]byte, 50_000))))
+	for i := range big.Payload[30:50_030] {
+		big.Payload[30+i] = 'x'
+	}
+	envs = append(envs[:5], append([]envelope.Envelope{big}, envs[5:]...)...)
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", envs...))
+	startRelay(t, b, outbox.RelayConfig{})
+
+	waitFor(t, 20*time.Second, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
+	var (
+		parkedID    string
+		parkedError string
+		attempts    int
+	)
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text, error, attempts FROM pulsebus.outbox_parked`).Scan(&parkedID, &parkedError, &attempts))
+	require.Equal(t, big.ID.String(), parkedID)
+	require.Contains(t, parkedError, "message_too_large")
+	require.Equal(t, 1, attempts)
+	require.Equal(t, 1, b.hooks.get(func(h *recordingHooks) int { return h.parked[outbox.ReasonMessageTooLarge] }))
+
+	// The rest went through, in order, and later rows still flow.
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
+	waitFor(t, 10*time.Second, "later event published", func() bool { return totalRecords(t, kc, "lessons") == 11 })
+	checkDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
+}
+
+func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
+	t.Parallel()
+	_, b := setupRelay(t, outbox.RelayConfig{})
+	b.kc.CreateTopic(t, "lessons", 1)
+	ctx := context.Background()
+	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 0)))
+	_, err := b.db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
+		VALUES (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"n": 1}', ''),
+		       (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"Bad Key": "v"}', '')`)
+	require.NoError(t, err)
+	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
+
+	waitFor(t, 10*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+	var parked int
+	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked WHERE error LIKE '%invalid_envelope%'`).Scan(&parked))
+	require.Equal(t, 2, parked)
+	checkDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
+}
+
+func TestRelay_MissingTopic(t *testing.T) {
+	t.Parallel()
+	t.Run("named in the error, rows stay", func(t *testing.T) {
+		t.Parallel()
+		_, b := setupRelay(t, outbox.RelayConfig{})
+		ctx := context.Background()
+		require.NoError(t, outbox.Insert(ctx, b.db.Pool, "nope", seqEnv(t, "k", 0)))
+		waitFor(t, 10*time.Second, "unknown_topic errors", func() bool {
+			return b.hooks.get(func(h *recordingHooks) int { return h.errors[outbox.ReasonUnknownTopic] }) >= 2
+		})
+		require.Equal(t, 1, outboxCount(t, b.db))
+		var lastErr string
+		require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT last_error FROM pulsebus.outbox`).Scan(&lastErr))
+		require.Contains(t, lastErr, "nope")
+
+		b.kc.CreateTopic(t, "nope", 1) // the operator fixes it
+		waitFor(t, 20*time.Second, "published once the topic exists", func() bool { return outboxCount(t, b.db) == 0 })
+	})
+	t.Run("created when configured", func(t *testing.T) {
+		t.Parallel()
+		_, b := setupRelay(t, outbox.RelayConfig{AutoCreateTopics: true, TopicPartitions: 3})
+		require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "fresh", seqEnv(t, "k", 0)))
+		waitFor(t, 20*time.Second, "published", func() bool { return outboxCount(t, b.db) == 0 })
+		require.Len(t, b.kc.EndOffsets(t, "fresh"), 3)
+	})
+}
