@@ -370,14 +370,14 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 	}
 	const del = `DELETE FROM pulsebus.dead_letters WHERE id = $1`
 	if r.kind == kindPlain {
-		if err := safeCall(func() error { return r.run.Handle(ctx, env) }); err != nil {
+		if err := safeCall(func() error { return r.run.Handle(withMessage(ctx, d.Message()), env) }); err != nil {
 			return err
 		}
 		_, err := c.cfg.Pool.Exec(ctx, del, d.ID)
 		return err
 	}
 	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
-		if err := safeCall(func() error { return r.runTx(ctx, tx, []envelope.Envelope{env}) }); err != nil {
+		if err := safeCall(func() error { return r.runTx(withMessage(ctx, d.Message()), tx, []envelope.Envelope{env}) }); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, del, d.ID)

@@ -307,7 +307,7 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		return nil
 	}
 	attempts, first, err := w.retry(ctx, func(hctx context.Context) error {
-		return safeCall(func() error { return w.h.run.Handle(hctx, it.env) })
+		return safeCall(func() error { return w.h.run.Handle(withMessage(hctx, it.msg), it.env) })
 	})
 	if errors.Is(err, errStopped) {
 		return err
@@ -340,7 +340,7 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 	}
 	attempts, first, err := w.retry(ctx, func(hctx context.Context) error {
 		return w.inTx(cur, end, func(tx pgx.Tx) error {
-			return safeCall(func() error { return w.h.runTx(hctx, tx, []envelope.Envelope{it.env}) })
+			return safeCall(func() error { return w.h.runTx(withMessage(hctx, it.msg), tx, []envelope.Envelope{it.env}) })
 		})
 	})
 	if errors.Is(err, errStopped) || errors.Is(err, errMoved) {
