@@ -1,0 +1,182 @@
+package dispatchprom
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+)
+
+// Metric names.
+const (
+	NameEventsHandled   = "pulsebus_consumer_events_handled_total"
+	NameHandlerDuration = "pulsebus_consumer_handler_duration_seconds"
+	NameRetries         = "pulsebus_consumer_retries_total"
+	NameDeadLetters     = "pulsebus_consumer_dead_letters_total"
+	NameRebalances      = "pulsebus_consumer_rebalances_total"
+	NameLag             = "pulsebus_consumer_lag"
+	NameCommitToHandle  = "pulsebus_consumer_commit_to_handle_seconds"
+)
+
+// DefaultDurationBuckets are the buckets of the handler duration histogram,
+// in seconds: 0.5 ms to about 33 s.
+var DefaultDurationBuckets = prometheus.ExponentialBuckets(0.0005, 2, 17)
+
+// DefaultLatencyBuckets are the buckets of the commit-to-handle histogram,
+// in seconds: 1 ms to 10 min, since a consumer catching up handles events
+// that are minutes old.
+var DefaultLatencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// Option customises [New].
+type Option func(*options)
+
+type options struct {
+	durationBuckets []float64
+	latencyBuckets  []float64
+	constLabels     prometheus.Labels
+	now             func() time.Time
+}
+
+// WithDurationBuckets sets the handler duration histogram's buckets.
+// Defaults to DefaultDurationBuckets.
+func WithDurationBuckets(b []float64) Option { return func(o *options) { o.durationBuckets = b } }
+
+// WithLatencyBuckets sets the commit-to-handle histogram's buckets. Defaults
+// to DefaultLatencyBuckets.
+func WithLatencyBuckets(b []float64) Option { return func(o *options) { o.latencyBuckets = b } }
+
+// WithConstLabels adds labels to every metric, for a process that runs
+// several consumers (e.g. {"group": "search"}). Defaults to none.
+func WithConstLabels(l prometheus.Labels) Option { return func(o *options) { o.constLabels = l } }
+
+// WithClock sets the clock the commit-to-handle latency is measured with.
+// Defaults to time.Now. For tests.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Metrics implements [dispatch.Hooks] with Prometheus metrics and is a
+// [prometheus.Collector]: register it, then pass it as Config.Hooks. It is
+// safe for concurrent use.
+type Metrics struct {
+	handled        *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	retries        *prometheus.CounterVec
+	deadLetters    *prometheus.CounterVec
+	rebalances     prometheus.Counter
+	lag            *prometheus.GaugeVec
+	commitToHandle *prometheus.HistogramVec
+	now            func() time.Time
+
+	mu     sync.Mutex
+	lagSet map[lagKey]struct{} // the lag series this member has set
+}
+
+type lagKey struct {
+	handler, topic string
+	partition      int
+}
+
+var _ dispatch.Hooks = (*Metrics)(nil)
+
+// New returns the consumer metrics, not yet registered.
+func New(opts ...Option) *Metrics {
+	o := options{durationBuckets: DefaultDurationBuckets, latencyBuckets: DefaultLatencyBuckets, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cl := o.constLabels
+	return &Metrics{
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameEventsHandled, ConstLabels: cl,
+			Help: "Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate)."},
+			[]string{"handler", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameHandlerDuration, ConstLabels: cl,
+			Help:    "Time spent per event in the handler, its transaction and its retries.",
+			Buckets: o.durationBuckets}, []string{"handler"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRetries, ConstLabels: cl,
+			Help: "Handler attempts that failed and were retried."}, []string{"handler"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameDeadLetters, ConstLabels: cl,
+			Help: "Messages parked in the dead letters, by handler."}, []string{"handler"}),
+		rebalances: prometheus.NewCounter(prometheus.CounterOpts{Name: NameRebalances, ConstLabels: cl,
+			Help: "Consumer group generations this member joined."}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameLag, ConstLabels: cl,
+			Help: "Messages a handler is behind on a partition this member owns: high watermark minus next offset."},
+			[]string{"handler", "topic", "partition"}),
+		commitToHandle: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameCommitToHandle, ConstLabels: cl,
+			Help:    "Time from an event's ce_time to its successful handling.",
+			Buckets: o.latencyBuckets}, []string{"handler"}),
+		now:    o.now,
+		lagSet: map[lagKey]struct{}{},
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.handled, m.duration, m.retries, m.deadLetters, m.rebalances, m.lag, m.commitToHandle}
+}
+
+// Describe implements [prometheus.Collector].
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements [prometheus.Collector].
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+// OnHandled counts the event by outcome and observes its duration and, for
+// handled events with a time, its commit-to-handle latency.
+func (m *Metrics) OnHandled(e dispatch.HandledEvent) {
+	m.handled.WithLabelValues(e.Handler, string(e.Outcome)).Inc()
+	if e.Outcome == dispatch.OutcomeSkippedDuplicate {
+		return
+	}
+	m.duration.WithLabelValues(e.Handler).Observe(e.Duration.Seconds())
+	if (e.Outcome == dispatch.OutcomeOK || e.Outcome == dispatch.OutcomeRetried) && !e.EventTime.IsZero() {
+		m.commitToHandle.WithLabelValues(e.Handler).Observe(max(0, m.now().Sub(e.EventTime).Seconds()))
+	}
+}
+
+// OnRetry counts a retry.
+func (m *Metrics) OnRetry(handler string, _ int, _ error) {
+	m.retries.WithLabelValues(handler).Inc()
+}
+
+// OnDeadLetter counts a parked message.
+func (m *Metrics) OnDeadLetter(e dispatch.DeadLetterEvent) {
+	m.deadLetters.WithLabelValues(e.Handler).Inc()
+}
+
+// OnRebalance counts the generation and deletes the lag series of
+// partitions this member no longer owns.
+func (m *Metrics) OnRebalance(assigned map[string][]int) {
+	m.rebalances.Inc()
+	owned := map[lagKey]bool{}
+	for topic, parts := range assigned {
+		for _, p := range parts {
+			owned[lagKey{topic: topic, partition: p}] = true
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.lagSet {
+		if !owned[lagKey{topic: k.topic, partition: k.partition}] {
+			m.lag.DeleteLabelValues(k.handler, k.topic, strconv.Itoa(k.partition))
+			delete(m.lagSet, k)
+		}
+	}
+}
+
+// OnLag sets the lag gauge.
+func (m *Metrics) OnLag(handler, topic string, partition int, lag int64) {
+	m.mu.Lock()
+	m.lagSet[lagKey{handler: handler, topic: topic, partition: partition}] = struct{}{}
+	m.lag.WithLabelValues(handler, topic, strconv.Itoa(partition)).Set(float64(lag))
+	m.mu.Unlock()
+}

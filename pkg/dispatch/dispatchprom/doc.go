@@ -1,0 +1,32 @@
+// Package dispatchprom exports a [dispatch.Consumer]'s hooks as Prometheus
+// metrics, the way franz-go's plugin/kprom does for its client: the consumer
+// engine knows nothing of Prometheus, this adapter implements
+// [dispatch.Hooks] and is a [prometheus.Collector].
+//
+//	m := dispatchprom.New()
+//	prometheus.MustRegister(m)
+//	c, err := dispatch.New(dispatch.Config{..., Hooks: m})
+//
+// The metrics, with the names the PulseBus dashboard and alert rules use:
+//
+//	pulsebus_consumer_events_handled_total{handler,outcome}   counter
+//	pulsebus_consumer_handler_duration_seconds{handler}       histogram
+//	pulsebus_consumer_retries_total{handler}                  counter
+//	pulsebus_consumer_dead_letters_total{handler}             counter
+//	pulsebus_consumer_rebalances_total                        counter
+//	pulsebus_consumer_lag{handler,topic,partition}            gauge
+//	pulsebus_consumer_commit_to_handle_seconds{handler}       histogram
+//
+// outcome is one of ok, retried, dead_lettered and skipped_duplicate
+// ([dispatch.Outcome]). The handler duration covers the handler, its
+// transaction and its retries, for every outcome but skipped_duplicate. The
+// commit-to-handle latency runs from the event's ce_time (set when the
+// producer wrote it to the outbox) to the moment the handler succeeded, so
+// it spans the outbox, the relay, Kafka and the consumer; it is observed
+// for ok and retried events only, and clock skew between hosts shows in it.
+//
+// Lag is a gauge per handler and partition this member owns: the high
+// watermark minus the handler's next offset, as the consumer last saw it.
+// After a rebalance the series of partitions this member no longer owns
+// are deleted, so summing over members does not count a partition twice.
+package dispatchprom
