@@ -1,0 +1,27 @@
+// Package outboxprom exports the relay's observations as Prometheus metrics.
+// It adapts [outbox.RelayHooks], so the relay engine itself never imports
+// Prometheus (franz-go's plugin/kprom follows the same split).
+//
+//	m := outboxprom.New()
+//	registry.MustRegister(m)
+//	relay, err := outbox.NewRelay(outbox.RelayConfig{Hooks: m, ...})
+//
+// The metrics, their names fixed because the Grafana dashboard and alert
+// rules in deploy/ use them:
+//
+//	pulsebus_relay_events_published_total{topic}      counter: events the broker acknowledged
+//	pulsebus_relay_publish_errors_total{reason}       counter: failed publish attempts (outbox.Reason*)
+//	pulsebus_relay_batch_size                         histogram: rows per claimed batch (1..10000)
+//	pulsebus_relay_publish_duration_seconds           histogram: first produce request to last ack, per batch
+//	pulsebus_relay_commit_to_ack_seconds              histogram: outbox row created_at to broker ack, per event
+//	pulsebus_relay_backlog_rows                       gauge: rows in the outbox at the last measurement
+//	pulsebus_relay_backlog_oldest_age_seconds         gauge: age of the oldest outbox row (0 when empty)
+//	pulsebus_relay_leader                             gauge: 1 while this relay holds the leader lease
+//	pulsebus_relay_parked_total{topic,reason}         counter: rows moved to pulsebus.outbox_parked
+//
+// Latency histograms have buckets from 0.5 ms to 30 s. The reason label of
+// publish_errors_total starts at zero for every reason the outbox package
+// defines, so rate() and increase() see the first error. Every relay replica
+// reports the backlog it measures, leader or not: aggregate the backlog
+// gauges with max(), not sum(); sum the counters.
+package outboxprom
