@@ -1,0 +1,40 @@
+// Package webhook is a [dispatch.Handler] that delivers each event to an
+// HTTP endpoint as a CloudEvent in the HTTP protocol binding's binary mode:
+// one POST per event, the payload as the body, the attributes as headers.
+//
+//	POST /hooks/search HTTP/1.1
+//	ce-specversion: 1.0
+//	ce-id: 0195f3c2-7a0e-7c4b-9d7e-2b1f0c9a6e11
+//	ce-type: lesson.published
+//	ce-source: lessons-api
+//	ce-time: 2025-03-01T12:00:00.123456Z
+//	ce-subject: ...             (when the event has one)
+//	ce-partitionkey: <key>      (the Kafka key, CloudEvents partitioning extension)
+//	ce-<ext>: ...               (one per metadata entry: tenant, traceparent, ...)
+//	Content-Type: application/json
+//	Idempotency-Key: 0195f3c2-7a0e-7c4b-9d7e-2b1f0c9a6e11
+//
+// Header values are percent-encoded as the binding requires (space, '"',
+// '%' and everything outside printable ASCII).
+//
+// # Delivery and errors
+//
+// Delivery is at least once: after a retry or a consumer crash the endpoint
+// can see an event again, with the same ce-id and Idempotency-Key, which it
+// should use to drop duplicates.
+//
+// The handler classifies each failure for the consumer's retry policy:
+//
+//   - 2xx: delivered.
+//   - Network errors, timeouts ([Config.Timeout]), 5xx, 408 and 429:
+//     a plain error, so the consumer retries with its back-off. A
+//     Retry-After header is reported in the error, not obeyed: the retry
+//     policy decides the pause.
+//   - Any other status (other 4xx, and 3xx: redirects are not followed,
+//     since a POST may not survive one): [dispatch.Permanent], so the event
+//     is parked in the dead letters at once. The error names the status and
+//     quotes the start of the response body.
+//
+// Errors are [*StatusError] for an HTTP answer; their text never contains
+// the URL's user info or query, where credentials tend to live.
+package webhook

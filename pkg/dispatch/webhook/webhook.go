@@ -1,0 +1,336 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// DefaultTimeout bounds one delivery attempt when Config.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// MaxBodySnippet is how many bytes of a failed response's body an error
+// quotes.
+const MaxBodySnippet = 256
+
+// IdempotencyKeyHeader carries the event id, for endpoints that deduplicate
+// by this common header rather than by ce-id.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// PartitionKeyHeader carries the event's partition key (the Kafka message
+// key), as the CloudEvents partitioning extension names it.
+const PartitionKeyHeader = "ce-partitionkey"
+
+// Config configures a [Handler].
+type Config struct {
+	// URL is the endpoint, an absolute http or https URL. Required.
+	URL string
+	// Timeout bounds one attempt: connecting, sending and reading the
+	// answer. Defaults to DefaultTimeout.
+	Timeout time.Duration
+	// Headers are sent with every request, e.g. Authorization. They may not
+	// set the CloudEvents headers (ce-*), Content-Type, Content-Length,
+	// Host, Transfer-Encoding or Idempotency-Key. Defaults to none.
+	Headers http.Header
+	// Transport sends the requests. Defaults to a clone of
+	// http.DefaultTransport keeping up to 64 idle connections per host, as
+	// the consumer calls the endpoint from one goroutine per handler and
+	// partition. Redirects are never followed, whatever the transport.
+	Transport http.RoundTripper
+}
+
+// Handler POSTs each event to a URL. It is safe for concurrent use.
+type Handler struct {
+	url     string
+	safeURL string
+	timeout time.Duration
+	headers http.Header
+	client  *http.Client
+}
+
+var _ dispatch.Handler = (*Handler)(nil)
+
+// New checks cfg and returns the handler. Errors name the Config field.
+func New(cfg Config) (*Handler, error) {
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case cfg.URL == "":
+		return nil, errors.New("webhook: Config.URL is empty")
+	case err != nil:
+		return nil, fmt.Errorf("webhook: Config.URL is not a URL: %w", unwrapURLError(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("webhook: Config.URL %s: scheme must be http or https", RedactURL(cfg.URL))
+	case u.Host == "":
+		return nil, fmt.Errorf("webhook: Config.URL %s: no host", RedactURL(cfg.URL))
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("webhook: Config.Timeout %s is negative", cfg.Timeout)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	headers := http.Header{}
+	for name, values := range cfg.Headers {
+		if err := checkHeader(name, values); err != nil {
+			return nil, err
+		}
+		headers[http.CanonicalHeaderKey(name)] = append([]string(nil), values...)
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		tr = t
+	}
+	return &Handler{
+		url:     cfg.URL,
+		safeURL: RedactURL(cfg.URL),
+		timeout: cfg.Timeout,
+		headers: headers,
+		client: &http.Client{
+			Transport:     tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// reservedHeaders are set by the handler itself.
+var reservedHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "Host": true, "Transfer-Encoding": true,
+	http.CanonicalHeaderKey(IdempotencyKeyHeader): true,
+}
+
+func checkHeader(name string, values []string) error {
+	if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+		return fmt.Errorf("webhook: Config.Headers: %q is not a valid header name", name)
+	}
+	if reservedHeaders[http.CanonicalHeaderKey(name)] || strings.HasPrefix(strings.ToLower(name), "ce-") {
+		return fmt.Errorf("webhook: Config.Headers: %s is set by the handler and cannot be overridden", name)
+	}
+	for _, v := range values {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("webhook: Config.Headers: the value of %s contains a line break or NUL", name)
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may appear in an HTTP header name (RFC 9110
+// token).
+func isTokenChar(r rune) bool {
+	if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+		return true
+	}
+	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
+}
+
+// URL returns the endpoint without user info or query, for logs.
+func (h *Handler) URL() string { return h.safeURL }
+
+// Handle POSTs env and classifies the outcome: nil for 2xx, a plain error
+// for what a retry may fix (network errors, timeouts, 5xx, 408, 429) and
+// [dispatch.Permanent] for the rest.
+func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
+	actx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, h.url, bytes.NewReader(env.Payload))
+	if err != nil {
+		return dispatch.Permanent(fmt.Errorf("webhook POST %s: %w", h.safeURL, unwrapURLError(err)))
+	}
+	for k, v := range h.headers {
+		req.Header[k] = v
+	}
+	setHeaders(req.Header, env)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		err = unwrapURLError(err)
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("webhook POST %s: %w", h.safeURL, ctx.Err())
+		case errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("webhook POST %s: no answer within %s", h.safeURL, h.timeout)
+		default:
+			return fmt.Errorf("webhook POST %s: %w", h.safeURL, err)
+		}
+	}
+	defer func() {
+		// Drain a little so the connection can be reused.
+		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		_ = resp.Body.Close()
+	}()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, MaxBodySnippet))
+	serr := &StatusError{
+		URL:        h.safeURL,
+		StatusCode: resp.StatusCode,
+		Status:     resp.Status,
+		Body:       cleanSnippet(snippet),
+		RetryAfter: resp.Header.Get("Retry-After"),
+		Location:   RedactURL(resp.Header.Get("Location")),
+	}
+	if RetryableStatus(resp.StatusCode) {
+		return serr
+	}
+	return dispatch.Permanent(serr)
+}
+
+// setHeaders writes the CloudEvents binary-mode headers of env into hdr.
+func setHeaders(hdr http.Header, env envelope.Envelope) {
+	set := func(name, value string) { hdr.Set(name, EncodeHeaderValue(value)) }
+	set("ce-specversion", envelope.SpecVersion)
+	set("ce-id", env.ID.String())
+	set("ce-type", env.Type)
+	set("ce-source", env.Source)
+	set("ce-time", envelope.FormatTime(env.Time))
+	if env.Subject != "" {
+		set("ce-subject", env.Subject)
+	}
+	if env.Key != "" {
+		set(PartitionKeyHeader, env.Key)
+	}
+	for k, v := range env.Meta {
+		set("ce-"+k, v) // keys are valid extension names (envelope.ValidMetaKey)
+	}
+	if env.ContentType != "" {
+		hdr.Set("Content-Type", env.ContentType)
+	}
+	hdr.Set(IdempotencyKeyHeader, env.ID.String())
+	if hdr.Get("User-Agent") == "" {
+		hdr.Set("User-Agent", "pulsebus-webhook")
+	}
+}
+
+// EncodeHeaderValue percent-encodes s as the CloudEvents HTTP binding
+// requires for header values: space, '"', '%' and every byte outside
+// printable ASCII (U+0021-U+007E) become %XY with upper-case hex.
+func EncodeHeaderValue(s string) string {
+	const hex = "0123456789ABCDEF"
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if mustEscape(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if mustEscape(c) {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func mustEscape(c byte) bool { return c < 0x21 || c > 0x7e || c == '"' || c == '%' }
+
+// RetryableStatus reports whether an HTTP status is worth a retry: 408,
+// 429 and 5xx.
+func RetryableStatus(code int) bool {
+	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || (code >= 500 && code <= 599)
+}
+
+// StatusError is a non-2xx answer. Retryable ones are returned as they
+// are, the others wrapped in [dispatch.Permanent]; use errors.As.
+type StatusError struct {
+	// URL is the endpoint without user info or query.
+	URL string
+	// StatusCode and Status are the answer's, e.g. 503 and
+	// "503 Service Unavailable".
+	StatusCode int
+	Status     string
+	// Body is the start of the answer's body (MaxBodySnippet bytes at most),
+	// as valid UTF-8 without control characters.
+	Body string
+	// RetryAfter is the answer's Retry-After header, if any. It is
+	// information only: the consumer's retry policy sets the pause.
+	RetryAfter string
+	// Location is a redirect's target (without user info or query).
+	Location string
+}
+
+// Error names the status, any Retry-After or Location and quotes the body.
+func (e *StatusError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "webhook POST %s: HTTP %s", e.URL, e.Status)
+	if e.RetryAfter != "" {
+		fmt.Fprintf(&b, " (Retry-After %q)", e.RetryAfter)
+	}
+	if e.Location != "" {
+		fmt.Fprintf(&b, " (redirect to %s; redirects are not followed, configure the final URL)", e.Location)
+	}
+	if e.Body != "" {
+		fmt.Fprintf(&b, ": %q", e.Body)
+	}
+	return b.String()
+}
+
+// Retryable reports whether the status is worth a retry ([RetryableStatus]).
+func (e *StatusError) Retryable() bool { return RetryableStatus(e.StatusCode) }
+
+func cleanSnippet(b []byte) string {
+	truncated := len(b) == MaxBodySnippet
+	if truncated {
+		// Do not cut a UTF-8 sequence in two.
+		for i := 0; i < utf8.UTFMax && len(b) > 0 && !utf8.Valid(b); i++ {
+			b = b[:len(b)-1]
+		}
+	}
+	s := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(b), "\uFFFD"))
+	s = strings.TrimSpace(s)
+	if truncated {
+		s += "..."
+	}
+	return s
+}
+
+// RedactURL returns raw without user info, query and fragment, where
+// credentials tend to live; "" stays "". Unparseable input gives a
+// placeholder rather than the input.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	u.User = nil
+	u.Fragment, u.RawFragment = "", ""
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = "", false
+		return u.String() + "?..."
+	}
+	return u.String()
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the full
+// URL, query and all.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
