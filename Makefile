@@ -4,7 +4,7 @@ BIN      := bin
 PKGS     := ./...
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
-.PHONY: help build test lint fmt fuzz bench clean up down compose-check
+.PHONY: help build test lint fmt fuzz bench demo clean up down compose-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ fuzz: ## fuzz the envelope decoder for FUZZTIME (default 60s)
 
 bench: ## run the Go benchmarks (PostgreSQL needed)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+demo: ## run relay, consumer, handlers and a load generator on an embedded broker (DATABASE_URL; ARGS="--duration 30s --rate 500")
+	@echo "==> pulsebus-demo $(ARGS) (PostgreSQL at $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}; Ctrl-C stops)"
+	$(GO) run ./examples/demo/cmd/pulsebus-demo $(ARGS)
 
 up: ## start the compose stack (PostgreSQL, Kafka, 2 relays, consumer, Prometheus, Grafana)
 	@echo "==> docker compose up; Grafana on http://localhost:3000"
