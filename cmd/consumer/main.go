@@ -1,55 +1,30 @@
-// Command consumer is the PulseBus consumer. See the README for its subcommands,
-// flags and environment variables.
+// Command consumer is the PulseBus consumer: it reads a consumer group's
+// topics and fans events out to webhook and log handlers, with per-handler
+// offsets, retries, dead letters and replay. See internal/consumercmd and
+// the README for its subcommands, flags and environment variables.
+//
+// Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT, in-flight
+// messages drained) or --help; 2 for a bad command line or configuration; 1
+// for a failure at run time.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/consumercmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := consumercmd.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "consumer: %v\n", err)
-		}
-		os.Exit(2)
+	code := consumercmd.ExitCode(err)
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "consumer: %v\n", err)
 	}
-}
-
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: consumer <command> [flags]
-
-Commands:
-  migrate   apply the database schema migrations (--status, --down N)
-
-Run "consumer <command> --help" for a command's flags.
-`)
-}
-
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		usage(stderr)
-		return flag.ErrHelp
-	}
-	switch args[0] {
-	case "migrate":
-		return cli.RunMigrate(ctx, "consumer", args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		usage(stdout)
-		return nil
-	default:
-		usage(stderr)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
+	os.Exit(code)
 }

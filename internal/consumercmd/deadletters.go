@@ -1,0 +1,266 @@
+package consumercmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+)
+
+const deadLettersUsage = `Usage: consumer dead-letters list|redrive [flags]
+
+Messages a handler could not handle (after its retries, at once for a
+permanent error, or because they are not valid envelopes) are parked in
+pulsebus.dead_letters, one row per handler and message.
+
+Commands:
+  list      print the parked messages of a group
+  redrive   run the handler again on parked messages; a row is deleted on success
+
+Run "consumer dead-letters <command> --help" for a command's flags.
+`
+
+func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, deadLettersUsage)
+		return &usageError{err: fmt.Errorf("dead-letters: want list or redrive")}
+	}
+	switch args[0] {
+	case "list":
+		return runDeadLettersList(ctx, args[1:], stdout, stderr)
+	case "redrive":
+		return runDeadLettersRedrive(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, deadLettersUsage)
+		return flag.ErrHelp
+	default:
+		fmt.Fprint(stderr, deadLettersUsage)
+		return &usageError{err: fmt.Errorf("dead-letters: unknown command %q (want list or redrive)", args[0])}
+	}
+}
+
+const listAbout = `Prints a group's parked messages, oldest first: where they were read from,
+the event id and type when readable, the attempts, and the last error.`
+
+// deadLetterJSON is one row of "dead-letters list --json". Key and value are
+// strings when they are valid UTF-8, else base64 in key_base64/value_base64.
+type deadLetterJSON struct {
+	ID            int64             `json:"id"`
+	Group         string            `json:"group"`
+	Handler       string            `json:"handler"`
+	Topic         string            `json:"topic"`
+	Partition     int               `json:"partition"`
+	Offset        int64             `json:"offset"`
+	EventID       string            `json:"event_id,omitempty"`
+	EventType     string            `json:"event_type,omitempty"`
+	Key           *string           `json:"key,omitempty"`
+	KeyBase64     []byte            `json:"key_base64,omitempty"`
+	Headers       map[string]string `json:"headers"`
+	Value         *string           `json:"value,omitempty"`
+	ValueBase64   []byte            `json:"value_base64,omitempty"`
+	Error         string            `json:"error"`
+	Attempts      int               `json:"attempts"`
+	FirstFailedAt time.Time         `json:"first_failed_at"`
+	LastFailedAt  time.Time         `json:"last_failed_at"`
+}
+
+func toJSON(d dispatch.DeadLetter) deadLetterJSON {
+	out := deadLetterJSON{ID: d.ID, Group: d.Group, Handler: d.Handler, Topic: d.Topic, Partition: d.Partition,
+		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
+		Headers: map[string]string{}}
+	if d.EventID != nil {
+		out.EventID = d.EventID.String()
+	}
+	if d.EventType != nil {
+		out.EventType = *d.EventType
+	}
+	if utf8.Valid(d.Key) {
+		k := string(d.Key)
+		out.Key = &k
+	} else {
+		out.KeyBase64 = d.Key
+	}
+	if utf8.Valid(d.Value) {
+		v := string(d.Value)
+		out.Value = &v
+	} else {
+		out.ValueBase64 = d.Value
+	}
+	for _, h := range d.Headers {
+		out.Headers[h.Key] = string(h.Value)
+	}
+	return out
+}
+
+func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newCommand("dead-letters list", "consumer dead-letters list --group G [--handler H] [--limit N] [--json]", listAbout)
+	var ac adminConfig
+	ac.register(cmd, false)
+	var handler string
+	var limit int
+	var asJSON bool
+	cmd.fs.StringVar(&handler, "handler", "", "only this handler's")
+	cmd.fs.IntVar(&limit, "limit", 100, "at most this many rows")
+	cmd.fs.BoolVar(&asJSON, "json", false, "print a JSON array with the full messages (key, headers, value) instead of a table")
+	if err := cmd.parse(args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := ac.validate(false); err != nil {
+		return err
+	}
+	if limit < 1 {
+		return &cli.ConfigError{Setting: "--limit", Reason: fmt.Sprintf("%d: want at least 1", limit)}
+	}
+	pool, err := cli.Connect(ctx, ac.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, Handler: handler, Limit: limit})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		rows := make([]deadLetterJSON, 0, len(dls))
+		for _, d := range dls {
+			rows = append(rows, toJSON(d))
+		}
+		return writeJSON(stdout, rows)
+	}
+	if len(dls) == 0 {
+		fmt.Fprintf(stdout, "no dead letters in group %s\n", ac.group)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHANDLER\tTOPIC\tPARTITION\tOFFSET\tTYPE\tEVENT_ID\tATTEMPTS\tLAST_FAILED\tERROR")
+	for _, d := range dls {
+		typ, id := "-", "-"
+		if d.EventType != nil {
+			typ = *d.EventType
+		}
+		if d.EventID != nil {
+			id = d.EventID.String()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Handler, d.Topic, d.Partition, d.Offset,
+			typ, id, d.Attempts, d.LastFailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(dls) == limit {
+		fmt.Fprintf(stdout, "(first %d shown; raise --limit for more)\n", limit)
+	}
+	return nil
+}
+
+// oneLine flattens s to one line of at most max runes.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) > max {
+		r := []rune(s)
+		s = string(r[:max]) + "..."
+	}
+	return s
+}
+
+const redriveAbout = `Runs a handler once more on parked messages: one row by --id, or all of a
+handler's rows with --handler. A row is deleted when the handler succeeds; on
+failure it stays, with the new error and one more attempt, and the command
+exits 1. Offsets are not touched.
+
+The handlers are built from the same specs as "consumer run" (--handler-spec,
+repeatable, or CONSUMER_HANDLERS), so run it with the consumer's environment.
+Redrive does not read Kafka: the parked rows hold the whole messages.`
+
+func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newCommand("dead-letters redrive", "consumer dead-letters redrive --id ID | --handler H [flags]", redriveAbout)
+	var ac adminConfig
+	ac.register(cmd, false)
+	specs := handlerSpecs{flag: "handler-spec", env: "CONSUMER_HANDLERS"}
+	cmd.fs.Var(&specs, "handler-spec", "handler spec as for run --handler, repeatable (env CONSUMER_HANDLERS)")
+	var id int64
+	var handler, logFormat, logLevel string
+	cmd.fs.Int64Var(&id, "id", 0, "redrive this dead letter")
+	cmd.fs.StringVar(&handler, "handler", "", "redrive every dead letter of this handler")
+	cmd.stringVar(&logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto, json or text")
+	cmd.stringVar(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	if err := cmd.parse(args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := ac.validate(false); err != nil {
+		return err
+	}
+	switch {
+	case id == 0 && handler == "":
+		return &cli.ConfigError{Setting: "--id/--handler", Reason: "give one: --id ID or --handler NAME"}
+	case id != 0 && handler != "":
+		return &cli.ConfigError{Setting: "--id/--handler", Reason: "give one, not both"}
+	case id < 0:
+		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d is not a dead letter id", id)}
+	}
+	log, err := cli.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	hs, err := specs.parse()
+	if err != nil {
+		return err
+	}
+	configured := map[string]bool{}
+	for _, s := range hs {
+		configured[s.Name] = true
+	}
+	if handler != "" && !configured[handler] {
+		return &cli.ConfigError{Setting: setting("handler-spec", "CONSUMER_HANDLERS"),
+			Reason: fmt.Sprintf("handler %s is not configured; give its spec to run it", handler)}
+	}
+	pool, err := cli.Connect(ctx, ac.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if id > 0 {
+		// Check before the redrive, which would record "not registered" as
+		// the row's new error.
+		dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, ID: id, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(dls) == 0 {
+			return fmt.Errorf("no dead letter %d in group %s", id, ac.group)
+		}
+		if !configured[dls[0].Handler] {
+			return &cli.ConfigError{Setting: setting("handler-spec", "CONSUMER_HANDLERS"),
+				Reason: fmt.Sprintf("dead letter %d belongs to handler %s, which is not configured; give its spec to run it", id, dls[0].Handler)}
+		}
+	}
+	// The consumer is only used for Redrive, which reads neither Kafka
+	// brokers nor topics; dispatch.Config requires both, so placeholders.
+	c, err := dispatch.New(dispatch.Config{Brokers: []string{"unused:9092"}, Group: ac.group, Topics: []string{"unused"},
+		Pool: pool, Logger: log})
+	if err != nil {
+		return err
+	}
+	if _, err := registerHandlers(c, hs, log, false); err != nil {
+		return err
+	}
+	res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: id, Handler: handler})
+	for _, e := range res.Errors {
+		fmt.Fprintf(stdout, "failed again: %s\n", e)
+	}
+	fmt.Fprintf(stdout, "redriven %d, failed %d\n", res.Redriven, res.Failed)
+	if err != nil {
+		return err
+	}
+	if res.Failed > 0 {
+		return fmt.Errorf("%d dead letter(s) failed again and stay parked", res.Failed)
+	}
+	return nil
+}

@@ -1,0 +1,21 @@
+// Package consumercmd is the consumer binary's command line: the run,
+// migrate, offsets, replay and dead-letters subcommands, their flags with
+// environment fallbacks, and the built-in handlers (webhook and log)
+// configured by handler specs. cmd/consumer only wires signals and exit
+// codes around [Run], so everything here runs in tests with an io.Writer.
+//
+// # Configuration
+//
+// Every setting is a flag with an environment fallback; a flag given on the
+// command line wins. Settings are checked before anything connects, and a
+// bad one is a *cli.ConfigError naming the flag and the variable (exit 2).
+// Secrets are never logged: the database URL goes through cli.RedactURL,
+// webhook URLs lose user info and query, header values are not shown.
+//
+// # Shutdown
+//
+// run returns nil once its context is done and the consumer has drained:
+// fetching stops, in-flight handlers get --drain-timeout to finish, progress
+// is saved and the member leaves the group. The /metrics server stays up
+// until then.
+package consumercmd

@@ -1,0 +1,269 @@
+package consumercmd
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/dispatch/webhook"
+)
+
+// HandlerSpec is one built-in handler as configured by a --handler flag or
+// an entry of CONSUMER_HANDLERS:
+//
+//	name=NAME,types=T1|T2,webhook=URL[,timeout=D][,header=Name:Value]...[,max-attempts=N][,max-elapsed=D]
+//	name=NAME,types=T1|T2,log=LEVEL[,max-attempts=N][,max-elapsed=D]
+type HandlerSpec struct {
+	// Name is the handler's name, its identity in the offsets and dead
+	// letters.
+	Name string
+	// Types are the event types it wants: exact names, prefix.* or *.
+	Types []string
+	// Webhook is the endpoint of a webhook handler; empty for a log handler.
+	Webhook string
+	// Timeout bounds one webhook attempt; 0 means webhook.DefaultTimeout.
+	Timeout time.Duration
+	// Headers are extra webhook request headers.
+	Headers http.Header
+	// Log is set for a log handler: the level its lines are written at.
+	Log *slog.Level
+	// Retry overrides the consumer-wide retry policy; zero fields keep it.
+	Retry dispatch.RetryPolicy
+}
+
+// Kind is "webhook" or "log".
+func (s HandlerSpec) Kind() string {
+	if s.Log != nil {
+		return "log"
+	}
+	return "webhook"
+}
+
+// specKeys are the keys a handler spec accepts, in the order help shows.
+var specKeys = []string{"name", "types", "webhook", "log", "timeout", "header", "max-attempts", "max-elapsed"}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// ParseHandlerSpec parses one spec. setting names where it came from (e.g.
+// "--handler #2") for the error, a *cli.ConfigError naming the bad part.
+func ParseHandlerSpec(setting, spec string) (HandlerSpec, error) {
+	bad := func(format string, a ...any) error {
+		return &cli.ConfigError{Setting: setting, Reason: fmt.Sprintf(format, a...)}
+	}
+	var s HandlerSpec
+	seen := map[string]bool{}
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return s, bad("empty handler spec")
+	}
+	for _, field := range strings.Split(spec, ",") {
+		field = strings.TrimSpace(field)
+		key, value, ok := strings.Cut(field, "=")
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if !ok || key == "" {
+			return s, bad("%q is not key=value (keys: %s; a comma in a URL must be written %%2C)", field, strings.Join(specKeys, ", "))
+		}
+		if !slices.Contains(specKeys, key) {
+			return s, bad("unknown key %q (keys: %s)", key, strings.Join(specKeys, ", "))
+		}
+		if seen[key] && key != "header" {
+			return s, bad("%s= given twice", key)
+		}
+		seen[key] = true
+		if value == "" {
+			return s, bad("%s= has an empty value", key)
+		}
+		switch key {
+		case "name":
+			if strings.ContainsAny(value, " \t|") {
+				return s, bad("name=%q: no spaces or '|'", value)
+			}
+			s.Name = value
+		case "types":
+			for _, t := range strings.Split(value, "|") {
+				t = strings.TrimSpace(t)
+				if !validTypePattern(t) {
+					return s, bad("types=%s: %q is not an exact type, prefix.* or *", value, t)
+				}
+				s.Types = append(s.Types, t)
+			}
+		case "webhook":
+			s.Webhook = value
+		case "log":
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(value)); err != nil {
+				return s, bad("log=%s: not debug, info, warn or error", value)
+			}
+			s.Log = &lvl
+		case "timeout", "max-elapsed":
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 {
+				return s, bad("%s=%s: not a positive duration such as 5s or 1m30s", key, value)
+			}
+			if key == "timeout" {
+				s.Timeout = d
+			} else {
+				s.Retry.MaxElapsed = d
+			}
+		case "max-attempts":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 {
+				return s, bad("max-attempts=%s: not a whole number >= 1", value)
+			}
+			s.Retry.MaxAttempts = n
+		case "header":
+			name, v, ok := strings.Cut(value, ":")
+			name, v = strings.TrimSpace(name), strings.TrimSpace(v)
+			if !ok || name == "" {
+				return s, bad("header=%s: want header=Name:Value", name)
+			}
+			var missing []string
+			v = envRef.ReplaceAllStringFunc(v, func(ref string) string {
+				env := envRef.FindStringSubmatch(ref)[1]
+				val, ok := os.LookupEnv(env)
+				if !ok {
+					missing = append(missing, env)
+				}
+				return val
+			})
+			if len(missing) > 0 {
+				return s, bad("header=%s: environment variable %s is not set", name, strings.Join(missing, ", "))
+			}
+			if s.Headers == nil {
+				s.Headers = http.Header{}
+			}
+			s.Headers.Add(name, v)
+		}
+	}
+	switch {
+	case s.Name == "":
+		return s, bad("name= is required")
+	case len(s.Types) == 0:
+		return s, bad("handler %s: types= is required (use types=* for every event)", s.Name)
+	case s.Webhook == "" && s.Log == nil:
+		return s, bad("handler %s: give webhook=URL or log=LEVEL", s.Name)
+	case s.Webhook != "" && s.Log != nil:
+		return s, bad("handler %s: give webhook=URL or log=LEVEL, not both", s.Name)
+	case s.Log != nil && (s.Timeout != 0 || s.Headers != nil):
+		return s, bad("handler %s: timeout= and header= apply to webhook handlers only", s.Name)
+	}
+	if s.Webhook != "" {
+		// Check the URL and headers now, so a bad one fails at start.
+		if _, err := s.newWebhook(); err != nil {
+			return s, bad("handler %s: %v", s.Name, err)
+		}
+	}
+	return s, nil
+}
+
+// validTypePattern reports whether t is "*", "prefix.*" or an exact type.
+func validTypePattern(t string) bool {
+	switch {
+	case t == "*":
+		return true
+	case strings.HasSuffix(t, ".*"):
+		return len(t) > 2 && !strings.Contains(t[:len(t)-2], "*")
+	default:
+		return t != "" && !strings.Contains(t, "*")
+	}
+}
+
+func (s HandlerSpec) newWebhook() (*webhook.Handler, error) {
+	return webhook.New(webhook.Config{URL: s.Webhook, Timeout: s.Timeout, Headers: s.Headers})
+}
+
+// Describe renders the spec for logs: no header values, and the webhook
+// URL without user info or query.
+func (s HandlerSpec) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name=%s,types=%s", s.Name, strings.Join(s.Types, "|"))
+	if s.Log != nil {
+		fmt.Fprintf(&b, ",log=%s", strings.ToLower(s.Log.String()))
+	} else {
+		fmt.Fprintf(&b, ",webhook=%s", webhook.RedactURL(s.Webhook))
+		if s.Timeout > 0 {
+			fmt.Fprintf(&b, ",timeout=%s", s.Timeout)
+		}
+		names := make([]string, 0, len(s.Headers))
+		for k := range s.Headers {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			fmt.Fprintf(&b, ",header=%s:<redacted>", k)
+		}
+	}
+	if s.Retry.MaxAttempts > 0 {
+		fmt.Fprintf(&b, ",max-attempts=%d", s.Retry.MaxAttempts)
+	}
+	if s.Retry.MaxElapsed > 0 {
+		fmt.Fprintf(&b, ",max-elapsed=%s", s.Retry.MaxElapsed)
+	}
+	return b.String()
+}
+
+// splitEnvSpecs splits CONSUMER_HANDLERS into specs: separated by ';' or
+// newlines, blank entries ignored.
+func splitEnvSpecs(v string) []string {
+	var out []string
+	for _, line := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == '\n' || r == '\r' }) {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// handlerSpecs collects specs from repeated flags, or when there are none
+// from the environment variable env. Errors name the flag or the variable
+// and the entry's position.
+type handlerSpecs struct {
+	flag, env string
+	raw       []string // from flags
+}
+
+func (h *handlerSpecs) String() string { return "" }
+
+func (h *handlerSpecs) Set(v string) error {
+	h.raw = append(h.raw, v)
+	return nil
+}
+
+// parse returns the specs; duplicate names are an error.
+func (h *handlerSpecs) parse() ([]HandlerSpec, error) {
+	raw, setting := h.raw, "--"+h.flag
+	if len(raw) == 0 {
+		raw, setting = splitEnvSpecs(os.Getenv(h.env)), h.env
+	}
+	var out []HandlerSpec
+	names := map[string]bool{}
+	for i, r := range raw {
+		where := fmt.Sprintf("%s (%s) entry %d", setting, h.altName(setting), i+1)
+		s, err := ParseHandlerSpec(where, r)
+		if err != nil {
+			return nil, err
+		}
+		if names[s.Name] {
+			return nil, &cli.ConfigError{Setting: where, Reason: fmt.Sprintf("handler name %s used twice", s.Name)}
+		}
+		names[s.Name] = true
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// altName is the other way to give the setting, for error messages.
+func (h *handlerSpecs) altName(setting string) string {
+	if setting == h.env {
+		return "or --" + h.flag
+	}
+	return "or env " + h.env
+}

@@ -1,0 +1,263 @@
+package consumercmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/httpserve"
+	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
+	"github.com/edupulse/pulsebus/pkg/migrate"
+)
+
+// Defaults of the run command that differ from the library's.
+const (
+	// DefaultMetricsAddr leaves :9090 to the relay, so both can share a
+	// host.
+	DefaultMetricsAddr = ":9091"
+	// DefaultDrainTimeout fits inside docker compose's 15 s stop grace
+	// period and Kubernetes' default 30 s.
+	DefaultDrainTimeout = 10 * time.Second
+)
+
+// runConfig is the run command's configuration.
+type runConfig struct {
+	databaseURL   string
+	kafka         kafkaconfig.Config
+	group         string
+	topics        string
+	handlers      handlerSpecs
+	metricsAddr   string
+	logFormat     string
+	logLevel      string
+	retry         dispatch.RetryPolicy
+	startOffset   string
+	drainTimeout  time.Duration
+	flushInterval time.Duration
+	sessionTO     time.Duration
+
+	// Set by validate.
+	specs     []HandlerSpec
+	topicList []string
+	start     int64
+	log       *slog.Logger
+}
+
+func (rc *runConfig) register(c *command) {
+	c.stringVar(&rc.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN holding the pulsebus schema")
+	rc.kafka.RegisterFlags(c.fs)
+	c.stringVar(&rc.group, "group", "CONSUMER_GROUP", "", "consumer group: the Kafka group and the group_id of the handler offsets (required)")
+	c.stringVar(&rc.topics, "topics", "CONSUMER_TOPICS", "", "comma-separated topics to consume (required)")
+	rc.handlers = handlerSpecs{flag: "handler", env: "CONSUMER_HANDLERS"}
+	c.fs.Var(&rc.handlers, "handler", "handler spec, repeatable: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D] (env CONSUMER_HANDLERS: specs separated by ';' or newlines)")
+	c.stringVar(&rc.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz; empty disables")
+	c.stringVar(&rc.logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto (text on a terminal, else JSON), json or text")
+	c.stringVar(&rc.logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	c.intVar(&rc.retry.MaxAttempts, "max-attempts", "CONSUMER_MAX_ATTEMPTS", dispatch.DefaultMaxAttempts, "attempts per event and handler before it is dead-lettered (first one included)")
+	c.durationVar(&rc.retry.MaxElapsed, "max-elapsed", "CONSUMER_MAX_ELAPSED", dispatch.DefaultMaxElapsed, "no retry starts later than this after an event's first attempt")
+	c.durationVar(&rc.retry.InitialInterval, "retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL", dispatch.DefaultInitialInterval, "first retry back-off; each next one is 1.5 times longer, with jitter")
+	c.durationVar(&rc.retry.MaxInterval, "retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL", dispatch.DefaultMaxInterval, "longest single retry back-off")
+	c.stringVar(&rc.startOffset, "start-offset", "CONSUMER_START_OFFSET", "earliest", "where a handler starts on a partition it has no offset for (and the group none): earliest or latest")
+	c.durationVar(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
+	c.durationVar(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
+	c.durationVar(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, "Kafka group session timeout: how soon a dead member's partitions move")
+}
+
+// validate checks the settings; errors are *cli.ConfigError naming the flag
+// and its environment variable.
+func (rc *runConfig) validate(stderr io.Writer) error {
+	var err error
+	if rc.log, err = cli.NewLogger(stderr, rc.logFormat, rc.logLevel); err != nil {
+		return err
+	}
+	if rc.group == "" {
+		return &cli.ConfigError{Setting: setting("group", "CONSUMER_GROUP"), Reason: "required"}
+	}
+	rc.topicList = splitList(rc.topics)
+	if len(rc.topicList) == 0 {
+		return &cli.ConfigError{Setting: setting("topics", "CONSUMER_TOPICS"), Reason: "required: at least one topic"}
+	}
+	for _, t := range rc.topicList {
+		if !validTopic(t) {
+			return &cli.ConfigError{Setting: setting("topics", "CONSUMER_TOPICS"), Reason: fmt.Sprintf("%q is not a valid Kafka topic name", t)}
+		}
+	}
+	if rc.specs, err = rc.handlers.parse(); err != nil {
+		return err
+	}
+	if len(rc.specs) == 0 {
+		return &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: "required: at least one handler, e.g. name=audit,types=*,log=info"}
+	}
+	if err := checkRetry(rc.retry); err != nil {
+		return err
+	}
+	switch rc.startOffset {
+	case "earliest":
+		rc.start = kafka.FirstOffset
+	case "latest":
+		rc.start = kafka.LastOffset
+	default:
+		return &cli.ConfigError{Setting: setting("start-offset", "CONSUMER_START_OFFSET"), Reason: fmt.Sprintf("%q is not earliest or latest", rc.startOffset)}
+	}
+	for _, d := range []struct {
+		name, env string
+		v         time.Duration
+	}{
+		{"drain-timeout", "CONSUMER_DRAIN_TIMEOUT", rc.drainTimeout},
+		{"flush-interval", "CONSUMER_FLUSH_INTERVAL", rc.flushInterval},
+		{"session-timeout", "CONSUMER_SESSION_TIMEOUT", rc.sessionTO},
+	} {
+		if d.v <= 0 {
+			return &cli.ConfigError{Setting: setting(d.name, d.env), Reason: fmt.Sprintf("%s is not a positive duration", d.v)}
+		}
+	}
+	return rc.kafka.Validate()
+}
+
+func checkRetry(p dispatch.RetryPolicy) error {
+	switch {
+	case p.MaxAttempts < 1:
+		return &cli.ConfigError{Setting: setting("max-attempts", "CONSUMER_MAX_ATTEMPTS"), Reason: fmt.Sprintf("%d: want at least 1", p.MaxAttempts)}
+	case p.MaxElapsed <= 0:
+		return &cli.ConfigError{Setting: setting("max-elapsed", "CONSUMER_MAX_ELAPSED"), Reason: fmt.Sprintf("%s is not a positive duration", p.MaxElapsed)}
+	case p.InitialInterval <= 0:
+		return &cli.ConfigError{Setting: setting("retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL"), Reason: fmt.Sprintf("%s is not a positive duration", p.InitialInterval)}
+	case p.MaxInterval < p.InitialInterval:
+		return &cli.ConfigError{Setting: setting("retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL"),
+			Reason: fmt.Sprintf("%s is shorter than --retry-initial-interval %s", p.MaxInterval, p.InitialInterval)}
+	}
+	return nil
+}
+
+const runAbout = `Joins the consumer group, reads the topics and runs every configured handler
+on the events it wants, each handler with its own offsets in PostgreSQL. A
+failing handler is retried with back-off, then its event is parked in the dead
+letters and the handler moves on. SIGTERM or SIGINT stops fetching, lets the
+in-flight handlers finish (--drain-timeout), saves progress and exits 0.
+
+Built-in handlers (--handler, repeatable, or CONSUMER_HANDLERS):
+  name=audit-log,types=*,log=info
+  name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/events,timeout=5s
+  name=crm,types=payment.processed,webhook=https://crm/hook,header=Authorization:Bearer ${CRM_TOKEN},max-attempts=10
+A webhook handler POSTs each event as a CloudEvent (HTTP binary mode) and
+retries network errors, timeouts, 5xx, 408 and 429; other statuses park the
+event at once. ${VAR} in a header value is read from the environment.`
+
+func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newCommand("run", "consumer run [flags]", runAbout)
+	var rc runConfig
+	rc.register(cmd)
+	if err := cmd.parse(args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := rc.validate(stderr); err != nil {
+		return err
+	}
+	log := rc.log
+	dialer, err := rc.kafka.Dialer()
+	if err != nil {
+		return err
+	}
+	pool, err := cli.Connect(ctx, rc.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrate.Check(ctx, pool); err != nil {
+		return fmt.Errorf("%w: run consumer migrate with the same --database-url", err)
+	}
+
+	metrics := dispatchprom.New()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	c, err := dispatch.New(dispatch.Config{
+		Brokers:        rc.kafka.Brokers,
+		Dialer:         dialer,
+		Group:          rc.group,
+		Topics:         rc.topicList,
+		Pool:           pool,
+		Logger:         log,
+		Hooks:          metrics,
+		Retry:          rc.retry,
+		StartOffset:    rc.start,
+		DrainTimeout:   rc.drainTimeout,
+		FlushInterval:  rc.flushInterval,
+		SessionTimeout: rc.sessionTO,
+	})
+	if err != nil {
+		return err
+	}
+	descs, err := registerHandlers(c, rc.specs, log, true)
+	if err != nil {
+		return err
+	}
+	log.Info("consumer configuration", "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
+		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
+		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "drain_timeout", rc.drainTimeout)
+
+	// The HTTP server outlives ctx until the consumer has drained, so
+	// /metrics shows the drain.
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	var httpDone <-chan error
+	if rc.metricsAddr != "" {
+		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, c.Ready, log)
+		if err != nil {
+			return err
+		}
+	}
+	runErr := c.Run(ctx)
+	stopHTTP()
+	if httpDone != nil {
+		if err := <-httpDone; err != nil && runErr == nil {
+			log.Warn("metrics server", "err", err)
+		}
+	}
+	if runErr != nil {
+		return runErr
+	}
+	log.Info("consumer exited cleanly")
+	return nil
+}
+
+// registerHandlers builds the built-in handlers of specs and registers them
+// on c, returning their descriptions for the log. warnHidden warns about log
+// handlers whose level the logger does not show.
+func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logger, warnHidden bool) ([]string, error) {
+	descs := make([]string, 0, len(specs))
+	for _, s := range specs {
+		var h dispatch.Handler
+		if s.Log != nil {
+			h = newLogHandler(log, s.Name, *s.Log)
+			if warnHidden && !log.Enabled(context.Background(), *s.Log) {
+				log.Warn("log handler writes below --log-level: its lines will not show", "handler", s.Name, "level", s.Log.String())
+			}
+		} else {
+			wh, err := s.newWebhook()
+			if err != nil {
+				return nil, &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: fmt.Sprintf("handler %s: %v", s.Name, err)}
+			}
+			h = wh
+		}
+		if err := c.Handle(s.Name, s.Types, h, dispatch.WithRetry(s.Retry)); err != nil {
+			var ce *cli.ConfigError
+			if errors.As(err, &ce) {
+				return nil, err
+			}
+			return nil, &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: err.Error()}
+		}
+		descs = append(descs, s.Describe())
+	}
+	return descs, nil
+}
