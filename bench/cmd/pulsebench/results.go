@@ -1,0 +1,282 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is one row of the benchmark output: a contender in one case of a
+// scenario. Zero fields were not measured.
+type Result struct {
+	Scenario  string `json:"scenario"`
+	Case      string `json:"case"`
+	Contender string `json:"contender"`
+	// Skipped gives the reason a contender did not run.
+	Skipped string `json:"skipped,omitempty"`
+	// Error is set when the contender failed or lost events.
+	Error string `json:"error,omitempty"`
+
+	Events   int64   `json:"events"`
+	Seconds  float64 `json:"seconds"`
+	Rate     float64 `json:"rate"` // events per second
+	Distinct int64   `json:"distinct"`
+	Dups     int64   `json:"duplicates"`
+
+	// Live scenario.
+	OfferedRate   float64 `json:"offered_rate,omitempty"`
+	ProducerRate  float64 `json:"producer_rate,omitempty"`
+	LatP50Ms      float64 `json:"commit_to_ack_p50_ms,omitempty"`
+	LatP99Ms      float64 `json:"commit_to_ack_p99_ms,omitempty"`
+	LatP999Ms     float64 `json:"commit_to_ack_p999_ms,omitempty"`
+	LatMaxMs      float64 `json:"commit_to_ack_max_ms,omitempty"`
+	BacklogAgeP99 float64 `json:"backlog_age_p99_ms,omitempty"`
+
+	// Resource use of the contender's process.
+	CPUSeconds    float64 `json:"cpu_seconds,omitempty"`
+	CPUPerMillion float64 `json:"cpu_seconds_per_million,omitempty"`
+	MaxRSSMiB     float64 `json:"max_rss_mib,omitempty"`
+
+	// Consumer scenario: seconds from start to the first handled event
+	// (joining the group); Seconds and Rate run from the first to the
+	// last event.
+	StartupSec float64 `json:"startup_seconds,omitempty"`
+	// Stats are the contender's own counters (the relay's hooks, the
+	// consumer's retries and dead letters).
+	Stats map[string]float64 `json:"contender_stats,omitempty"`
+
+	Note string `json:"note,omitempty"`
+}
+
+// Report is the JSON document the benchmark writes.
+type Report struct {
+	Started  time.Time         `json:"started"`
+	Seconds  float64           `json:"seconds"`
+	Command  string            `json:"command"`
+	Machine  map[string]string `json:"machine"`
+	Settings map[string]any    `json:"settings"`
+	Results  []Result          `json:"results"`
+}
+
+func (r *Result) setUsage(u childUsage, events int64) {
+	r.CPUSeconds = u.CPU.Seconds()
+	if events > 0 {
+		r.CPUPerMillion = u.CPU.Seconds() / float64(events) * 1e6
+	}
+	r.MaxRSSMiB = float64(u.MaxRSS) / (1 << 20)
+}
+
+// percentile returns the q-quantile (0..1) of sorted durations, in ms.
+func percentile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	i = min(max(i, 0), len(sorted)-1)
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+func sortDurations(d []time.Duration) { slices.Sort(d) }
+
+func fnum(v float64, digits int) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.*f", digits, v)
+}
+
+// printTables writes one table per scenario.
+func printTables(w io.Writer, results []Result) {
+	var scenarios []string
+	for _, r := range results {
+		if !slices.Contains(scenarios, r.Scenario) {
+			scenarios = append(scenarios, r.Scenario)
+		}
+	}
+	for _, sc := range scenarios {
+		fmt.Fprintf(w, "\n== %s ==\n", sc)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		live := sc == "live"
+		if live {
+			fmt.Fprintln(tw, "case\tcontender\toffered/s\tproduced/s\tevents\tdelivered\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tbacklog age p99 ms\tCPU s/1M\tRSS MiB\t")
+		} else {
+			fmt.Fprintln(tw, "case\tcontender\tevents\tseconds\tevents/s\tdelivered\tdups\tCPU s/1M\tRSS MiB\t")
+		}
+		for _, r := range results {
+			if r.Scenario != sc {
+				continue
+			}
+			if r.Skipped != "" {
+				fmt.Fprintf(tw, "%s\t%s\tskipped: %s\t\n", r.Case, r.Contender, r.Skipped)
+				continue
+			}
+			if live {
+				delivered := fmt.Sprint(r.Distinct)
+				if strings.HasPrefix(r.Contender, "producers-alone") {
+					delivered = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Case, r.Contender,
+					fnum(r.OfferedRate, 0), fnum(r.ProducerRate, 0), r.Events, delivered,
+					fnum(r.LatP50Ms, 2), fnum(r.LatP99Ms, 2), fnum(r.LatP999Ms, 2), fnum(r.LatMaxMs, 1),
+					fnum(r.BacklogAgeP99, 1), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1))
+			} else {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.0f\t%d\t%d\t%s\t%s\t\n", r.Case, r.Contender, r.Events, r.Seconds, r.Rate,
+					r.Distinct, r.Dups, fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1))
+			}
+			if r.Error != "" {
+				fmt.Fprintf(tw, "\t  ERROR: %s\t\n", r.Error)
+			}
+		}
+		_ = tw.Flush()
+	}
+	printRatios(w, results)
+}
+
+// printRatios prints the comparisons the targets are stated in, each
+// marked "ok" or "MISS" when it has a target.
+func printRatios(w io.Writer, results []Result) {
+	find := func(sc, cs, ct string) *Result {
+		for i := range results {
+			r := &results[i]
+			if r.Scenario == sc && r.Case == cs && r.Contender == ct && r.Skipped == "" && r.Error == "" {
+				return r
+			}
+		}
+		return nil
+	}
+	var lines []string
+	add := func(met *bool, format string, args ...any) {
+		mark := "    "
+		if met != nil {
+			mark = "ok  "
+			if !*met {
+				mark = "MISS"
+			}
+		}
+		lines = append(lines, mark+" "+fmt.Sprintf(format, args...))
+	}
+	check := func(ok bool) *bool { return &ok }
+
+	relay, bare, wm := find("drain", "backlog", "pulsebus-relay"), find("drain", "backlog", "sql-claim-delete"), find("drain", "backlog", "watermill-forwarder")
+	if relay != nil && bare != nil {
+		v := relay.Rate / bare.Rate
+		add(check(v >= 0.5), "drain: pulsebus-relay / sql-claim-delete = %.0f%% (%.0f vs %.0f events/s; target >= 50%%)", 100*v, relay.Rate, bare.Rate)
+	}
+	if relay != nil && wm != nil {
+		v := relay.Rate / wm.Rate
+		add(check(v >= 10), "drain: pulsebus-relay / watermill-forwarder = %.1fx (%.0f vs %.0f events/s; target >= 10x)", v, relay.Rate, wm.Rate)
+	}
+	if relay != nil {
+		add(check(relay.MaxRSSMiB <= 64), "drain: pulsebus-relay peak RSS %.1f MiB (target <= 64); watermill-forwarder %s MiB", relay.MaxRSSMiB, rssOf(wm))
+	}
+
+	var rates []string
+	for _, r := range results {
+		if r.Scenario == "live" && !slices.Contains(rates, r.Case) {
+			rates = append(rates, r.Case)
+		}
+	}
+	for _, cs := range rates {
+		alone, pr := find("live", cs, "producers-alone-outbox"), find("live", cs, "pulsebus-relay")
+		walone, wf := find("live", cs, "producers-alone-watermill"), find("live", cs, "watermill-forwarder")
+		if pr != nil {
+			var met *bool
+			if cs == "rate-5000" {
+				met = check(pr.LatP99Ms <= 15)
+			}
+			wmp := "-"
+			if wf != nil {
+				wmp = fmt.Sprintf("%.1f", wf.LatP99Ms)
+			}
+			add(met, "live %s: pulsebus-relay commit->ack p99 %.2f ms (target at 5k/s <= 15 ms), watermill-forwarder %s ms", cs, pr.LatP99Ms, wmp)
+			if pr.ProducerRate < 0.95*pr.OfferedRate {
+				add(nil, "live %s: the producers reached only %.0f of %.0f events/s offered with the relay (%.0f/s alone): not a test at the offered rate", cs, pr.ProducerRate, pr.OfferedRate, rateOf(alone))
+			}
+		}
+		if alone != nil && pr != nil {
+			add(nil, "live %s: producer rate with pulsebus-relay / alone = %.0f%% (%.0f vs %.0f/s)", cs, 100*pr.ProducerRate/alone.ProducerRate, pr.ProducerRate, alone.ProducerRate)
+		}
+		if walone != nil && wf != nil {
+			add(nil, "live %s: producer rate with watermill-forwarder / alone = %.0f%% (%.0f vs %.0f/s)", cs, 100*wf.ProducerRate/walone.ProducerRate, wf.ProducerRate, walone.ProducerRate)
+		}
+	}
+
+	for _, cs := range []struct {
+		name, wmCase string
+		target       float64
+	}{{"plain", "plain", 150000}, {"tx-per-event", "tx-per-event", 6000}, {"tx-batched", "tx-per-event", 30000}} {
+		p, wmc := find("consumer", cs.name, "pulsebus-dispatch"), find("consumer", cs.wmCase, "watermill-router")
+		if p == nil {
+			continue
+		}
+		vs := ""
+		if wmc != nil {
+			vs = fmt.Sprintf(", watermill-router %s %.0f/s (%.1fx)", cs.wmCase, wmc.Rate, p.Rate/wmc.Rate)
+		}
+		add(check(p.Rate >= cs.target), "consumer %s: pulsebus-dispatch %.0f events/s (target >= %.0f)%s", cs.name, p.Rate, cs.target, vs)
+		add(check(p.MaxRSSMiB <= 64), "consumer %s: pulsebus-dispatch peak RSS %.1f MiB (target <= 64), %.1f CPU s per 1M events; watermill-router %s MiB", cs.name, p.MaxRSSMiB, p.CPUPerMillion, rssOf(wmc))
+	}
+	if len(lines) > 0 {
+		fmt.Fprintf(w, "\n== ratios and targets ==\n%s\n", strings.Join(lines, "\n"))
+	}
+}
+
+func rssOf(r *Result) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", r.MaxRSSMiB)
+}
+
+func rateOf(r *Result) float64 {
+	if r == nil {
+		return 0
+	}
+	return r.ProducerRate
+}
+
+func writeJSON(path string, rep Report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// machineInfo describes the machine for the report.
+func machineInfo() map[string]string {
+	m := map[string]string{
+		"goos":   runtime.GOOS,
+		"goarch": runtime.GOARCH,
+		"go":     runtime.Version(),
+		"nproc":  fmt.Sprint(runtime.NumCPU()),
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "MemTotal:") {
+				m["memory"] = strings.TrimSpace(strings.TrimPrefix(l, "MemTotal:"))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				if _, v, ok := strings.Cut(l, ":"); ok {
+					m["cpu"] = strings.TrimSpace(v)
+				}
+				break
+			}
+		}
+	}
+	return m
+}
