@@ -45,6 +45,11 @@ func (b *bundle) admin(args ...string) []string {
 	return append([]string{"--database-url", b.db.URL, "--kafka-brokers", strings.Join(b.kc.Addrs, ","), "--group", b.group}, args...)
 }
 
+// dbOnly are the flags of the subcommands that need no Kafka.
+func (b *bundle) dbOnly(args ...string) []string {
+	return append([]string{"--database-url", b.db.URL, "--group", b.group}, args...)
+}
+
 // runArgs are the run flags with timings short enough for tests.
 func (b *bundle) runArgs(handlers ...string) []string {
 	args := append([]string{"run"}, b.admin(
