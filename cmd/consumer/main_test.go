@@ -1,0 +1,171 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+var binary string
+
+// TestMain builds the consumer once (without -race: these tests check the
+// process's signals and exit codes, consumercmd's tests check the logic).
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "consumer-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "consumer")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	code := 1
+	if err := build.Run(); err != nil {
+		os.Stderr.WriteString("build consumer: " + err.Error() + "\n")
+	} else {
+		code = m.Run()
+	}
+	testdb.DropTemplate()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's output while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// consumer runs the binary with args and a clean environment plus env.
+func consumer(t *testing.T, env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("consumer stderr:\n%s", stderr.String())
+		}
+	})
+	return cmd, stdout, stderr
+}
+
+func exitCode(t *testing.T, cmd *exec.Cmd, within time.Duration) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		require.NoError(t, err)
+		return 0
+	case <-time.After(within):
+		t.Fatalf("consumer did not exit within %s", within)
+		return -1
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	cmd, stdout, _ := consumer(t, nil, "--help")
+	require.Equal(t, 0, exitCode(t, cmd, 10*time.Second))
+	require.Contains(t, stdout.String(), "dead-letters")
+
+	cmd, _, stderr := consumer(t, nil, "run", "--topics", "t", "--handler", "name=a,types=*,log=info")
+	require.Equal(t, 2, exitCode(t, cmd, 10*time.Second))
+	require.Contains(t, stderr.String(), "consumer: config: --group (CONSUMER_GROUP): required")
+
+	cmd, _, stderr = consumer(t, []string{"CONSUMER_HANDLERS=name=a,types=*,log=info", "CONSUMER_GROUP=g", "CONSUMER_TOPICS=t",
+		"DATABASE_URL=postgres://postgres:pw@127.0.0.1:1/x?connect_timeout=2"})
+	require.Equal(t, 1, exitCode(t, cmd, 20*time.Second))
+	require.Contains(t, stderr.String(), "connect to PostgreSQL")
+	require.NotContains(t, stderr.String(), ":pw@")
+}
+
+// SIGTERM after the consumer handled everything: it drains, saves its
+// offsets and exits 0.
+func TestSIGTERMExitsZero(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	kc.CreateTopic(t, "events", 2)
+	var msgs []kafka.Message
+	for i := 0; i < 20; i++ {
+		env := envelope.Envelope{ID: uuid.Must(uuid.NewV7()), Type: "lesson.published", Source: "test", Time: time.Now().UTC(),
+			Key: uuid.NewString(), ContentType: envelope.ContentTypeJSON, Payload: []byte(`{}`)}
+		m, err := envelope.ToMessage(env)
+		require.NoError(t, err)
+		msgs = append(msgs, m)
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: "events", Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond}
+	require.NoError(t, w.WriteMessages(context.Background(), msgs...))
+	require.NoError(t, w.Close())
+
+	cmd, _, stderr := consumer(t, []string{
+		"DATABASE_URL=" + db.URL,
+		"KAFKA_BROKERS=" + strings.Join(kc.Addrs, ","),
+		"CONSUMER_GROUP=svc",
+		"CONSUMER_TOPICS=events",
+		"CONSUMER_HANDLERS=name=audit,types=*,log=info",
+		"METRICS_ADDR=127.0.0.1:0",
+		"LOG_FORMAT=json",
+		"CONSUMER_FLUSH_INTERVAL=50ms",
+		"CONSUMER_SESSION_TIMEOUT=6s",
+	}, "run")
+	ends := kc.EndOffsets(t, "events")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		offs, err := dispatch.ListOffsets(context.Background(), db.Pool, "svc")
+		require.NoError(t, err)
+		done := len(offs) == 2
+		for _, o := range offs {
+			done = done && o.NextOffset == ends[int32(o.Partition)]
+		}
+		if done {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "offsets never reached the end; stderr:\n%s", stderr.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, exitCode(t, cmd, 30*time.Second))
+	require.Contains(t, stderr.String(), "consumer exited cleanly")
+	require.Equal(t, 20, strings.Count(stderr.String(), `"msg":"event"`))
+}
