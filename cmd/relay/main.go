@@ -1,5 +1,10 @@
-// Command relay is the PulseBus relay. See the README for its subcommands,
-// flags and environment variables.
+// Command relay is the PulseBus relay: it moves events from the PostgreSQL
+// outbox to Kafka. "relay --help" lists its commands and flags; the
+// internal/relaycmd package implements them.
+//
+// Exit status: 0 after a clean shutdown on SIGTERM or SIGINT (and for
+// --help), 2 for a bad command line or configuration, 1 for a runtime
+// failure. A second signal during shutdown ends the process at once.
 package main
 
 import (
@@ -7,49 +12,23 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/relaycmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	go func() {
+		<-ctx.Done()
+		stop() // restore the default action: a second signal kills
+	}()
+	err := relaycmd.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "relay: %v\n", err)
-		}
-		os.Exit(2)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
 	}
-}
-
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: relay <command> [flags]
-
-Commands:
-  migrate   apply the database schema migrations (--status, --down N)
-
-Run "relay <command> --help" for a command's flags.
-`)
-}
-
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		usage(stderr)
-		return flag.ErrHelp
-	}
-	switch args[0] {
-	case "migrate":
-		return cli.RunMigrate(ctx, "relay", args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		usage(stdout)
-		return nil
-	default:
-		usage(stderr)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
+	os.Exit(relaycmd.ExitCode(err))
 }

@@ -1,0 +1,338 @@
+package relaycmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/pkg/migrate"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+	"github.com/edupulse/pulsebus/pkg/outbox/outboxprom"
+)
+
+// Defaults of the run command that the outbox package does not define.
+const (
+	DefaultMetricsAddr     = ":9090"
+	DefaultShutdownTimeout = 5 * time.Second
+	DefaultConnectTimeout  = 10 * time.Second
+)
+
+// runConfig is the run command's configuration.
+type runConfig struct {
+	databaseURL       string
+	kafka             kafkaconfig.Config
+	name, id          string
+	batchSize         int
+	pollInterval      time.Duration
+	pollOnly          bool
+	leaseTTL          time.Duration
+	writeTimeout      time.Duration // 0: min(outbox.DefaultWriteTimeout, leaseTTL/2)
+	createTopics      bool
+	topicPartitions   int
+	replicationFactor int
+	compression       string
+	maxMessageBytes   int
+	backlogInterval   time.Duration // 0 disables
+	metricsAddr       string
+	logFormat         string
+	logLevel          string
+	shutdownTimeout   time.Duration
+	connectTimeout    time.Duration
+}
+
+var compressions = map[string]kafka.Compression{
+	"none": 0, "gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd,
+}
+
+// runFlags defines the run command's flags on fs into c.
+func runFlags(fs *flag.FlagSet, c *runConfig) *settings {
+	ss := newSettings(fs)
+	ss.String(&c.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL,
+		"PostgreSQL URL or DSN; the password never appears in logs", nonEmpty)
+	ss.String(&c.name, "name", "RELAY_NAME", outbox.DefaultRelayName,
+		"relay group: relays with the same name share one leader lease and only the leader publishes", nonEmpty)
+	ss.String(&c.id, "id", "RELAY_ID", "",
+		"this relay's id in the lease row (default hostname-pid-random)", nil)
+	ss.Int(&c.batchSize, "batch-size", "RELAY_BATCH_SIZE", outbox.DefaultBatchSize, 1, 100_000,
+		"most rows claimed, produced and deleted per transaction")
+	ss.Duration(&c.pollInterval, "poll-interval", "RELAY_POLL_INTERVAL", outbox.DefaultPollInterval, time.Millisecond, time.Hour,
+		"fallback poll period when no notification arrives (jittered down by up to 20%), and how often a standby tries to take the lease")
+	ss.Bool(&c.pollOnly, "poll-only", "RELAY_POLL_ONLY", false,
+		"do not LISTEN for commits; wake only every poll interval (for poolers such as PgBouncer in transaction mode)")
+	ss.Duration(&c.leaseTTL, "lease-ttl", "RELAY_LEASE_TTL", outbox.DefaultLeaseTTL, 3*time.Second/2, time.Hour,
+		"leader lease lifetime without renewal; a standby takes over within lease TTL plus one poll interval after the leader dies")
+	ss.Duration(&c.writeTimeout, "write-timeout", "RELAY_WRITE_TIMEOUT", 0, 0, time.Hour,
+		"bound on one produce request; must be below the lease TTL (0: 10s or half the lease TTL, whichever is less)")
+	ss.showDefault("0, meaning min(10s, lease-ttl/2)")
+	ss.Bool(&c.createTopics, "create-topics", "RELAY_CREATE_TOPICS", false,
+		"create missing topics with --topic-partitions and --topic-replication-factor; when off, rows for a missing topic wait and the error names it")
+	ss.Int(&c.topicPartitions, "topic-partitions", "RELAY_TOPIC_PARTITIONS", outbox.DefaultTopicPartitions, 1, 100_000,
+		"partitions of a topic the relay creates")
+	ss.Int(&c.replicationFactor, "topic-replication-factor", "RELAY_TOPIC_REPLICATION_FACTOR", outbox.DefaultReplicationFactor, 1, 100,
+		"replication factor of a topic the relay creates")
+	ss.Enum(&c.compression, "compression", "RELAY_COMPRESSION", "none", []string{"none", "gzip", "snappy", "lz4", "zstd"},
+		"compression of produced batches")
+	ss.Int(&c.maxMessageBytes, "max-message-bytes", "RELAY_MAX_MESSAGE_BYTES", outbox.DefaultMaxMessageBytes, 1024, math.MaxInt32,
+		"most bytes per produce request and so per message; larger messages are parked; keep at or below the broker's message.max.bytes")
+	ss.Duration(&c.backlogInterval, "backlog-interval", "RELAY_BACKLOG_INTERVAL", outbox.DefaultBacklogInterval, 0, time.Hour,
+		"how often the backlog gauges are measured (0 turns the measurement off)")
+	ss.String(&c.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr,
+		"listen address of /metrics, /healthz and /readyz", checkAddr)
+	ss.Enum(&c.logFormat, "log-format", "LOG_FORMAT", "auto", []string{"auto", "json", "text"},
+		"log format; auto is text on a terminal, JSON otherwise")
+	ss.Enum(&c.logLevel, "log-level", "LOG_LEVEL", "info", []string{"debug", "info", "warn", "error"},
+		"least level logged")
+	ss.Duration(&c.shutdownTimeout, "shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, time.Millisecond, time.Hour,
+		"on SIGTERM, how long the batch in hand may take to finish before it is abandoned (its rows stay in the outbox)")
+	ss.Duration(&c.connectTimeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
+		"at start, how long to wait for PostgreSQL and for a Kafka broker to answer")
+	c.kafka.RegisterFlags(fs)
+	return ss
+}
+
+func nonEmpty(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func checkAddr(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("is not host:port (e.g. :9090 or 127.0.0.1:9090)")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("has no valid port")
+	}
+	return nil
+}
+
+// parseRun parses and checks the run command's flags.
+func parseRun(args []string, stdout, stderr io.Writer) (runConfig, error) {
+	var c runConfig
+	fs := flag.NewFlagSet(prog+" run", flag.ContinueOnError)
+	ss := runFlags(fs, &c)
+	printUsage := func(w io.Writer) {
+		usage(w)
+		fmt.Fprint(w, "\nFlags of run (also accepted without the command name):\n")
+		ss.printUsage(w)
+	}
+	if err := parseFlags(fs, args, printUsage, stdout, stderr); err != nil {
+		return c, err
+	}
+	if err := ss.resolve(); err != nil {
+		return c, err
+	}
+	if err := c.kafka.Validate(); err != nil {
+		return c, err
+	}
+	if c.writeTimeout == 0 {
+		c.writeTimeout = min(outbox.DefaultWriteTimeout, c.leaseTTL/2)
+	}
+	if c.writeTimeout >= c.leaseTTL {
+		return c, &cli.ConfigError{Setting: "--write-timeout (RELAY_WRITE_TIMEOUT)",
+			Reason: fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL)}
+	}
+	return c, nil
+}
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseRun(args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := cli.NewLogger(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	err = runRelay(ctx, c, log)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		log.Info("relay stopped during start-up")
+		return nil // a signal during start-up: a clean stop
+	}
+	if err != nil {
+		log.Error("relay failed", "err", err)
+	}
+	return err
+}
+
+func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
+	log.Info("relay starting",
+		"version", version(),
+		"database", cli.RedactURL(c.databaseURL),
+		"kafka", c.kafka.String(),
+		"name", c.name,
+		"batch_size", c.batchSize,
+		"poll_interval", c.pollInterval,
+		"poll_only", c.pollOnly,
+		"lease_ttl", c.leaseTTL,
+		"write_timeout", c.writeTimeout,
+		"create_topics", c.createTopics,
+		"topic_partitions", c.topicPartitions,
+		"topic_replication_factor", c.replicationFactor,
+		"compression", c.compression,
+		"max_message_bytes", c.maxMessageBytes,
+		"backlog_interval", c.backlogInterval,
+		"metrics_addr", c.metricsAddr,
+		"shutdown_timeout", c.shutdownTimeout,
+		"connect_timeout", c.connectTimeout,
+	)
+
+	startCtx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+	defer cancel()
+	pool, err := connectDB(startCtx, c.databaseURL, c.connectTimeout)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	transport, err := c.kafka.Transport()
+	if err != nil {
+		return err
+	}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(c.kafka.Brokers...), Transport: transport, Timeout: c.connectTimeout}
+	if err := pingKafka(startCtx, client); err != nil {
+		return fmt.Errorf("connect to Kafka (%s) within %s: %w", c.kafka.String(), c.connectTimeout, err)
+	}
+	cancel()
+
+	metrics := outboxprom.New()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics,
+	)
+	backlogInterval := c.backlogInterval
+	if backlogInterval == 0 {
+		backlogInterval = -1
+	}
+	relay, err := outbox.NewRelay(outbox.RelayConfig{
+		DB:                     pool,
+		Brokers:                c.kafka.Brokers,
+		Transport:              transport,
+		Compression:            compressions[c.compression],
+		Name:                   c.name,
+		ID:                     c.id,
+		LeaseTTL:               c.leaseTTL,
+		BatchSize:              c.batchSize,
+		PollInterval:           c.pollInterval,
+		PollOnly:               c.pollOnly,
+		WriteTimeout:           c.writeTimeout,
+		MaxMessageBytes:        c.maxMessageBytes,
+		AutoCreateTopics:       c.createTopics,
+		TopicPartitions:        c.topicPartitions,
+		TopicReplicationFactor: c.replicationFactor,
+		BacklogInterval:        backlogInterval,
+		Hooks:                  metrics,
+		Logger:                 log,
+	})
+	if err != nil {
+		return &cli.ConfigError{Setting: "relay configuration", Reason: err.Error()}
+	}
+
+	ready := &readiness{pool: pool, client: client, relay: relay, name: c.name}
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	addr, httpDone, err := serveHTTP(httpCtx, c.metricsAddr, handler(reg, ready))
+	if err != nil {
+		return err
+	}
+	log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
+
+	if err := relay.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("relay started", "relay_id", relay.ID())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: stop claiming, finish the batch in hand, release the lease",
+			"cause", context.Cause(ctx), "shutdown_timeout", c.shutdownTimeout)
+	case err := <-httpDone:
+		runErr = fmt.Errorf("metrics and health server on %s: %w", addr, err)
+	}
+	ready.stopping.Store(true)
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	err = relay.Stop(stopCtx)
+	cancelStop()
+	if err != nil {
+		log.Warn("relay stop: the batch in hand was abandoned; its rows stay in the outbox", "err", err)
+	}
+	stopHTTP()
+	if err := <-httpDone; err != nil && runErr == nil {
+		log.Warn("metrics and health server shutdown", "err", err)
+	}
+	if runErr == nil {
+		log.Info("relay stopped")
+	}
+	return runErr
+}
+
+// connectDB opens the pool, bounding every new connection's dial by
+// timeout, and checks the schema is migrated.
+func connectDB(ctx context.Context, databaseURL string, timeout time.Duration) (*pgxpool.Pool, error) {
+	if _, err := pgxpool.ParseConfig(databaseURL); err != nil {
+		return nil, &cli.ConfigError{Setting: "--database-url (DATABASE_URL)", Reason: "not a valid PostgreSQL URL or DSN"}
+	}
+	pool, err := cli.Connect(ctx, databaseURL)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("%w (no answer within --connect-timeout %s)", err, timeout)
+		}
+		return nil, err
+	}
+	if err := migrate.Check(ctx, pool); err != nil {
+		pool.Close()
+		if errors.Is(err, migrate.ErrOutdated) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("check schema at %s: %w", cli.RedactURL(databaseURL), err)
+	}
+	return pool, nil
+}
+
+// pingKafka asks a broker for its API versions.
+func pingKafka(ctx context.Context, client *kafka.Client) error {
+	resp, err := client.ApiVersions(ctx, &kafka.ApiVersionsRequest{})
+	if err != nil {
+		return err
+	}
+	return resp.Error
+}
+
+// version is the module version and VCS revision the binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+		if s.Key == "vcs.modified" && s.Value == "true" {
+			v += "+dirty"
+		}
+	}
+	return v
+}

@@ -1,0 +1,245 @@
+package relaycmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+// Status is what "relay status" reports, read from the tables in one
+// snapshot. Its JSON form is the output of "relay status --json".
+type Status struct {
+	// Relay is the relay group name whose lease is shown.
+	Relay string `json:"relay"`
+	// Backlog describes pulsebus.outbox.
+	Backlog Backlog `json:"backlog"`
+	// Parked describes pulsebus.outbox_parked.
+	Parked Parked `json:"parked"`
+	// Lease is the leader lease row, nil when no relay of the group ever
+	// held it.
+	Lease *Lease `json:"lease"`
+}
+
+// Backlog is the outbox's content.
+type Backlog struct {
+	// Rows waiting to be published.
+	Rows int64 `json:"rows"`
+	// OldestAgeSeconds is the age of the oldest row (0 when empty),
+	// measured with the database's clock.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Head is the row the relay publishes next, nil when empty.
+	Head *HeadRow `json:"head,omitempty"`
+	// Topics counts the rows per topic.
+	Topics []TopicCount `json:"topics"`
+}
+
+// HeadRow is the oldest row in the outbox (lowest id).
+type HeadRow struct {
+	ID        int64     `json:"id"`
+	Topic     string    `json:"topic"`
+	CreatedAt time.Time `json:"created_at"`
+	// Attempts counts failed publish attempts; with LastError, it shows
+	// why the relay is stuck (a missing topic, the broker down).
+	Attempts  int    `json:"attempts"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// TopicCount is one topic's share of a table.
+type TopicCount struct {
+	Topic string `json:"topic"`
+	Rows  int64  `json:"rows"`
+	// OldestAgeSeconds is, for the backlog, the age of the topic's oldest
+	// row; for parked rows, the time since the last one was parked.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+// Parked is the content of pulsebus.outbox_parked: rows the broker refused
+// for good.
+type Parked struct {
+	Rows   int64        `json:"rows"`
+	Topics []TopicCount `json:"topics"`
+}
+
+// Lease is the relay group's leader lease row.
+type Lease struct {
+	LeaderID   string    `json:"leader_id"`
+	Term       int64     `json:"term"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	// Held is true while the lease is unexpired: LeaderID is the leader.
+	Held bool `json:"held"`
+	// ExpiresInSeconds is negative once the lease expired.
+	ExpiresInSeconds float64 `json:"expires_in_seconds"`
+}
+
+// ReadStatus reads the status of relay group name in one read-only
+// snapshot.
+func ReadStatus(ctx context.Context, db interface {
+	BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error)
+}, name string) (Status, error) {
+	st := Status{Relay: name, Backlog: Backlog{Topics: []TopicCount{}}, Parked: Parked{Topics: []TopicCount{}}}
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT topic, count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8
+			  FROM pulsebus.outbox GROUP BY topic ORDER BY topic`)
+		if err != nil {
+			return fmt.Errorf("read outbox backlog: %w", err)
+		}
+		st.Backlog.Topics, err = pgx.CollectRows(rows, scanTopicCount)
+		if err != nil {
+			return fmt.Errorf("read outbox backlog: %w", err)
+		}
+		for _, tc := range st.Backlog.Topics {
+			st.Backlog.Rows += tc.Rows
+			st.Backlog.OldestAgeSeconds = max(st.Backlog.OldestAgeSeconds, tc.OldestAgeSeconds)
+		}
+		var head HeadRow
+		err = tx.QueryRow(ctx, `SELECT id, topic, created_at, attempts, coalesce(last_error, '') FROM pulsebus.outbox ORDER BY id LIMIT 1`).
+			Scan(&head.ID, &head.Topic, &head.CreatedAt, &head.Attempts, &head.LastError)
+		switch {
+		case err == nil:
+			head.CreatedAt = head.CreatedAt.UTC()
+			st.Backlog.Head = &head
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("read outbox head: %w", err)
+		}
+
+		rows, err = tx.Query(ctx, `
+			SELECT topic, count(*), extract(epoch FROM clock_timestamp() - max(parked_at))::float8
+			  FROM pulsebus.outbox_parked GROUP BY topic ORDER BY topic`)
+		if err != nil {
+			return fmt.Errorf("read parked rows: %w", err)
+		}
+		st.Parked.Topics, err = pgx.CollectRows(rows, scanTopicCount)
+		if err != nil {
+			return fmt.Errorf("read parked rows: %w", err)
+		}
+		for _, tc := range st.Parked.Topics {
+			st.Parked.Rows += tc.Rows
+		}
+
+		var l Lease
+		err = tx.QueryRow(ctx, `
+			SELECT leader_id, term, acquired_at, expires_at, expires_at > clock_timestamp(),
+			       extract(epoch FROM expires_at - clock_timestamp())::float8
+			  FROM pulsebus.relay_leader WHERE name = $1`, name).
+			Scan(&l.LeaderID, &l.Term, &l.AcquiredAt, &l.ExpiresAt, &l.Held, &l.ExpiresInSeconds)
+		switch {
+		case err == nil:
+			l.AcquiredAt, l.ExpiresAt = l.AcquiredAt.UTC(), l.ExpiresAt.UTC()
+			st.Lease = &l
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("read relay lease: %w", err)
+		}
+		return nil
+	})
+	return st, err
+}
+
+func scanTopicCount(r pgx.CollectableRow) (TopicCount, error) {
+	var tc TopicCount
+	err := r.Scan(&tc.Topic, &tc.Rows, &tc.OldestAgeSeconds)
+	return tc, err
+}
+
+// WriteText writes st for people.
+func (st Status) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "relay:\t%s\n", st.Relay)
+	switch l := st.Lease; {
+	case l == nil:
+		fmt.Fprintf(tw, "leader:\tno leader (no relay named %q has run)\n", st.Relay)
+	case l.Held:
+		fmt.Fprintf(tw, "leader:\t%s, term %d, lease expires in %s (%s), leader since %s\n",
+			l.LeaderID, l.Term, seconds(l.ExpiresInSeconds), l.ExpiresAt.Format(stamp), l.AcquiredAt.Format(stamp))
+	default:
+		fmt.Fprintf(tw, "leader:\tno leader (last %s, term %d, lease ended %s ago at %s)\n",
+			l.LeaderID, l.Term, seconds(-l.ExpiresInSeconds), l.ExpiresAt.Format(stamp))
+	}
+	if st.Backlog.Rows == 0 {
+		fmt.Fprintf(tw, "backlog:\t0 rows\n")
+	} else {
+		fmt.Fprintf(tw, "backlog:\t%d rows, oldest %s old\n", st.Backlog.Rows, seconds(st.Backlog.OldestAgeSeconds))
+		for _, tc := range st.Backlog.Topics {
+			fmt.Fprintf(tw, "  %s\t%d rows, oldest %s old\n", tc.Topic, tc.Rows, seconds(tc.OldestAgeSeconds))
+		}
+		if h := st.Backlog.Head; h != nil && h.Attempts > 0 {
+			fmt.Fprintf(tw, "head row:\tid %d (%s): %d failed attempts, last error: %s\n", h.ID, h.Topic, h.Attempts, h.LastError)
+		}
+	}
+	fmt.Fprintf(tw, "parked:\t%d rows\n", st.Parked.Rows)
+	for _, tc := range st.Parked.Topics {
+		fmt.Fprintf(tw, "  %s\t%d rows, last parked %s ago\n", tc.Topic, tc.Rows, seconds(tc.OldestAgeSeconds))
+	}
+	return tw.Flush()
+}
+
+// stamp formats times in the text output: UTC, milliseconds.
+const stamp = "2006-01-02T15:04:05.000Z07:00"
+
+// seconds formats a number of seconds: "4.2s" below a minute, else a
+// duration rounded to the second ("1m30s", "26h3m0s").
+func seconds(s float64) string {
+	if s < 59.95 {
+		return fmt.Sprintf("%.1fs", s)
+	}
+	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+}
+
+func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		databaseURL, name string
+		asJSON            bool
+		timeout           time.Duration
+	)
+	fs := flag.NewFlagSet(prog+" status", flag.ContinueOnError)
+	ss := newSettings(fs)
+	ss.String(&databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN", nonEmpty)
+	ss.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", nonEmpty)
+	ss.Bool(&asJSON, "json", "", false, "print JSON instead of text")
+	ss.Duration(&timeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
+		"how long to wait for PostgreSQL")
+	printUsage := func(w io.Writer) {
+		fmt.Fprint(w, `Usage: relay status [--json] [flags]
+
+Prints the outbox backlog (rows, age of the oldest, per topic), the parked
+rows (per topic) and the relay group's leader lease, read from the tables.
+
+Flags:
+`)
+		ss.printUsage(w)
+	}
+	if err := parseFlags(fs, args, printUsage, stdout, stderr); err != nil {
+		return err
+	}
+	if err := ss.resolve(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pool, err := connectDB(cctx, databaseURL, timeout)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := ReadStatus(cctx, pool, name)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return st.WriteText(stdout)
+}

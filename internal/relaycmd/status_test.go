@@ -1,0 +1,149 @@
+package relaycmd_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+type statusEvent struct {
+	N int `json:"n"`
+}
+
+func (statusEvent) EventType() string { return "test.status" }
+
+func insertEvents(t *testing.T, db *testdb.DB, topic string, n int) {
+	t.Helper()
+	envs := make([]envelope.Envelope, n)
+	for i := range envs {
+		env, err := envelope.New("status-test", statusEvent{N: i}, envelope.WithKey(fmt.Sprint(i)))
+		require.NoError(t, err)
+		envs[i] = env
+	}
+	require.NoError(t, outbox.Insert(context.Background(), db.Pool, topic, envs...))
+}
+
+func exec(t *testing.T, db *testdb.DB, sql string, args ...any) {
+	t.Helper()
+	_, err := db.Pool.Exec(context.Background(), sql, args...)
+	require.NoError(t, err)
+}
+
+func TestStatus_EmptyDatabase(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	out, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
+	require.Equal(t, `relay:    default
+leader:   no leader (no relay named "default" has run)
+backlog:  0 rows
+parked:   0 rows
+`, out)
+
+	out, _, err = run(t, "status", "--database-url", db.URL, "--json")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"relay":"default","backlog":{"rows":0,"oldest_age_seconds":0,"topics":[]},"parked":{"rows":0,"topics":[]},"lease":null}`, out)
+}
+
+func TestStatus_BacklogLeaseAndParkedRows(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	insertEvents(t, db, "lessons", 3)
+	insertEvents(t, db, "grades", 2)
+	// The oldest row is 90 s old and failed twice: status shows why the
+	// relay is stuck.
+	exec(t, db, `UPDATE pulsebus.outbox SET created_at = clock_timestamp() - interval '90 seconds', attempts = 2,
+		last_error = 'Kafka topic(s) lessons do not exist' WHERE id = (SELECT min(id) FROM pulsebus.outbox)`)
+	exec(t, db, `INSERT INTO pulsebus.relay_leader (name, leader_id, term, acquired_at, expires_at)
+		VALUES ('default', 'relay-a-1', 7, clock_timestamp() - interval '1 hour', clock_timestamp() + interval '12 seconds')`)
+	exec(t, db, `INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+		SELECT g, gen_random_uuid(), t, '', 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'permanent publish error (message_too_large): too big'
+		  FROM generate_series(1001, 1004) g, LATERAL (SELECT CASE WHEN g % 2 = 0 THEN 'lessons' ELSE 'media' END) AS x(t)`)
+
+	out, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
+	t.Logf("relay status:\n%s", out)
+	re := regexp.MustCompile(`^relay:     default
+leader:    relay-a-1, term 7, lease expires in 1[12]\.\ds \(\S+Z\), leader since \S+Z
+backlog:   5 rows, oldest 1m3\ds old
+  grades   2 rows, oldest \d+\.\ds old
+  lessons  3 rows, oldest 1m3\ds old
+head row:  id 1 \(lessons\): 2 failed attempts, last error: Kafka topic\(s\) lessons do not exist
+parked:    4 rows
+  lessons  2 rows, last parked \d+\.\ds ago
+  media    2 rows, last parked \d+\.\ds ago
+$`)
+	require.Regexp(t, re, out)
+
+	out, _, err = run(t, "status", "--database-url", db.URL, "--json")
+	require.NoError(t, err)
+	var st relaycmd.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Equal(t, int64(5), st.Backlog.Rows)
+	require.InDelta(t, 90, st.Backlog.OldestAgeSeconds, 5)
+	require.Equal(t, []string{"grades", "lessons"}, []string{st.Backlog.Topics[0].Topic, st.Backlog.Topics[1].Topic})
+	require.Equal(t, int64(3), st.Backlog.Topics[1].Rows)
+	require.Equal(t, 2, st.Backlog.Head.Attempts)
+	require.Equal(t, int64(4), st.Parked.Rows)
+	require.Equal(t, "media", st.Parked.Topics[1].Topic)
+	require.NotNil(t, st.Lease)
+	require.Equal(t, "relay-a-1", st.Lease.LeaderID)
+	require.Equal(t, int64(7), st.Lease.Term)
+	require.True(t, st.Lease.Held)
+	require.InDelta(t, 12, st.Lease.ExpiresInSeconds, 3)
+
+	// Another relay group has no leader.
+	out, _, err = run(t, "status", "--database-url", db.URL, "--name", "billing")
+	require.NoError(t, err)
+	require.Contains(t, out, `leader:    no leader (no relay named "billing" has run)`)
+}
+
+func TestStatus_ExpiredLeaseIsNoLeader(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	exec(t, db, `INSERT INTO pulsebus.relay_leader (name, leader_id, term, acquired_at, expires_at)
+		VALUES ('default', 'relay-b-2', 3, clock_timestamp() - interval '1 minute', clock_timestamp() - interval '5 seconds')`)
+	out, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
+	require.Regexp(t, `leader:   no leader \(last relay-b-2, term 3, lease ended [56]\.\ds ago at \S+Z\)`, out)
+
+	out, _, err = run(t, "status", "--database-url", db.URL, "--json")
+	require.NoError(t, err)
+	var st relaycmd.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.False(t, st.Lease.Held)
+	require.Less(t, st.Lease.ExpiresInSeconds, -4.0)
+}
+
+func TestStatus_Errors(t *testing.T) {
+	t.Parallel()
+	t.Run("schema missing", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.NewEmpty(t)
+		_, _, err := run(t, "status", "--database-url", db.URL)
+		require.ErrorContains(t, err, "database schema is outdated: run the migrate subcommand")
+		require.Equal(t, 1, relaycmd.ExitCode(err))
+	})
+	t.Run("bad flag", func(t *testing.T) {
+		t.Parallel()
+		_, stderr, err := run(t, "status", "--jsn")
+		require.Equal(t, 2, relaycmd.ExitCode(err))
+		require.Contains(t, stderr, "Usage: relay status")
+	})
+	t.Run("help", func(t *testing.T) {
+		t.Parallel()
+		out, _, err := run(t, "status", "--help")
+		require.Equal(t, 0, relaycmd.ExitCode(err))
+		require.Contains(t, out, "--json")
+		require.Contains(t, out, "--database-url string  (env DATABASE_URL")
+	})
+}
