@@ -56,6 +56,8 @@ func TestConfigErrors(t *testing.T) {
 		{"brokers", with("--kafka-brokers", "nohostport"), `--kafka-brokers (KAFKA_BROKERS): "nohostport" is not host:port`},
 		{"log level", with("--log-level", "chatty"), `--log-level (LOG_LEVEL): "chatty" is not debug`},
 		{"log format", with("--log-format", "xml"), `--log-format (LOG_FORMAT): "xml" is not auto, json or text`},
+		{"metrics addr", with("--metrics-addr", "9091"), `--metrics-addr (METRICS_ADDR): "9091" is not host:port`},
+		{"metrics port", with("--metrics-addr", ":99999"), `--metrics-addr (METRICS_ADDR): ":99999" is not host:port`},
 		{"database url", with("--database-url", "postgres://h:notaport/x"), "--database-url (DATABASE_URL): not a valid PostgreSQL URL"},
 		{"offsets group", []string{"offsets"}, "--group (CONSUMER_GROUP): required"},
 		{"replay to", []string{"replay", "--group", "g", "--handler", "a"}, "--to: required"},
@@ -165,7 +167,7 @@ func TestRun_MetricsAddrInUse(t *testing.T) {
 		}
 	}
 	_, _, err = command(t, args...)
-	require.ErrorContains(t, err, fmt.Sprintf("listen on %s", ln.Addr()))
+	require.ErrorContains(t, err, fmt.Sprintf("--metrics-addr (METRICS_ADDR): listen on %s", ln.Addr()))
 	require.Equal(t, 1, consumercmd.ExitCode(err))
 	require.False(t, strings.Contains(err.Error(), "config:"))
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,6 +124,12 @@ func (rc *runConfig) validate(stderr io.Writer) error {
 			return &cli.ConfigError{Setting: setting(d.name, d.env), Reason: fmt.Sprintf("%s is not a positive duration", d.v)}
 		}
 	}
+	if rc.metricsAddr != "" {
+		host, port, err := net.SplitHostPort(rc.metricsAddr)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
+			return &cli.ConfigError{Setting: setting("metrics-addr", "METRICS_ADDR"), Reason: fmt.Sprintf("%q is not host:port (e.g. :9091)", rc.metricsAddr)}
+		}
+	}
 	return rc.kafka.Validate()
 }
 
@@ -214,7 +223,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if rc.metricsAddr != "" {
 		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, c.Ready, log)
 		if err != nil {
-			return err
+			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
 	}
 	runErr := c.Run(ctx)
