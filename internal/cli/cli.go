@@ -122,6 +122,7 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 	fs := flag.NewFlagSet(prog+" migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	databaseURL := fs.String("database-url", EnvString("DATABASE_URL", DefaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
+	fs.Lookup("database-url").DefValue = RedactURL(*databaseURL) // --help never shows a password
 	status := fs.Bool("status", false, "print the applied schema version and exit")
 	down := fs.Int("down", -1, "revert migrations above this version (0 removes the PulseBus schema and its data)")
 	fs.Usage = func() {

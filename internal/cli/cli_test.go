@@ -231,3 +231,11 @@ func TestEnvString(t *testing.T) {
 	t.Setenv(name, "set")
 	require.Equal(t, "set", cli.EnvString(name, "def"))
 }
+
+func TestRunMigrate_HelpHidesThePasswordOfDatabaseURL(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/app")
+	_, stderr, err := runMigrate(t, "--help")
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, stderr, "db.internal")
+	require.NotContains(t, stderr, "hunter2")
+}

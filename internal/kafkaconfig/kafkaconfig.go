@@ -75,7 +75,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.TLSInsecureSkipVerify, "kafka-tls-insecure-skip-verify", envBool("KAFKA_TLS_INSECURE_SKIP_VERIFY"), "do not verify the brokers' certificates; tests only (env KAFKA_TLS_INSECURE_SKIP_VERIFY)")
 	fs.StringVar(&c.SASLMechanism, "kafka-sasl-mechanism", os.Getenv("KAFKA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (env KAFKA_SASL_MECHANISM)")
 	fs.StringVar(&c.SASLUsername, "kafka-sasl-username", os.Getenv("KAFKA_SASL_USERNAME"), "SASL username (env KAFKA_SASL_USERNAME)")
-	fs.StringVar(&c.SASLPassword, "kafka-sasl-password", os.Getenv("KAFKA_SASL_PASSWORD"), "SASL password; prefer the env KAFKA_SASL_PASSWORD over the flag")
+	// The password comes from the environment without becoming the flag's
+	// default, which --help would print.
+	c.SASLPassword = os.Getenv("KAFKA_SASL_PASSWORD")
+	fs.Func("kafka-sasl-password", "SASL password; prefer the env KAFKA_SASL_PASSWORD over the flag, which other users can see in the process list", func(s string) error {
+		c.SASLPassword = s
+		return nil
+	})
 }
 
 // Validate checks the settings; errors are *cli.ConfigError naming the flag

@@ -63,3 +63,19 @@ func TestTransportAndDialer_ApplySASL(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "SCRAM-SHA-256", d.SASLMechanism.Name())
 }
+
+func TestRegisterFlags_HelpNeverShowsThePassword(t *testing.T) {
+	t.Setenv("KAFKA_SASL_PASSWORD", "env-s3cret")
+	var c Config
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	fs.PrintDefaults()
+	require.Contains(t, help.String(), "kafka-sasl-password")
+	require.NotContains(t, help.String(), "env-s3cret")
+	require.NoError(t, fs.Parse(nil))
+	require.Equal(t, "env-s3cret", c.SASLPassword, "the environment still supplies it")
+	require.NoError(t, fs.Parse([]string{"--kafka-sasl-password", "flag-s3cret"}))
+	require.Equal(t, "flag-s3cret", c.SASLPassword, "the flag wins")
+}
