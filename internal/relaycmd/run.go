@@ -271,11 +271,12 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		runErr = fmt.Errorf("metrics and health server on %s: %w", addr, err)
 	}
 	ready.stopping.Store(true)
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), c.shutdownTimeout)
-	err = relay.Stop(stopCtx)
-	cancelStop()
-	if err != nil {
-		log.Warn("relay stop: the batch in hand was abandoned; its rows stay in the outbox", "err", err)
+	if !stopRelay(relay, c.shutdownTimeout, log) {
+		// Something in the engine did not return. Nothing is lost by
+		// leaving now: rows are deleted only by a committed transaction,
+		// and an unreleased lease expires after its TTL.
+		stopHTTP()
+		return runErr
 	}
 	stopHTTP()
 	if err := <-httpDone; err != nil && runErr == nil {
@@ -285,6 +286,33 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		log.Info("relay stopped")
 	}
 	return runErr
+}
+
+// StopGrace is how long past --shutdown-timeout Run waits for the relay
+// engine to wind down (release the lease, close the Kafka writer) before it
+// returns anyway, so the process exits within shutdown timeout + StopGrace.
+const StopGrace = 3 * time.Second
+
+// stopRelay stops relay, abandoning the batch in hand after timeout, and
+// reports whether it stopped within timeout + StopGrace.
+func stopRelay(relay *outbox.Relay, timeout time.Duration, log *slog.Logger) bool {
+	stopCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- relay.Stop(stopCtx) }()
+	grace := time.NewTimer(timeout + StopGrace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Warn("relay stop: the batch in hand was abandoned; its rows stay in the outbox", "err", err)
+		}
+		return true
+	case <-grace.C:
+		log.Error("relay stop: the relay engine did not stop within the shutdown timeout plus grace; exiting without it (rows not yet deleted stay in the outbox)",
+			"shutdown_timeout", timeout, "grace", StopGrace, "lease_released", !relay.IsLeader())
+		return false
+	}
 }
 
 // connectDB opens the pool, bounding every new connection's dial by

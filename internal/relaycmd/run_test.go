@@ -3,6 +3,7 @@ package relaycmd_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
 )
 
 func metricValue(t *testing.T, body, series string) string {
@@ -214,4 +217,56 @@ func TestRun_Migrate(t *testing.T) {
 	out, _, err = run(t, "status", "--database-url", db.URL)
 	require.NoError(t, err)
 	require.Contains(t, out, "backlog:  0 rows")
+}
+
+// PostgreSQL goes away (a proxy in between is cut): /readyz turns 503 and
+// names it; shutdown still ends in time.
+func TestRun_NotReadyWithoutPostgres(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	u, err := url.Parse(db.URL)
+	require.NoError(t, err)
+	px := newProxy(t, u.Host)
+	u.Host = px.Addr()
+
+	b := startBackground(t, "--database-url", u.String(), "--kafka-brokers", kc.Addrs[0], "--lease-ttl", "3s", "--poll-interval", "100ms")
+	b.waitGet("/readyz", 20*time.Second, func(code int, body string) bool {
+		return code == http.StatusOK && strings.Contains(body, "lease: leader")
+	})
+	px.Cut()
+	_, body := b.waitGet("/readyz", 20*time.Second, func(code int, _ string) bool { return code == http.StatusServiceUnavailable })
+	require.Contains(t, body, "not ready: postgres:")
+	took, err := b.stop()
+	require.NoError(t, err)
+	require.Less(t, took, 10*time.Second)
+}
+
+// A message larger than --max-message-bytes is parked by the relay: the
+// parked metric counts it, later rows flow, and status shows it.
+func TestRun_ParkedRowInMetricsAndStatus(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	kc.CreateTopic(t, "lessons", 1)
+	insertEvents(t, db, "lessons", 1)
+	big, err := envelope.New("status-test", struct {
+		statusEvent
+		Pad string `json:"pad"`
+	}{Pad: strings.Repeat("x", 4096)})
+	require.NoError(t, err)
+	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	insertEvents(t, db, "lessons", 1)
+
+	b := startBackground(t, "--database-url", db.URL, "--kafka-brokers", kc.Addrs[0], "--max-message-bytes", "2048", "--poll-interval", "100ms")
+	_, body := b.waitGet("/metrics", 20*time.Second, func(code int, body string) bool {
+		return metricValue(t, body, `pulsebus_relay_parked_total{reason="message_too_large",topic="lessons"}`) == "1"
+	})
+	require.Equal(t, "2", metricValue(t, body, `pulsebus_relay_events_published_total{topic="lessons"}`))
+	require.Contains(t, b.stderr.String(), "outbox row parked")
+
+	out, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^backlog: +0 rows\nparked: +1 row\n  lessons +1 row, last parked \d+\.\ds ago\n$`, out)
+	require.Regexp(t, `(?m)^leader: +\S+-\d+-[0-9a-f]{6}, term 1, lease expires in 1\d\.\ds`, out)
 }

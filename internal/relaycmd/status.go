@@ -167,21 +167,28 @@ func (st Status) WriteText(w io.Writer) error {
 			l.LeaderID, l.Term, seconds(-l.ExpiresInSeconds), l.ExpiresAt.Format(stamp))
 	}
 	if st.Backlog.Rows == 0 {
-		fmt.Fprintf(tw, "backlog:\t0 rows\n")
+		fmt.Fprintf(tw, "backlog:\t%s\n", rows(0))
 	} else {
-		fmt.Fprintf(tw, "backlog:\t%d rows, oldest %s old\n", st.Backlog.Rows, seconds(st.Backlog.OldestAgeSeconds))
+		fmt.Fprintf(tw, "backlog:\t%s, oldest %s old\n", rows(st.Backlog.Rows), seconds(st.Backlog.OldestAgeSeconds))
 		for _, tc := range st.Backlog.Topics {
-			fmt.Fprintf(tw, "  %s\t%d rows, oldest %s old\n", tc.Topic, tc.Rows, seconds(tc.OldestAgeSeconds))
+			fmt.Fprintf(tw, "  %s\t%s, oldest %s old\n", tc.Topic, rows(tc.Rows), seconds(tc.OldestAgeSeconds))
 		}
 		if h := st.Backlog.Head; h != nil && h.Attempts > 0 {
 			fmt.Fprintf(tw, "head row:\tid %d (%s): %d failed attempts, last error: %s\n", h.ID, h.Topic, h.Attempts, h.LastError)
 		}
 	}
-	fmt.Fprintf(tw, "parked:\t%d rows\n", st.Parked.Rows)
+	fmt.Fprintf(tw, "parked:\t%s\n", rows(st.Parked.Rows))
 	for _, tc := range st.Parked.Topics {
-		fmt.Fprintf(tw, "  %s\t%d rows, last parked %s ago\n", tc.Topic, tc.Rows, seconds(tc.OldestAgeSeconds))
+		fmt.Fprintf(tw, "  %s\t%s, last parked %s ago\n", tc.Topic, rows(tc.Rows), seconds(tc.OldestAgeSeconds))
 	}
 	return tw.Flush()
+}
+
+func rows(n int64) string {
+	if n == 1 {
+		return "1 row"
+	}
+	return fmt.Sprintf("%d rows", n)
 }
 
 // stamp formats times in the text output: UTC, milliseconds.
