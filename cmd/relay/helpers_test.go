@@ -1,0 +1,297 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/edupulse/pulsebus/internal/procharness"
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	procharness.RemoveBuilds()
+	testdb.DropTemplate()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// bundle is one test's PostgreSQL database and Kafka cluster.
+type bundle struct {
+	db *testdb.DB
+	kc *testkafka.Cluster
+}
+
+func setup(t *testing.T, topic string, partitions int) *bundle {
+	t.Helper()
+	b := &bundle{db: testdb.New(t), kc: testkafka.New(t)}
+	b.kc.CreateTopic(t, topic, partitions)
+	return b
+}
+
+// relay is a running relay binary.
+type relay struct {
+	*procharness.Process
+	id string
+}
+
+// startRelay starts the relay binary against b with the given id; extra
+// flags override the defaults below (the last occurrence of a flag wins).
+func startRelay(t *testing.T, b *bundle, id string, extra ...string) *relay {
+	t.Helper()
+	bin := procharness.Build(t, "github.com/edupulse/pulsebus/cmd/relay")
+	addr := procharness.FreeAddr(t)
+	args := append([]string{"run",
+		"--database-url", b.db.URL,
+		"--kafka-brokers", strings.Join(b.kc.Addrs, ","),
+		"--metrics-addr", addr,
+		"--id", id,
+		"--log-format", "json",
+		"--poll-interval", "100ms",
+		"--backlog-interval", "200ms",
+	}, extra...)
+	p := procharness.Start(t, bin, procharness.Options{Args: args, HTTPAddr: addr, Name: id})
+	require.NoError(t, p.WaitHealthy(20*time.Second))
+	return &relay{Process: p, id: id}
+}
+
+// metric scrapes the relay and returns the summed value of a series; an
+// error (the relay is gone) reads as -1.
+func (r *relay) metric(name string, labelPairs ...string) float64 {
+	m, err := r.Metrics()
+	if err != nil {
+		return -1
+	}
+	return m.Value(name, labelPairs...)
+}
+
+// waitFor polls cond every 10ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func outboxRows(t *testing.T, b *bundle) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox`).Scan(&n))
+	return n
+}
+
+func parkedRows(t *testing.T, b *bundle) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox_parked`).Scan(&n))
+	return n
+}
+
+// onKafka is the number of records on topic (duplicates included).
+func onKafka(b *bundle, topic string) int64 {
+	ends, err := b.kc.EndOffsetsErr(context.Background(), topic)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ends {
+		n += e
+	}
+	return n
+}
+
+type leaseRow struct {
+	LeaderID string
+	Term     int64
+	Expired  bool
+}
+
+func lease(t *testing.T, b *bundle, name string) leaseRow {
+	t.Helper()
+	var l leaseRow
+	err := b.db.Pool.QueryRow(context.Background(),
+		`SELECT leader_id, term, expires_at <= clock_timestamp() FROM pulsebus.relay_leader WHERE name = $1`, name).
+		Scan(&l.LeaderID, &l.Term, &l.Expired)
+	require.NoError(t, err)
+	return l
+}
+
+// seqEvent carries its producer's per-key sequence number, so per-key
+// order on Kafka can be checked against commit order.
+type seqEvent struct {
+	Key string `json:"key"`
+	Seq int    `json:"seq"`
+}
+
+func (seqEvent) EventType() string { return "test.seq" }
+
+// producers writes events with per-producer keys and per-key sequence
+// numbers in transactions of 1..maxTx events, each producer committing in
+// sequence order.
+type producers struct {
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	want   map[string]int // key → events committed
+	total  int
+	errs   []error
+	cancel context.CancelFunc
+}
+
+// produce starts n producer goroutines writing up to perProducer events
+// each to topic, until done or stopped. Keys start with prefix.
+func produce(t *testing.T, b *bundle, topic, prefix string, n, perProducer, keysPer, maxTx int) *producers {
+	t.Helper()
+	return producePaced(t, b, topic, prefix, n, perProducer, keysPer, maxTx, 0)
+}
+
+// producePaced is produce with the producers together writing at most
+// perSecond events per second (0: as fast as they can).
+func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer, keysPer, maxTx, perSecond int) *producers {
+	t.Helper()
+	began := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &producers{want: map[string]int{}, cancel: cancel}
+	t.Cleanup(func() { p.stop() })
+	for i := range n {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			seq := map[string]int{}
+			defer func() {
+				p.mu.Lock()
+				for k, v := range seq {
+					p.want[k] = v
+				}
+				p.mu.Unlock()
+			}()
+			for done := 0; done < perProducer && ctx.Err() == nil; {
+				m := min(1+rng.IntN(maxTx), perProducer-done)
+				envs := make([]envelope.Envelope, m)
+				next := map[string]int{}
+				for j := range envs {
+					key := fmt.Sprintf("%sp%d-k%d", prefix, i, rng.IntN(keysPer))
+					s, ok := next[key]
+					if !ok {
+						s = seq[key]
+					}
+					env, err := envelope.New("relay-process-test", seqEvent{Key: key, Seq: s}, envelope.WithKey(key))
+					if err != nil {
+						p.fail(err)
+						return
+					}
+					envs[j] = env
+					next[key] = s + 1
+				}
+				err := pgx.BeginFunc(context.Background(), b.db.Pool, func(tx pgx.Tx) error {
+					return outbox.InsertTx(context.Background(), tx, topic, envs...)
+				})
+				if err != nil {
+					p.fail(err)
+					return
+				}
+				for k, v := range next {
+					seq[k] = v
+				}
+				p.mu.Lock()
+				p.total += m
+				p.mu.Unlock()
+				done += m
+				if perSecond > 0 {
+					// Pacing, not synchronization: hold this producer to
+					// its share of the rate.
+					due := began.Add(time.Duration(float64(done) / float64(perSecond) * float64(n) * float64(time.Second)))
+					time.Sleep(time.Until(due))
+				}
+			}
+		}()
+	}
+	return p
+}
+
+func (p *producers) fail(err error) {
+	p.mu.Lock()
+	p.errs = append(p.errs, err)
+	p.mu.Unlock()
+}
+
+// stop ends production early; wait still has to be called.
+func (p *producers) stop() { p.cancel() }
+
+// produced is the number of events committed so far.
+func (p *producers) produced() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total
+}
+
+// wait waits for the producers and returns the per-key counts committed.
+func (p *producers) wait(t *testing.T) map[string]int {
+	t.Helper()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Empty(t, p.errs)
+	return p.want
+}
+
+// checkDelivery checks that every committed event is on Kafka (distinct
+// ce_id count) and that per key the first occurrences come in sequence
+// (commit) order. It returns the number of duplicate records.
+func checkDelivery(t *testing.T, recs []*kgo.Record, want map[string]int) int {
+	t.Helper()
+	seen := make(map[string]bool, len(recs))
+	next := map[string]int{}
+	dups := 0
+	for _, rec := range recs {
+		var id string
+		for _, h := range rec.Headers {
+			if h.Key == envelope.HeaderID {
+				id = string(h.Value)
+			}
+		}
+		require.NotEmpty(t, id, "record without ce_id")
+		if seen[id] {
+			dups++
+			continue
+		}
+		seen[id] = true
+		var ev seqEvent
+		require.NoError(t, json.Unmarshal(rec.Value, &ev))
+		require.Equal(t, ev.Key, string(rec.Key))
+		require.Equal(t, next[ev.Key], ev.Seq, "key %s: first occurrence of seq %d where %d was due (partition %d offset %d)",
+			ev.Key, ev.Seq, next[ev.Key], rec.Partition, rec.Offset)
+		next[ev.Key]++
+	}
+	total := 0
+	for k, n := range want {
+		require.Equal(t, n, next[k], "key %s: events on Kafka", k)
+		total += n
+	}
+	require.Len(t, seen, total, "distinct ce_id count")
+	return dups
+}

@@ -1,0 +1,293 @@
+package main_test
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edupulse/pulsebus/internal/procharness"
+	"github.com/edupulse/pulsebus/internal/relaycmd"
+)
+
+// 50,000 events from 8 concurrent producers while the relay binary is
+// SIGKILLed at random moments and restarted: every event reaches Kafka, per
+// key in commit order, the outbox ends empty, and the duplicates stay within
+// one batch per kill.
+func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
+	t.Parallel()
+	const (
+		total     = 50_000
+		batchSize = 500
+		minKills  = 5
+	)
+	b := setup(t, "lessons", 4)
+	flags := []string{"--batch-size", fmt.Sprint(batchSize), "--lease-ttl", "2s"}
+	r := startRelay(t, b, "relay-0", flags...)
+	start := time.Now()
+	// About 16 s of production at 3,000 events/s, so the kills (each costs
+	// about one lease TTL before the next relay leads) fall while the
+	// producers write.
+	prod := producePaced(t, b, "lessons", "", 8, total/8, 16, 20, 3000)
+
+	// Kill after the current relay published a random 1,000..5,000 records:
+	// at most 25,000 for five kills, so the kills all happen while events
+	// still flow (produced or in the backlog), whatever the speeds.
+	kills, duringProduction := 0, 0
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	var killedAt []string
+	for kills < minKills {
+		base := onKafka(b, "lessons")
+		threshold := int64(1000 + rng.IntN(4000))
+		waitFor(t, 90*time.Second, "relay progress before a kill", func() bool {
+			return onKafka(b, "lessons")-base >= threshold
+		})
+		require.NoError(t, r.Kill())
+		kills++
+		if prod.produced() < total {
+			duringProduction++
+		}
+		killedAt = append(killedAt, fmt.Sprintf("%d (produced %d, backlog %d)", onKafka(b, "lessons"), prod.produced(), outboxRows(t, b)))
+		r = startRelay(t, b, fmt.Sprintf("relay-%d", kills), flags...)
+	}
+	want := prod.wait(t)
+	waitFor(t, 120*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	elapsed := time.Since(start)
+
+	require.NoError(t, r.Signal(syscall.SIGTERM))
+	code, err := r.Wait(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+
+	recs := b.kc.ReadAll(t, "lessons")
+	dups := checkDelivery(t, recs, want)
+	t.Logf("%d events, %d SIGKILLs (%d while producers wrote) at Kafka record counts %v; %d records on Kafka, %d duplicates (bound %d); %s",
+		total, kills, duringProduction, killedAt, len(recs), dups, kills*batchSize, elapsed.Round(time.Millisecond))
+	require.LessOrEqual(t, dups, kills*batchSize, "duplicates only from in-flight batches")
+	require.Zero(t, outboxRows(t, b))
+	require.Zero(t, parkedRows(t, b))
+}
+
+// SIGTERM mid-stream: exit 0 within 10 s, lease released (a new relay leads
+// at once instead of after the 30 s TTL), nothing lost or duplicated; and
+// /metrics counts what was published.
+func TestRelayBinary_SIGTERM(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "lessons", 2)
+	flags := []string{"--lease-ttl", "30s", "--batch-size", "200"}
+	a := startRelay(t, b, "relay-a", flags...)
+	require.NoError(t, a.WaitHTTP("/readyz", 20*time.Second))
+
+	// Metrics match what reached Kafka.
+	first := produce(t, b, "lessons", "first-", 2, 1000, 8, 20)
+	wantFirst := first.wait(t)
+	waitFor(t, 30*time.Second, "first 2000 relayed", func() bool { return outboxRows(t, b) == 0 })
+	waitFor(t, 10*time.Second, "metrics caught up", func() bool {
+		return a.metric("pulsebus_relay_events_published_total", "topic", "lessons") == 2000
+	})
+	m, err := a.Metrics()
+	require.NoError(t, err)
+	require.Equal(t, float64(onKafka(b, "lessons")), m.Value("pulsebus_relay_events_published_total"))
+	require.Equal(t, 2000.0, m.Value("pulsebus_relay_commit_to_ack_seconds"), "one observation per event")
+	require.Positive(t, m.Value("pulsebus_relay_batch_size"))
+	require.Equal(t, 1.0, m.Value("pulsebus_relay_leader"))
+	require.Zero(t, m.Value("pulsebus_relay_publish_errors_total"))
+	require.Zero(t, m.Value("pulsebus_relay_parked_total"))
+	waitFor(t, 10*time.Second, "backlog gauge at 0", func() bool { return a.metric("pulsebus_relay_backlog_rows") == 0 })
+
+	// SIGTERM while events flow.
+	stream := produce(t, b, "lessons", "stream-", 4, 2500, 8, 20)
+	waitFor(t, 30*time.Second, "stream flowing", func() bool { return onKafka(b, "lessons") >= 3000 })
+	sent := time.Now()
+	require.NoError(t, a.Signal(syscall.SIGTERM))
+	code, err := a.Wait(10 * time.Second)
+	took := time.Since(sent)
+	require.NoError(t, err, "exit within 10s of SIGTERM")
+	require.Equal(t, 0, code)
+	t.Logf("SIGTERM to exit: %s", took.Round(time.Millisecond))
+	l := lease(t, b, "default")
+	require.Equal(t, "relay-a", l.LeaderID)
+	require.True(t, l.Expired, "lease released on shutdown")
+	require.Contains(t, a.Stderr(), `"msg":"relay released lease"`)
+	require.Contains(t, a.Stderr(), `"msg":"relay stopped"`)
+
+	// A new relay takes the released lease at once, not after the TTL.
+	restarted := time.Now()
+	c := startRelay(t, b, "relay-c", flags...)
+	waitFor(t, 10*time.Second, "relay-c leads", func() bool { return c.metric("pulsebus_relay_leader") == 1 })
+	t.Logf("new leader %s after start (lease TTL 30s)", time.Since(restarted).Round(time.Millisecond))
+	wantStream := stream.wait(t)
+	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	require.NoError(t, c.Signal(syscall.SIGTERM))
+	code, err = c.Wait(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+
+	maps.Copy(wantFirst, wantStream)
+	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), wantFirst)
+	require.Zero(t, dups, "the batch in hand finished before exit: nothing published twice")
+	require.Equal(t, 12_000, len(b.kc.ReadAll(t, "lessons")))
+}
+
+// Two relays with the same name: one publishes, the other stands by; the
+// leader is SIGKILLed mid-stream and the standby takes over within lease TTL
+// plus one poll interval; per-key order holds across the handover.
+func TestRelayBinary_StandbyTakesOver(t *testing.T) {
+	t.Parallel()
+	const (
+		ttl  = 3 * time.Second
+		poll = 250 * time.Millisecond
+	)
+	b := setup(t, "lessons", 4)
+	flags := []string{"--lease-ttl", ttl.String(), "--poll-interval", poll.String(), "--batch-size", "200"}
+	relays := []*relay{startRelay(t, b, "relay-a", flags...), startRelay(t, b, "relay-b", flags...)}
+
+	var leader, standby *relay
+	waitFor(t, 20*time.Second, "one leader", func() bool {
+		la, lb := relays[0].metric("pulsebus_relay_leader"), relays[1].metric("pulsebus_relay_leader")
+		switch {
+		case la == 1 && lb == 0:
+			leader, standby = relays[0], relays[1]
+		case la == 0 && lb == 1:
+			leader, standby = relays[1], relays[0]
+		default:
+			return false
+		}
+		return true
+	})
+	l := lease(t, b, "default")
+	require.Equal(t, leader.id, l.LeaderID)
+	code, body, err := leader.Get("/readyz")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, fmt.Sprintf("ready\nlease: leader (relay default, id %s, term %d)\n", leader.id, l.Term), body)
+	code, body, err = standby.Get("/readyz")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code, "a standby is ready")
+	require.Equal(t, fmt.Sprintf("ready\nlease: standby (relay default, id %s; leader %s, term %d)\n", standby.id, leader.id, l.Term), body)
+
+	prod := produce(t, b, "lessons", "", 4, 100_000, 8, 10)
+	waitFor(t, 30*time.Second, "leader publishing", func() bool { return onKafka(b, "lessons") >= 3000 })
+	require.Positive(t, leader.metric("pulsebus_relay_events_published_total"))
+	require.Zero(t, standby.metric("pulsebus_relay_events_published_total"), "only the leader publishes")
+
+	require.NoError(t, leader.Kill())
+	killed := time.Now()
+	atKill := onKafka(b, "lessons")
+	waitFor(t, 3*ttl, "standby leads", func() bool { return standby.metric("pulsebus_relay_leader") == 1 })
+	takeover := time.Since(killed)
+	t.Logf("standby took over %s after the SIGKILL (lease TTL %s, poll %s)", takeover.Round(time.Millisecond), ttl, poll)
+	require.LessOrEqual(t, takeover, ttl+poll+time.Second, "within lease TTL plus one poll (+1s scheduling slack)")
+	l2 := lease(t, b, "default")
+	require.Equal(t, standby.id, l2.LeaderID)
+	require.Greater(t, l2.Term, l.Term)
+
+	waitFor(t, 30*time.Second, "new leader publishing", func() bool { return onKafka(b, "lessons") >= atKill+2000 })
+	prod.stop()
+	want := prod.wait(t)
+	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	t.Logf("%d events across the handover, %d duplicates", prod.produced(), dups)
+	require.LessOrEqual(t, dups, 200, "at most the killed leader's batch in hand")
+	require.Positive(t, standby.metric("pulsebus_relay_events_published_total"))
+
+	require.NoError(t, standby.Signal(syscall.SIGINT))
+	exit, err := standby.Wait(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 0, exit)
+}
+
+// SIGTERM while the broker does not answer a produce request: the batch in
+// hand is abandoned after --shutdown-timeout (its rows stay in the outbox),
+// the lease is released, exit 0 well within 10 s; a later relay delivers
+// everything.
+func TestRelayBinary_SIGTERMAbandonsAStuckBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "lessons", 1)
+	release := make(chan struct{})
+	var once sync.Once
+	wake := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(wake) // before the cluster closes
+	stalled := make(chan struct{}, 1)
+	b.kc.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.kc.KeepControl()
+		select {
+		case stalled <- struct{}{}:
+		default:
+		}
+		b.kc.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+
+	a := startRelay(t, b, "relay-a", "--shutdown-timeout", "2s", "--batch-size", "100")
+	prod := produce(t, b, "lessons", "", 1, 50, 4, 10)
+	want := prod.wait(t)
+	select {
+	case <-stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no produce request reached the broker")
+	}
+	sent := time.Now()
+	require.NoError(t, a.Signal(syscall.SIGTERM))
+	code, err := a.Wait(10 * time.Second)
+	took := time.Since(sent)
+	require.NoError(t, err, "exit within 10s of SIGTERM")
+	require.Equal(t, 0, code)
+	t.Logf("SIGTERM to exit with a stuck batch: %s (shutdown timeout 2s)", took.Round(time.Millisecond))
+	require.GreaterOrEqual(t, took, 2*time.Second, "waited for the batch in hand first")
+	// The engine abandons the batch; if it then hangs in its own shutdown
+	// (kafka-go's Writer.Close waits for the stuck produce request), Run
+	// gives up after relaycmd.StopGrace.
+	require.Regexp(t, `batch in hand was abandoned|did not stop within the shutdown timeout plus grace`, a.Stderr())
+	require.LessOrEqual(t, took, 2*time.Second+relaycmd.StopGrace+time.Second)
+	require.Contains(t, a.Stderr(), `"msg":"relay released lease"`)
+	require.True(t, lease(t, b, "default").Expired, "lease released")
+	require.Equal(t, 50, outboxRows(t, b), "abandoned rows stay in the outbox")
+
+	wake()
+	c := startRelay(t, b, "relay-c")
+	waitFor(t, 30*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	require.NoError(t, c.Signal(syscall.SIGTERM))
+	code, err = c.Wait(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 0, code)
+	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	require.LessOrEqual(t, dups, 50, "at most the abandoned batch, if the broker appended it after all")
+}
+
+// Exit codes of the binary itself.
+func TestRelayBinary_ExitCodes(t *testing.T) {
+	t.Parallel()
+	bin := procharness.Build(t, "github.com/edupulse/pulsebus/cmd/relay")
+	cases := []struct {
+		args   []string
+		env    []string
+		code   int
+		stderr string
+	}{
+		{[]string{"--help"}, nil, 0, ""},
+		{[]string{"run", "--batch-size", "lots"}, nil, 2, `relay: config: --batch-size (RELAY_BATCH_SIZE): "lots" (from --batch-size) is not a whole number`},
+		{nil, []string{"RELAY_LEASE_TTL=1s"}, 2, "--lease-ttl (RELAY_LEASE_TTL)"},
+		{[]string{"status", "--nope"}, nil, 2, "flag provided but not defined: -nope"},
+		{[]string{"run", "--database-url", "postgres://u:pw-s3cr3t@" + procharness.FreeAddr(t) + "/x", "--connect-timeout", "2s"}, nil, 1, "relay: connect to PostgreSQL at postgres://u:xxxxx@"},
+	}
+	for _, tc := range cases {
+		p := procharness.Start(t, bin, procharness.Options{Args: tc.args, Env: tc.env})
+		code, err := p.Wait(20 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, tc.code, code, "%v %v: %s", tc.args, tc.env, p.Stderr())
+		require.Contains(t, p.Stderr(), tc.stderr)
+		require.NotContains(t, p.Stderr(), "s3cr3t")
+		if tc.code == 0 {
+			require.True(t, strings.HasPrefix(p.Stdout(), "Usage: relay"))
+		}
+	}
+}
