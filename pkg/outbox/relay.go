@@ -178,13 +178,14 @@ var cryptoRead = rand.Read
 // Relay moves events from pulsebus.outbox to Kafka. See the package
 // documentation for its guarantees.
 type Relay struct {
-	cfg    RelayConfig
-	log    *slog.Logger
-	hooks  RelayHooks
-	writer *kafka.Writer
-	own    *kafka.Transport // the transport the relay made, closed on stop
-	client *kafka.Client
-	lease  *lease
+	cfg      RelayConfig
+	log      *slog.Logger
+	hooks    RelayHooks
+	pub      *publisher
+	own      *kafka.Transport // the transport the relay made, closed on stop
+	client   *kafka.Client
+	lease    *lease
+	beginSQL string
 
 	wake chan struct{} // buffered 1: a notification or a leadership change
 
@@ -207,42 +208,43 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		own = &kafka.Transport{}
 		c.Transport = own
 	}
-	w := &kafka.Writer{
-		Addr:         kafka.TCP(c.Brokers...),
-		Balancer:     &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll,
-		Compression:  c.Compression,
-		Transport:    c.Transport,
-		// One WriteMessages call is one chunk that fits a single produce
-		// request per partition; see publish.
-		BatchSize:       c.BatchSize,
-		BatchBytes:      int64(c.MaxMessageBytes),
-		BatchTimeout:    time.Millisecond,
-		MaxAttempts:     3,
-		WriteBackoffMin: 10 * time.Millisecond,
-		WriteBackoffMax: 200 * time.Millisecond,
-		WriteTimeout:    c.WriteTimeout,
-		ReadTimeout:     c.WriteTimeout,
+	addr := kafka.TCP(c.Brokers...)
+	r := &Relay{
+		cfg:      c,
+		own:      own,
+		log:      c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
+		hooks:    c.Hooks,
+		client:   &kafka.Client{Addr: addr, Transport: c.Transport, Timeout: c.WriteTimeout},
+		lease:    &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
+		beginSQL: beginSQL(c.LeaseTTL),
+		wake:     make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
 	}
-	return &Relay{
-		cfg:     c,
-		own:     own,
-		log:     c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
-		hooks:   c.Hooks,
-		writer:  w,
-		client:  &kafka.Client{Addr: w.Addr, Transport: c.Transport, Timeout: c.WriteTimeout},
-		lease:   &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
-		wake:    make(chan struct{}, 1),
-		stopped: make(chan struct{}),
-	}, nil
+	r.pub = &publisher{
+		transport:   c.Transport,
+		addr:        addr,
+		compression: c.Compression,
+		maxBytes:    c.MaxMessageBytes,
+		timeout:     c.WriteTimeout,
+		hooks:       c.Hooks,
+		limits: func(row Row) (kafka.Message, error) {
+			msg, err := c.Limits.ToMessage(row.Envelope)
+			msg.Topic = row.Topic
+			return msg, err
+		},
+	}
+	if c.AutoCreateTopics {
+		r.pub.autoCreate = r.createTopics
+	}
+	return r, nil
 }
 
 // ID returns the relay's id in the lease row.
 func (r *Relay) ID() string { return r.cfg.ID }
 
 // Start starts the relay's goroutines and returns. The relay runs until
-// ctx is done or Stop is called. It returns an error only if the relay was
-// started before.
+// ctx is done or Stop is called; either way it then shuts down as Stop
+// describes. It returns an error only if the relay was started before.
 func (r *Relay) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -257,11 +259,15 @@ func (r *Relay) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops claiming new batches, lets the batch in hand finish until ctx
-// is done (then abandons it: its rows stay in the outbox, claimed by no
-// one), releases the lease and waits for every goroutine. It is idempotent
-// and returns ctx's error if the relay had to abandon work or did not stop
-// in time.
+// Stop stops claiming new batches and lets the batch in hand finish (its
+// produce requests answered and its rows deleted) until ctx is done. Then
+// it abandons the batch: no further produce request is sent, the ones
+// already sent are waited for until their deadline (at most WriteTimeout),
+// what the broker acknowledged is deleted and the rest stays in the outbox,
+// claimed by no one. Last it releases the lease, so a standby takes over at
+// once, and waits for every goroutine. Stop is idempotent and safe to call
+// concurrently; it returns an error wrapping ctx's error if the relay had
+// to abandon work.
 func (r *Relay) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	if !r.started {
@@ -272,9 +278,11 @@ func (r *Relay) Stop(ctx context.Context) error {
 	}
 	stopPoll, stopWork := r.stopPoll, r.stopWork
 	r.mu.Unlock()
-	if stopPoll != nil {
-		stopPoll()
+	if stopPoll == nil { // stopped before it was started
+		<-r.stopped
+		return nil
 	}
+	stopPoll()
 	select {
 	case <-r.stopped:
 		return nil
@@ -288,12 +296,14 @@ func (r *Relay) Stop(ctx context.Context) error {
 // Stopped is closed when the relay has stopped.
 func (r *Relay) Stopped() <-chan struct{} { return r.stopped }
 
-// IsLeader reports whether the relay holds an unexpired lease.
+// IsLeader reports whether the relay holds a lease it may publish under.
 func (r *Relay) IsLeader() bool {
 	_, ok := r.currentTerm()
 	return ok
 }
 
+// currentTerm returns the held term and whether it is safe to start work
+// under it.
 func (r *Relay) currentTerm() (leaseTerm, bool) {
 	r.mu.Lock()
 	t := r.term
@@ -301,8 +311,22 @@ func (r *Relay) currentTerm() (leaseTerm, bool) {
 	return t, t.Term != 0 && time.Now().Before(t.Deadline.Add(-r.safetyMargin()))
 }
 
-// safetyMargin is how long before the local deadline the relay stops using
-// a lease: room for a produce request in flight and clock rate drift.
+// safeUntil returns, for a batch claimed under term, the time until which
+// produce requests may be in flight: the latest renewal's deadline less the
+// safety margin, while the relay still holds that term.
+func (r *Relay) safeUntil(term int64) safeUntil {
+	return func() (time.Time, bool) {
+		t, ok := r.currentTerm()
+		if !ok || t.Term != term {
+			return time.Time{}, false
+		}
+		return t.Deadline.Add(-r.safetyMargin()), true
+	}
+}
+
+// safetyMargin is how much earlier than the local lease deadline the relay
+// stops having produce requests in flight: room for clock rate drift and
+// scheduling delays.
 func (r *Relay) safetyMargin() time.Duration { return r.cfg.LeaseTTL / 5 }
 
 func (r *Relay) setTerm(t leaseTerm) {
@@ -346,11 +370,10 @@ func (r *Relay) run(pollCtx, workCtx context.Context) {
 
 	r.loop(pollCtx, workCtx)
 
-	stopLease() // keepLease releases the lease: the last batch is done
+	// Every batch is finished or rolled back and no produce request is in
+	// flight: the lease can go.
+	stopLease()
 	wg.Wait()
-	if err := r.writer.Close(); err != nil {
-		r.log.Warn("close Kafka writer", "err", err)
-	}
 	if r.own != nil {
 		r.own.CloseIdleConnections()
 	}
@@ -365,30 +388,102 @@ func (r *Relay) newBackoff() *backoff.ExponentialBackOff {
 	return b
 }
 
+// prefetch is a claim running in the background while the batch before it
+// is published.
+type prefetch struct {
+	done  chan struct{}
+	batch *claimedBatch
+	err   error
+}
+
+func (r *Relay) startPrefetch(ctx context.Context, term leaseTerm) *prefetch {
+	p := &prefetch{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.batch, p.err = r.claim(ctx, term)
+	}()
+	return p
+}
+
+func (p *prefetch) wait() (*claimedBatch, error) {
+	<-p.done
+	return p.batch, p.err
+}
+
+// discard rolls the prefetched claim back unpublished.
+func (p *prefetch) discard() {
+	if b, err := p.wait(); err == nil {
+		b.rollback()
+	}
+}
+
+// canPrefetch reports whether a second claim transaction may hold a pool
+// connection now and still leave one for lease renewals.
+func (r *Relay) canPrefetch() bool {
+	st := r.cfg.DB.Stat()
+	return st.MaxConns()-st.AcquiredConns() >= 2
+}
+
 // loop claims and publishes batches while leader.
+//
+// Pipeline: when a batch comes back full (a backlog), the next claim runs
+// while the batch is being published, in a second transaction; its claim
+// skips the rows the first one holds and takes the ones after them. It is
+// published only once the batch before it was acknowledged and committed,
+// so per partition the produce requests stay in row order; if the batch
+// before it fails, it is rolled back unpublished.
 func (r *Relay) loop(pollCtx, workCtx context.Context) {
 	bo := r.newBackoff()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	var next *prefetch
+	defer func() {
+		if next != nil {
+			next.discard()
+		}
+	}()
 	var lastClaim time.Time
 	for {
 		if pollCtx.Err() != nil {
 			return
 		}
 		term, leader := r.currentTerm()
-		if leader {
-			lastClaim = time.Now()
-			res, err := r.relayBatch(workCtx, term)
+		if leader || next != nil {
+			var (
+				b   *claimedBatch
+				err error
+			)
+			if next != nil {
+				b, err = next.wait()
+				next = nil
+			} else {
+				lastClaim = time.Now()
+				b, err = r.claim(workCtx, term)
+			}
+			var res batchResult
+			if err == nil {
+				if len(b.rows) >= r.cfg.BatchSize && pollCtx.Err() == nil && r.canPrefetch() {
+					if t, ok := r.currentTerm(); ok && t.Term == b.term.Term {
+						next = r.startPrefetch(workCtx, t)
+					}
+				}
+				res, err = r.finish(workCtx, b)
+			}
 			if err != nil {
+				if next != nil {
+					next.discard()
+					next = nil
+				}
 				d := bo.NextBackOff()
-				r.log.Warn("relay batch failed; backing off", "err", err, "backoff", d, "published", res.published, "parked", res.parked)
+				r.log.Warn("relay batch failed; backing off", "err", err, "backoff", d,
+					"claimed", res.claimed, "published", res.published, "parked", res.parked)
 				if !sleepCtx(pollCtx, d) {
 					return
 				}
 				continue
 			}
 			bo.Reset()
-			if res.claimed >= r.cfg.BatchSize || res.parked > 0 {
+			if next != nil || res.claimed >= r.cfg.BatchSize || res.parked > 0 {
 				continue // more waiting: no need to wait for a signal
 			}
 		}

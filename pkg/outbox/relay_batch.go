@@ -9,40 +9,65 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/segmentio/kafka-go"
 )
 
-// claimSQL locks the lease row for (name, leader_id, term) FOR KEY SHARE,
-// so no new term can begin until this transaction ends, and deletes the
-// oldest rows in id order. The caller commits only after the broker
-// acknowledged every message; a rollback puts the rows back.
+// claimSQL deletes the oldest rows in id order inside the caller's
+// transaction, which commits only after the broker acknowledged every
+// message; a rollback puts the rows back. It first locks the lease row for
+// (name, leader_id, term) FOR KEY SHARE, checking the lease is unexpired,
+// and holds that lock to the end of the transaction: tryAcquire's FOR
+// UPDATE waits for it, so no new term can begin while a claim of this one
+// is open.
 //
-// It runs with pgx.QueryExecModeCacheDescribe: the unnamed statement is
-// planned for its actual parameters on every call. A cached generic plan,
-// made while the table looked empty, can turn the IN (...) into a nested
-// loop that re-runs the sorted subquery per row (DESIGN.md §3).
-var claimSQL = `
+// Its shape cannot be planned badly (DESIGN.md §3): the ids are an
+// uncorrelated ARRAY(...) sublink, an InitPlan that runs exactly once, so
+// no plan can re-run the LIMIT per outer row (the nested-loop semi join a
+// generic plan made on an empty table picks for "id IN (SELECT ...)", which
+// also deletes far more than LIMIT rows, because each re-run skips the rows
+// the previous ones locked). And the claim transaction sets
+// enable_seqscan = off, so neither the ordered LIMIT nor the delete by id
+// can become a sequential scan of a large table whose statistics say it is
+// empty. Both plans are index scans whatever the statistics and whether the
+// plan is custom or generic (TestClaim_PlanIsSafe).
+const claimSQL = `
 WITH lease AS (
 	SELECT 1 FROM pulsebus.relay_leader
 	 WHERE name = $1 AND leader_id = $2 AND term = $3 AND expires_at > clock_timestamp()
 	   FOR KEY SHARE
 )
 DELETE FROM pulsebus.outbox
- WHERE id IN (SELECT id FROM pulsebus.outbox
-               WHERE EXISTS (SELECT 1 FROM lease)
-               ORDER BY id LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
+ WHERE id = ANY (ARRAY(SELECT id FROM pulsebus.outbox
+                        WHERE EXISTS (SELECT 1 FROM lease)
+                        ORDER BY id LIMIT $4
+                          FOR UPDATE SKIP LOCKED))
 RETURNING ` + RowColumns
 
+// fenceSQL runs just before a batch transaction commits: it fails the
+// transaction (division by zero, so the COMMIT is never reached) unless the
+// lease row still names this relay and term, and it locks the row FOR
+// SHARE to the commit so nothing can change it in between. The claim's FOR
+// KEY SHARE keeps out relays taking the lease the normal way; this also
+// stops the commit when the term was ended by anything else (an operator's
+// UPDATE, or a takeover after PostgreSQL cut this relay's connection).
+// Expiry is not checked: an expired lease that nobody took over yet still
+// protects the batch.
+const fenceSQL = `
+SELECT 1 / count(*) FROM (
+	SELECT 1 FROM pulsebus.relay_leader
+	 WHERE name = $1 AND leader_id = $2 AND term = $3
+	   FOR SHARE) AS held`
+
 // settleSQL finishes a batch that did not go through whole, as one atomic
-// statement fenced by the lease: it deletes the acknowledged rows, moves the
-// refused ones to outbox_parked with their errors and counts an attempt on
-// the rest, which stay. It returns whether the lease was still held.
+// statement fenced like fenceSQL, in its own transaction after the claim
+// rolled back: it deletes the acknowledged rows, moves the refused ones to
+// outbox_parked with their errors and counts an attempt on the rest, which
+// stay. It returns whether the term was still held; when it was not,
+// nothing changed.
 const settleSQL = `
 WITH lease AS (
 	SELECT 1 FROM pulsebus.relay_leader
-	 WHERE name = $1 AND leader_id = $2 AND term = $3 AND expires_at > clock_timestamp()
-	   FOR KEY SHARE
+	 WHERE name = $1 AND leader_id = $2 AND term = $3
+	   FOR SHARE
 ), acked AS (
 	DELETE FROM pulsebus.outbox WHERE id = ANY($4::bigint[]) AND EXISTS (SELECT 1 FROM lease)
 ), parked AS (
@@ -62,84 +87,144 @@ WITH lease AS (
 )
 SELECT EXISTS (SELECT 1 FROM lease)`
 
+// beginSQL starts a claim or settle transaction: bounds on a hung holder (a
+// claim that stalls, or a relay that stops between claim and commit, is
+// rolled back and its lock on the lease row released), and index scans
+// only (see claimSQL).
+func beginSQL(leaseTTL time.Duration) string {
+	ms := leaseTTL.Milliseconds()
+	return fmt.Sprintf("BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d; SET LOCAL statement_timeout = %d; SET LOCAL enable_seqscan = off", ms, ms)
+}
+
+// claimedBatch is an open claim transaction and the rows it deleted, in id
+// order.
+type claimedBatch struct {
+	tx        pgx.Tx
+	term      leaseTerm
+	rows      []Row
+	decodeErr map[int64]error // row id → why it does not form an envelope
+}
+
+// rollback ends the transaction if it is still open: its rows go back to
+// the outbox, claimed by no one.
+func (b *claimedBatch) rollback() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = b.tx.Rollback(ctx)
+}
+
 type batchResult struct {
 	claimed, published, parked int
 }
 
-// relayBatch claims up to BatchSize rows, publishes them and deletes them
-// once acknowledged. A transient failure leaves the unacknowledged rows in
-// the outbox and returns an error (the caller backs off); rows refused for
-// good are parked and do not make it fail.
-func (r *Relay) relayBatch(ctx context.Context, term leaseTerm) (res batchResult, err error) {
-	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL()})
+// claim opens a claim transaction and deletes up to BatchSize of the
+// oldest visible rows. The caller must finish or roll back the batch.
+func (r *Relay) claim(ctx context.Context, term leaseTerm) (*claimedBatch, error) {
+	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL})
 	if err != nil {
 		r.hooks.PublishError(ReasonDatabase)
-		return res, fmt.Errorf("claim outbox batch: begin: %w", err)
+		return nil, fmt.Errorf("claim outbox batch: begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
+	b := &claimedBatch{tx: tx, term: term}
 	rows, err := tx.Query(ctx, claimSQL, pgx.QueryExecModeCacheDescribe, r.cfg.Name, r.cfg.ID, term.Term, r.cfg.BatchSize)
 	if err != nil {
+		b.rollback()
 		r.hooks.PublishError(ReasonDatabase)
-		return res, fmt.Errorf("claim outbox batch: %w", err)
+		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
-	var (
-		batch     []Row
-		decodeErr = map[int64]error{} // row id → decode error
-	)
+	b.rows = make([]Row, 0, min(r.cfg.BatchSize, 1024))
 	for rows.Next() {
 		row, err := ScanRow(rows)
 		var rde *RowDecodeError
 		if errors.As(err, &rde) {
-			decodeErr[row.ID] = err
+			if b.decodeErr == nil {
+				b.decodeErr = map[int64]error{}
+			}
+			b.decodeErr[row.ID] = err
 		} else if err != nil {
 			rows.Close()
+			b.rollback()
 			r.hooks.PublishError(ReasonDatabase)
-			return res, fmt.Errorf("claim outbox batch: %w", err)
+			return nil, fmt.Errorf("claim outbox batch: %w", err)
 		}
-		batch = append(batch, row)
+		b.rows = append(b.rows, row)
 	}
 	if err := rows.Err(); err != nil {
+		b.rollback()
 		r.hooks.PublishError(ReasonDatabase)
-		return res, fmt.Errorf("claim outbox batch: %w", err)
-	}
-	res.claimed = len(batch)
-	if len(batch) == 0 {
-		return res, nil
+		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	// DELETE ... RETURNING hands rows back in no set order.
-	slices.SortFunc(batch, func(a, b Row) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(b.rows, func(x, y Row) int { return cmp.Compare(x.ID, y.ID) })
+	return b, nil
+}
 
-	// Fence the publish: a relay paused past its lease must not produce.
-	if time.Now().After(term.Deadline.Add(-r.safetyMargin())) {
+// finish publishes a claimed batch and ends its transaction: it commits
+// (deleting the rows) only if every row was acknowledged or refused for
+// good, and only while the term is still this relay's; otherwise it rolls
+// back and settles what was acknowledged or refused. A transient failure
+// leaves the other rows in the outbox and returns an error (the caller
+// backs off). ctx ends only the sending of further produce requests.
+func (r *Relay) finish(ctx context.Context, b *claimedBatch) (res batchResult, err error) {
+	defer b.rollback() // no-op after a commit
+	res.claimed = len(b.rows)
+	if len(b.rows) == 0 {
+		return res, nil
+	}
+	safe := r.safeUntil(b.term.Term)
+	if _, ok := safe(); !ok {
 		r.hooks.PublishError(ReasonLeaseLost)
 		return res, fmt.Errorf("publish outbox batch: %w before producing", ErrLeaseLost)
 	}
-	pubCtx, cancel := context.WithDeadline(ctx, term.Deadline)
 	start := time.Now()
-	out := r.publish(pubCtx, batch, decodeErr)
-	cancel()
-	r.hooks.Batch(len(batch), time.Since(start))
+	out := r.pub.publish(ctx, b.rows, b.decodeErr, safe)
+	r.hooks.Batch(len(b.rows), time.Since(start))
 
-	if out.complete() {
-		if err := tx.Commit(ctx); err != nil {
-			r.hooks.PublishError(ReasonDatabase)
-			return res, fmt.Errorf("delete published outbox batch (rows will be published again): %w", err)
+	// The rest are database statements: give them their own bound, so an
+	// abandoned batch still records what the broker acknowledged.
+	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LeaseTTL)
+	defer cancel()
+	if out.allAcked() {
+		if err := r.commit(dbCtx, b); err != nil {
+			return res, err
 		}
-		res.published = len(batch)
-		r.reportAcked(batch, out)
+		res.published = len(b.rows)
+		r.reportAcked(b.rows, &out)
 		return res, nil
 	}
+	return r.settle(dbCtx, b, &out)
+}
 
-	// Partial: undo the claim, then settle acknowledged, parked and failed
-	// rows in one fenced statement.
-	if err := tx.Rollback(ctx); err != nil {
+// commit ends a fully acknowledged batch: the fence, then COMMIT.
+func (r *Relay) commit(ctx context.Context, b *claimedBatch) error {
+	var one int
+	if err := b.tx.QueryRow(ctx, fenceSQL, r.cfg.Name, r.cfg.ID, b.term.Term).Scan(&one); err != nil {
+		if isDivisionByZero(err) {
+			r.hooks.PublishError(ReasonLeaseLost)
+			return fmt.Errorf("delete published outbox batch: %w: term %d ended; the next leader publishes its rows again", ErrLeaseLost, b.term.Term)
+		}
 		r.hooks.PublishError(ReasonDatabase)
-		return res, fmt.Errorf("roll back partial outbox batch: %w", err)
+		return fmt.Errorf("delete published outbox batch (its rows will be published again): %w", err)
+	}
+	if err := b.tx.Commit(ctx); err != nil {
+		r.hooks.PublishError(ReasonDatabase)
+		return fmt.Errorf("delete published outbox batch (its rows will be published again): %w", err)
+	}
+	return nil
+}
+
+// settle rolls the claim back and, in one fenced statement, deletes the
+// acknowledged rows, parks the refused ones and counts an attempt on the
+// others.
+func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome) (res batchResult, err error) {
+	res.claimed = len(b.rows)
+	if err := b.tx.Rollback(ctx); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		// The connection is gone, and the claim with it.
+		r.log.Warn("roll back partial outbox batch", "err", err)
 	}
 	var ackedIDs, parkedIDs, failedIDs []int64
 	var parkedErrs []string
-	for i, row := range batch {
+	for i, row := range b.rows {
 		switch {
 		case out.acked[i]:
 			ackedIDs = append(ackedIDs, row.ID)
@@ -155,18 +240,21 @@ func (r *Relay) relayBatch(ctx context.Context, term leaseTerm) (res batchResult
 		lastErr = out.err.Error()
 	}
 	var held bool
-	if err := r.cfg.DB.QueryRow(ctx, settleSQL, r.cfg.Name, r.cfg.ID, term.Term,
-		ackedIDs, parkedIDs, parkedErrs, failedIDs, lastErr).Scan(&held); err != nil {
+	err = pgx.BeginTxFunc(ctx, r.cfg.DB, pgx.TxOptions{BeginQuery: r.beginSQL}, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, settleSQL, pgx.QueryExecModeCacheDescribe, r.cfg.Name, r.cfg.ID, b.term.Term,
+			ackedIDs, parkedIDs, parkedErrs, failedIDs, lastErr).Scan(&held)
+	})
+	if err != nil {
 		r.hooks.PublishError(ReasonDatabase)
 		return res, fmt.Errorf("settle partial outbox batch (acknowledged rows will be published again): %w", err)
 	}
 	if !held {
 		r.hooks.PublishError(ReasonLeaseLost)
-		return res, fmt.Errorf("settle partial outbox batch: %w; a new leader publishes the rows again", ErrLeaseLost)
+		return res, fmt.Errorf("settle partial outbox batch: %w: term %d ended; the next leader publishes its rows again", ErrLeaseLost, b.term.Term)
 	}
 	res.published, res.parked = len(ackedIDs), len(parkedIDs)
-	r.reportAcked(batch, out)
-	for i, row := range batch {
+	r.reportAcked(b.rows, out)
+	for i, row := range b.rows {
 		if perr := out.parked[i]; perr != nil {
 			r.hooks.Parked(row.Topic, perr.Reason)
 			r.log.Error("outbox row parked: the broker refuses it for good",
@@ -179,248 +267,23 @@ func (r *Relay) relayBatch(ctx context.Context, term leaseTerm) (res batchResult
 	return res, nil
 }
 
-// beginSQL starts the claim transaction with bounds on a hung holder: a
-// claim that stalls or a relay that stops between claim and commit is
-// rolled back and its lock on the lease row released.
-func (r *Relay) beginSQL() string {
-	ms := r.cfg.LeaseTTL.Milliseconds()
-	return fmt.Sprintf("BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d; SET LOCAL statement_timeout = %d", ms, ms)
-}
-
-func (r *Relay) reportAcked(batch []Row, out publishOutcome) {
+func (r *Relay) reportAcked(rows []Row, out *publishOutcome) {
 	now := time.Now()
-	counts := map[string]int{}
-	for i, row := range batch {
-		if out.acked[i] {
-			counts[row.Topic]++
-			r.hooks.CommitToAck(now.Sub(row.CreatedAt))
+	n, topic := 0, ""
+	for i := range rows {
+		if !out.acked[i] {
+			continue
 		}
+		r.hooks.CommitToAck(now.Sub(rows[i].CreatedAt))
+		if rows[i].Topic != topic {
+			if n > 0 {
+				r.hooks.Published(topic, n)
+			}
+			n, topic = 0, rows[i].Topic
+		}
+		n++
 	}
-	for topic, n := range counts {
+	if n > 0 {
 		r.hooks.Published(topic, n)
 	}
-}
-
-// publishOutcome is what happened to each message of a batch.
-type publishOutcome struct {
-	acked  []bool
-	parked []*PublishError
-	err    error // the transient error that stopped the batch, if any
-}
-
-func (o publishOutcome) complete() bool {
-	if o.err != nil {
-		return false
-	}
-	for i := range o.acked {
-		if !o.acked[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// publish produces batch in order and reports per message whether it was
-// acknowledged, refused for good, or not sent.
-//
-// Order: the batch is cut into chunks that each fit in one produce request
-// per partition (at most BatchSize messages and MaxMessageBytes bytes in
-// all), sent one after the other. A partition's share of a chunk is one
-// record batch, which the broker appends whole or not at all. Publishing
-// stops at the first chunk with a transient failure, so for every partition
-// (and so every key) the acknowledged messages are a prefix of its messages
-// in the batch and the rows left behind come after them. A chunk with a
-// permanent failure is retried one message at a time, in order, to find the
-// refused message(s) and publish the rest.
-func (r *Relay) publish(ctx context.Context, batch []Row, decodeErr map[int64]error) publishOutcome {
-	out := publishOutcome{acked: make([]bool, len(batch)), parked: make([]*PublishError, len(batch))}
-	msgs := make([]kafka.Message, 0, len(batch))
-	idx := make([]int, 0, len(batch)) // message i is batch[idx[i]]
-	for i, row := range batch {
-		if e := decodeErr[row.ID]; e != nil {
-			out.parked[i] = ClassifyPublishError(e)
-			continue
-		}
-		msg, err := r.cfg.Limits.ToMessage(row.Envelope)
-		if err != nil {
-			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %w", row.ID, err))
-			continue
-		}
-		msg.Topic = row.Topic
-		if size := messageSize(&msg); size > r.cfg.MaxMessageBytes {
-			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
-				row.ID, size, r.cfg.MaxMessageBytes, kafka.MessageTooLargeError{Message: msg}))
-			continue
-		}
-		msgs = append(msgs, msg)
-		idx = append(idx, i)
-	}
-	for start := 0; start < len(msgs); {
-		end, bytes := start, 0
-		for end < len(msgs) && end-start < r.cfg.BatchSize {
-			n := messageSize(&msgs[end])
-			if end > start && bytes+n > r.cfg.MaxMessageBytes {
-				break
-			}
-			bytes += n
-			end++
-		}
-		if err := r.publishChunk(ctx, msgs[start:end], idx[start:end], &out); err != nil {
-			out.err = err
-			return out
-		}
-		start = end
-	}
-	return out
-}
-
-// publishChunk sends one chunk. It returns a transient error when the chunk
-// could not be fully acknowledged or parked.
-func (r *Relay) publishChunk(ctx context.Context, msgs []kafka.Message, idx []int, out *publishOutcome) error {
-	err := r.write(ctx, msgs)
-	if err == nil {
-		for _, i := range idx {
-			out.acked[i] = true
-		}
-		return nil
-	}
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
-		var failed []int
-		permanent := false
-		for j, e := range werrs {
-			if e == nil {
-				out.acked[idx[j]] = true
-				continue
-			}
-			failed = append(failed, j)
-			if ClassifyPublishError(e).Permanent {
-				permanent = true
-			}
-		}
-		if !permanent {
-			first := ClassifyPublishError(werrs[failed[0]])
-			r.hooks.PublishError(first.Reason)
-			return fmt.Errorf("publish %d of %d messages: %w", len(failed), len(msgs), first)
-		}
-		// The failed messages are whole partitions of this chunk, nothing
-		// of which was appended: sending them one by one in order keeps
-		// each partition's order.
-		return r.publishOneByOne(ctx, msgs, idx, failed, out)
-	}
-	pe := ClassifyPublishError(err)
-	if !pe.Permanent {
-		r.hooks.PublishError(pe.Reason)
-		return pe
-	}
-	// A permanent error before anything was sent (a topic-level metadata
-	// error): find the message(s) it belongs to.
-	all := make([]int, len(msgs))
-	for j := range all {
-		all[j] = j
-	}
-	return r.publishOneByOne(ctx, msgs, idx, all, out)
-}
-
-func (r *Relay) publishOneByOne(ctx context.Context, msgs []kafka.Message, idx []int, which []int, out *publishOutcome) error {
-	for _, j := range which {
-		err := r.write(ctx, msgs[j:j+1])
-		if err == nil {
-			out.acked[idx[j]] = true
-			continue
-		}
-		pe := ClassifyPublishError(err)
-		r.hooks.PublishError(pe.Reason)
-		if !pe.Permanent {
-			return pe
-		}
-		out.parked[idx[j]] = pe
-	}
-	return nil
-}
-
-// write produces msgs, creating missing topics when configured to, or
-// naming them.
-func (r *Relay) write(ctx context.Context, msgs []kafka.Message) error {
-	err := r.writer.WriteMessages(ctx, msgs...)
-	if err == nil || !isUnknownTopic(err) {
-		return err
-	}
-	topics := map[string]bool{}
-	for i := range msgs {
-		topics[msgs[i].Topic] = true
-	}
-	missing, merr := r.missingTopics(ctx, topics)
-	if merr != nil || len(missing) == 0 {
-		return err
-	}
-	if !r.cfg.AutoCreateTopics {
-		return &UnknownTopicError{Topics: missing}
-	}
-	if cerr := r.createTopics(ctx, missing); cerr != nil {
-		return cerr
-	}
-	return r.writer.WriteMessages(ctx, msgs...)
-}
-
-func isUnknownTopic(err error) bool {
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		for _, e := range werrs {
-			if e != nil && errors.Is(e, kafka.UnknownTopicOrPartition) {
-				return true
-			}
-		}
-		return false
-	}
-	return errors.Is(err, kafka.UnknownTopicOrPartition)
-}
-
-func (r *Relay) missingTopics(ctx context.Context, topics map[string]bool) ([]string, error) {
-	names := make([]string, 0, len(topics))
-	for t := range topics {
-		names = append(names, t)
-	}
-	slices.Sort(names)
-	meta, err := r.client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-	if err != nil {
-		return nil, err
-	}
-	var missing []string
-	for _, t := range meta.Topics {
-		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
-			missing = append(missing, t.Name)
-		}
-	}
-	return missing, nil
-}
-
-func (r *Relay) createTopics(ctx context.Context, topics []string) error {
-	req := &kafka.CreateTopicsRequest{}
-	for _, t := range topics {
-		req.Topics = append(req.Topics, kafka.TopicConfig{
-			Topic: t, NumPartitions: r.cfg.TopicPartitions, ReplicationFactor: r.cfg.TopicReplicationFactor,
-		})
-	}
-	resp, err := r.client.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("create Kafka topics %v: %w", topics, err)
-	}
-	for t, e := range resp.Errors {
-		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("create Kafka topic %s: %w", t, e)
-		}
-	}
-	r.log.Info("created Kafka topics", "topics", topics, "partitions", r.cfg.TopicPartitions, "replication_factor", r.cfg.TopicReplicationFactor)
-	return nil
-}
-
-// messageSize approximates a message's size in a record batch, as kafka-go
-// counts it against Writer.BatchBytes.
-func messageSize(m *kafka.Message) int {
-	n := 4 + 1 + 1 + 8 + 4 + len(m.Key) + 4 + len(m.Value)
-	for _, h := range m.Headers {
-		n += 2 + len(h.Key) + 4 + len(h.Value)
-	}
-	return n
 }

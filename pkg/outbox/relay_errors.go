@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -125,4 +126,11 @@ func ClassifyPublishError(err error) *PublishError {
 	default:
 		return &PublishError{Reason: ReasonBrokerUnavailable, Err: err}
 	}
+}
+
+// isDivisionByZero tells the fence's refusal (see fenceSQL) from other
+// database errors.
+func isDivisionByZero(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "22012"
 }

@@ -1,0 +1,340 @@
+package outbox_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+// Relay benchmarks. They need PostgreSQL (TEST_DATABASE_URL) and run kfake
+// in-process, so the relay, kfake and PostgreSQL share the machine's cores:
+// compare rates measured in the same run.
+//
+//	go test -run '^$' -bench 'ClaimDelete|RelayDrain' -benchtime 1x ./pkg/outbox
+//	go test -run '^$' -bench CommitToAck -benchtime 1x ./pkg/outbox
+//
+// Sizes come from the environment:
+//
+//	PULSEBUS_BENCH_ROWS     backlog rows for ClaimDelete and RelayDrain (default 1000000)
+//	PULSEBUS_BENCH_RATE     events/s offered in CommitToAck (default 5000)
+//	PULSEBUS_BENCH_SECONDS  how long CommitToAck offers them (default 10)
+//	PULSEBUS_BENCH_BATCH    relay and claim batch size (default outbox.DefaultBatchSize)
+
+const benchTopic = "bench"
+
+// benchPartitions is the partition count of the benchmark topic.
+const benchPartitions = 8
+
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+// fillOutbox inserts n rows shaped like benchEnvelope's (about 100 payload
+// bytes, one meta entry, 1000 keys) straight in SQL, then VACUUM ANALYZEs
+// the table as an operator's database would have it after a while.
+func fillOutbox(b *testing.B, db *testdb.DB, n int) {
+	b.Helper()
+	ctx := context.Background()
+	const chunk = 200_000
+	for done := 0; done < n; done += chunk {
+		m := min(chunk, n-done)
+		if _, err := db.Pool.Exec(ctx, `
+			INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+			SELECT gen_random_uuid(), $1, 'course-' || lpad((g % 1000)::text, 6, '0'), 'lesson.published',
+			       'lesson-service', '', clock_timestamp(), 'application/json', '{"tenant": "acme"}',
+			       convert_to('{"lesson_id":"lesson-' || lpad(g::text, 6, '0') ||
+			                  '","title":"Fractions and decimals: a first look at place value (part 1)"}', 'UTF8')
+			  FROM generate_series($2::int, $3::int) g`, benchTopic, done, done+m-1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `VACUUM ANALYZE pulsebus.outbox`); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// lastClaimDelete is the bare claim+DELETE rate of the last
+// BenchmarkClaimDelete in this process, for RelayDrain's ratio metric.
+var lastClaimDelete atomic.Uint64
+
+// BenchmarkClaimDelete is the ceiling for BenchmarkRelayDrain: the relay's
+// own claim statement (same SQL, same transaction settings, same batch
+// size) in a loop over a pre-filled backlog, reading the returned rows
+// without decoding them and committing, with no Kafka at all.
+func BenchmarkClaimDelete(b *testing.B) {
+	rows := envInt(b, "PULSEBUS_BENCH_ROWS", 1_000_000)
+	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
+	db := testdb.New(b)
+	ctx := context.Background()
+	cfg := outbox.RelayConfig{DB: db.Pool, Brokers: []string{"unused:9092"}}
+	beginSQL := outbox.BeginClaimSQLForTest(cfg)
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO pulsebus.relay_leader VALUES ('default', 'bench', 1, now(), now() + interval '1 day')`); err != nil {
+		b.Fatal(err)
+	}
+	var elapsed time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		fillOutbox(b, db, rows)
+		b.StartTimer()
+		start := time.Now()
+		for deleted := 0; deleted < rows; {
+			tx, err := db.Pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginSQL})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs, err := tx.Query(ctx, outbox.ClaimSQLForTest, pgx.QueryExecModeCacheDescribe, "default", "bench", int64(1), batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for rs.Next() {
+				_ = rs.RawValues()
+				n++
+			}
+			if err := rs.Err(); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if n == 0 {
+				b.Fatalf("claimed nothing after %d of %d rows", deleted, rows)
+			}
+			deleted += n
+		}
+		elapsed += time.Since(start)
+	}
+	rate := float64(rows*b.N) / elapsed.Seconds()
+	lastClaimDelete.Store(uint64(rate))
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// countingHooks counts published events and keeps commit-to-ack samples.
+type countingHooks struct {
+	outbox.NopRelayHooks
+	published atomic.Int64
+	errors    atomic.Int64
+	target    int64
+	done      chan struct{}
+	once      sync.Once
+
+	mu      sync.Mutex
+	samples []time.Duration
+	keep    bool
+}
+
+func (h *countingHooks) Published(_ string, n int) {
+	if h.published.Add(int64(n)) >= h.target && h.target > 0 {
+		h.once.Do(func() { close(h.done) })
+	}
+}
+
+func (h *countingHooks) PublishError(string) { h.errors.Add(1) }
+
+func (h *countingHooks) CommitToAck(d time.Duration) {
+	if !h.keep {
+		return
+	}
+	h.mu.Lock()
+	h.samples = append(h.samples, d)
+	h.mu.Unlock()
+}
+
+// BenchmarkRelayDrain drains a pre-filled backlog (PULSEBUS_BENCH_ROWS,
+// default 1,000,000 rows) to kfake with the relay's defaults and reports
+// events/s, and the ratio to the last BenchmarkClaimDelete of this run.
+func BenchmarkRelayDrain(b *testing.B) {
+	rows := envInt(b, "PULSEBUS_BENCH_ROWS", 1_000_000)
+	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
+	db := testdb.New(b)
+	ctx := context.Background()
+	var elapsed time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		kc, err := testkafka.Start()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := kc.CreateTopicErr(ctx, benchTopic, benchPartitions); err != nil {
+			b.Fatal(err)
+		}
+		fillOutbox(b, db, rows)
+		hooks := &countingHooks{target: int64(rows), done: make(chan struct{})}
+		pool, err := pgxpool.New(ctx, db.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := outbox.NewRelay(outbox.RelayConfig{
+			DB: pool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := r.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-hooks.done:
+		case <-time.After(30 * time.Minute):
+			b.Fatalf("drain timed out: %d of %d published", hooks.published.Load(), rows)
+		}
+		elapsed += time.Since(start)
+		b.StopTimer()
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.Stop(stopCtx); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		pool.Close()
+		if n := outboxCount(b, db); n != 0 {
+			b.Fatalf("%d rows left in the outbox", n)
+		}
+		if got := totalRecords(b, kc, benchTopic); got != int64(rows) {
+			b.Fatalf("%d records on Kafka, want %d", got, rows)
+		}
+		kc.Close()
+		b.StartTimer()
+	}
+	rate := float64(rows*b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "events/s")
+	if cd := lastClaimDelete.Load(); cd > 0 {
+		b.ReportMetric(rate/float64(cd), "ratio_vs_claimdelete")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCommitToAck offers PULSEBUS_BENCH_RATE events/s (default 5000)
+// for PULSEBUS_BENCH_SECONDS (default 10), one event per transaction, from
+// 8 paced producer goroutines, to a relay that starts on an EMPTY, freshly
+// analysed outbox: the state in which a cached generic plan for the claim
+// goes wrong (DESIGN.md §3). It reports commit-to-ack latency percentiles,
+// measured as the relay's CommitToAck hook does (from the row's created_at
+// to the broker's acknowledgement), and the rate achieved.
+func BenchmarkCommitToAck(b *testing.B) {
+	rate := envInt(b, "PULSEBUS_BENCH_RATE", 5000)
+	seconds := envInt(b, "PULSEBUS_BENCH_SECONDS", 10)
+	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
+	const producers = 8
+	total := rate * seconds
+	ctx := context.Background()
+	var all []time.Duration
+	var offered time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		db := testdb.New(b)
+		kc := testkafka.New(b)
+		kc.CreateTopic(b, benchTopic, benchPartitions)
+		if _, err := db.Pool.Exec(ctx, `VACUUM ANALYZE pulsebus.outbox`); err != nil {
+			b.Fatal(err)
+		}
+		envs := make([]envelope.Envelope, total)
+		for j := range envs {
+			envs[j] = benchEnvelope(b, j)
+		}
+		pcfg, err := pgxpool.ParseConfig(db.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pcfg.MaxConns = producers * 2
+		prodPool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		relayPool, err := pgxpool.New(ctx, db.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hooks := &countingHooks{target: int64(total), done: make(chan struct{}), keep: true}
+		r, err := outbox.NewRelay(outbox.RelayConfig{
+			DB: relayPool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, 30*time.Second, "relay leader", r.IsLeader)
+		b.StartTimer()
+
+		start := time.Now()
+		interval := time.Duration(float64(time.Second) * producers / float64(rate))
+		var wg sync.WaitGroup
+		errs := make(chan error, producers)
+		for p := range producers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				next := start.Add(time.Duration(p) * interval / producers)
+				for j := p; j < total; j += producers {
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+					next = next.Add(interval)
+					if err := outbox.Insert(ctx, prodPool, benchTopic, envs[j]); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		offered += time.Since(start)
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		select {
+		case <-hooks.done:
+		case <-time.After(2 * time.Minute):
+			b.Fatalf("timed out: %d of %d published", hooks.published.Load(), total)
+		}
+		b.StopTimer()
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.Stop(stopCtx); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		prodPool.Close()
+		relayPool.Close()
+		hooks.mu.Lock()
+		all = append(all, hooks.samples...)
+		hooks.mu.Unlock()
+		b.StartTimer()
+	}
+	slices.Sort(all)
+	q := func(p float64) float64 {
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(0.50), "p50_ms")
+	b.ReportMetric(q(0.99), "p99_ms")
+	b.ReportMetric(q(0.999), "p999_ms")
+	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max_ms")
+	b.ReportMetric(float64(total*b.N)/offered.Seconds(), "offered_events/s")
+	b.ReportMetric(0, "ns/op")
+}
