@@ -143,3 +143,17 @@ type syncBuf struct{ b []byte }
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
 func (s *syncBuf) String() string              { return string(s.b) }
+
+func TestHelp_ShowsNoSecretFromTheEnvironment(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:db-s3cr3t@db:5432/app")
+	t.Setenv("KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
+	t.Setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("KAFKA_SASL_USERNAME", "relay")
+	for _, cmd := range []string{"run", "status", "migrate"} {
+		var out, errOut syncBuf
+		err := Run(t.Context(), []string{cmd, "--help"}, &out, &errOut)
+		require.Equal(t, 0, ExitCode(err))
+		require.NotEmpty(t, out.String()+errOut.String())
+		require.NotContains(t, out.String()+errOut.String(), "s3cr3t", cmd)
+	}
+}
