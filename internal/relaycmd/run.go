@@ -200,7 +200,14 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	// engineStuck: the relay engine did not stop; its goroutines still hold
+	// connections, and closing the pool would wait for them.
+	engineStuck := false
+	defer func() {
+		if !engineStuck {
+			pool.Close()
+		}
+	}()
 
 	transport, err := c.kafka.Transport()
 	if err != nil {
@@ -274,7 +281,9 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if !stopRelay(relay, c.shutdownTimeout, log) {
 		// Something in the engine did not return. Nothing is lost by
 		// leaving now: rows are deleted only by a committed transaction,
-		// and an unreleased lease expires after its TTL.
+		// and an unreleased lease expires after its TTL. The process
+		// exits; an in-process caller leaks the engine's goroutines.
+		engineStuck = true
 		stopHTTP()
 		return runErr
 	}
