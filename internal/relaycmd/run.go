@@ -162,9 +162,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	err = runRelay(ctx, c, log)
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		log.Info("relay stopped during start-up")
-		return nil // a signal during start-up: a clean stop
+	if err != nil && ctx.Err() != nil {
+		// A signal while starting (connecting, most likely): a clean stop.
+		log.Info("relay stopped during start-up", "err", err)
+		return nil
 	}
 	if err != nil {
 		log.Error("relay failed", "err", err)

@@ -2,6 +2,7 @@ package relaycmd_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -269,4 +270,25 @@ func TestRun_ParkedRowInMetricsAndStatus(t *testing.T) {
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^backlog: +0 rows\nparked: +1 row\n  lessons +1 row, last parked \d+\.\ds ago\n$`, out)
 	require.Regexp(t, `(?m)^leader: +\S+-\d+-[0-9a-f]{6}, term 1, lease expires in 1\d\.\ds`, out)
+}
+
+// A signal while still connecting is a clean stop, not a failure.
+func TestRun_SignalDuringStartIsCleanStop(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr syncBuffer
+	go func() {
+		done <- relaycmd.Run(ctx, []string{"run", "--database-url", "postgres://u@" + silentListener(t) + "/x",
+			"--connect-timeout", "30s", "--metrics-addr", "127.0.0.1:0"}, io.Discard, &stderr)
+	}()
+	time.Sleep(200 * time.Millisecond) // let it reach the connect; not synchronization: either order is a clean stop
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		require.Contains(t, stderr.String(), "relay stopped during start-up")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
 }
