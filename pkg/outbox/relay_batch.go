@@ -239,6 +239,9 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 	if out.err != nil {
 		lastErr = out.err.Error()
 	}
+	if errors.Is(out.err, errAbandoned) {
+		failedIDs = nil // not an attempt: the relay stopped before sending them
+	}
 	var held bool
 	err = pgx.BeginTxFunc(ctx, r.cfg.DB, pgx.TxOptions{BeginQuery: r.beginSQL}, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, settleSQL, pgx.QueryExecModeCacheDescribe, r.cfg.Name, r.cfg.ID, b.term.Term,

@@ -71,7 +71,7 @@ func TestClaim_PlanIsSafe(t *testing.T) {
 
 	_, err = db.Pool.Exec(ctx, `
 		INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, payload)
-		SELECT gen_random_uuid(), 'lessons', 'x.y', 's', now(), '\x00' FROM generate_series(1, 5000)`)
+		SELECT gen_random_uuid(), 'lessons', 'x.y', 's', now(), '\x00' FROM generate_series(1, 1500)`)
 	require.NoError(t, err)
 
 	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
@@ -97,14 +97,13 @@ func TestClaim_PlanIsSafe(t *testing.T) {
 				for _, id := range ids {
 					require.LessOrEqual(t, id, int64(100), "the oldest rows")
 				}
-				t.Logf("claim of 100 of 5000 rows: %s\n%s", time.Since(start), plan)
+				t.Logf("claim of 100 of 1500 rows: %s\n%s", time.Since(start), plan)
 			})
 			// The old shape under the same conditions, for the record.
 			inClaimTx(mode, func(tx pgx.Tx) {
 				start := time.Now()
 				tag, err := tx.Exec(ctx, `EXECUTE old_claim('default', 'me', 1, 100)`)
-				require.NoError(t, err)
-				t.Logf("old claim shape: LIMIT 100 deleted %d rows in %s", tag.RowsAffected(), time.Since(start))
+				t.Logf("old claim shape: LIMIT 100 deleted %d rows in %s (err %v)", tag.RowsAffected(), time.Since(start), err)
 			})
 		})
 	}

@@ -105,7 +105,9 @@ func setupRelay(t *testing.T, cfg outbox.RelayConfig) (*outbox.Relay, *relayBund
 
 func startRelay(t *testing.T, b *relayBundle, cfg outbox.RelayConfig) *outbox.Relay {
 	t.Helper()
-	cfg.DB = b.db.Pool
+	if cfg.DB == nil {
+		cfg.DB = b.db.Pool
+	}
 	cfg.Brokers = b.kc.Addrs
 	if cfg.Hooks == nil {
 		cfg.Hooks = b.hooks
@@ -119,7 +121,9 @@ func startRelay(t *testing.T, b *relayBundle, cfg outbox.RelayConfig) *outbox.Re
 	}
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = 3 * time.Second
-		cfg.WriteTimeout = 2 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = min(2*time.Second, cfg.LeaseTTL/2)
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 200 * time.Millisecond
