@@ -248,17 +248,26 @@ func benchEnvelope(seq int64, payloadSize int) envelope.Envelope {
 	}
 }
 
+// How the live producers write an event.
+const (
+	viaInsertTx  = "outbox.InsertTx"  // PulseBus's producer API (INSERT + pg_notify)
+	viaNoNotify  = "insert-no-notify" // the same row, plain INSERT, no pg_notify (diagnostic)
+	viaWatermill = "watermill-forwarder-publisher"
+)
+
 // liveContenders are the live cases in run order: each relay after the
 // baseline of its producer API.
 var liveContenders = []struct {
-	name     string // the result's contender
-	relay    string // child contender; "" for producers alone
-	watermil bool   // producers write through Watermill's forwarder publisher
+	name  string // the result's contender
+	relay string // child contender; "" for producers alone
+	via   string // how producers write
+	owner string // selected with --contenders by this name
 }{
-	{"producers-alone-outbox", "", false},
-	{"pulsebus-relay", "pulsebus-relay", false},
-	{"producers-alone-watermill", "", true},
-	{"watermill-forwarder", "watermill-forwarder", true},
+	{"producers-alone-outbox", "", viaInsertTx, "pulsebus-relay"},
+	{"producers-alone-no-notify", "", viaNoNotify, "pulsebus-relay"},
+	{"pulsebus-relay", "pulsebus-relay", viaInsertTx, "pulsebus-relay"},
+	{"producers-alone-watermill", "", viaWatermill, "watermill-forwarder"},
+	{"watermill-forwarder", "watermill-forwarder", viaWatermill, "watermill-forwarder"},
 }
 
 // runLive measures the relays under producers at fixed offered rates.
@@ -275,23 +284,19 @@ func (b *bench) runLive(ctx context.Context) error {
 	wmMsgs, wmOffs := wmTables(fwdTopic)
 	for _, rate := range b.rates {
 		for _, lc := range liveContenders {
-			owner := lc.relay
-			if owner == "" {
-				owner = "pulsebus-relay"
-				if lc.watermil {
-					owner = "watermill-forwarder"
-				}
-			}
-			if !b.want(owner) {
+			if !b.want(lc.owner) {
 				continue
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			res := Result{Scenario: "live", Case: fmt.Sprintf("rate-%.0f", rate), Contender: lc.name, OfferedRate: rate}
+			if lc.via == viaNoNotify {
+				res.Note = "diagnostic baseline: the row InsertTx writes, as a plain INSERT without pg_notify"
+			}
 			// Start from an empty, freshly analysed table (DESIGN.md §3).
 			var reset []string
-			if lc.watermil {
+			if lc.via == viaWatermill {
 				reset = []string{`TRUNCATE ` + wmMsgs + `, ` + wmOffs, `VACUUM ANALYZE ` + wmMsgs}
 			} else {
 				reset = []string{`TRUNCATE pulsebus.outbox`, `VACUUM ANALYZE pulsebus.outbox`}
@@ -305,7 +310,7 @@ func (b *bench) runLive(ctx context.Context) error {
 			if err := b.admin.CreateTopic(ctx, topic, b.partitions); err != nil {
 				return err
 			}
-			b.liveOne(ctx, db, topic, fwdTopic, rate, lc.relay, lc.watermil, &res)
+			b.liveOne(ctx, db, topic, fwdTopic, rate, lc.relay, lc.via, &res)
 			b.add(res)
 			_ = b.kc.DeleteTopic(topic)
 		}
@@ -314,7 +319,7 @@ func (b *bench) runLive(ctx context.Context) error {
 }
 
 // liveOne runs one live case.
-func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic string, rate float64, relay string, viaWatermill bool, res *Result) {
+func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic string, rate float64, relay, via string, res *Result) {
 	n := int64(math.Ceil(rate*b.liveFor.Seconds())) + 1
 	tl := newLiveTimeline(n)
 	produce := func(ctx context.Context, seq int64) error {
@@ -322,7 +327,18 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 			return outbox.InsertTx(ctx, tx, topic, benchEnvelope(seq, b.payloadSize))
 		})
 	}
-	if viaWatermill {
+	switch via {
+	case viaNoNotify:
+		produce = func(ctx context.Context, seq int64) error {
+			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+				env := benchEnvelope(seq, b.payloadSize)
+				_, err := tx.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+					VALUES ($1, $2, $3, $4, $5, '', $6, $7, '{}', $8)`,
+					env.ID, topic, env.Key, env.Type, env.Source, env.Time, env.ContentType, env.Payload)
+				return err
+			})
+		}
+	case viaWatermill:
 		wlog := watermill.NopLogger{}
 		produce = func(ctx context.Context, seq int64) error {
 			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -372,7 +388,7 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 	if relay == "" {
 		// Baseline: check the rows are all there, nothing else to wait for.
 		q := `SELECT count(*) FROM pulsebus.outbox`
-		if viaWatermill {
+		if via == viaWatermill {
 			m, _ := wmTables(fwdTopic)
 			q = `SELECT count(*) FROM ` + m
 		}
@@ -390,7 +406,7 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 	})
 	if werr != nil && res.Error == "" {
 		res.Error = "not all events reached Kafka: " + werr.Error()
-		if viaWatermill {
+		if via == viaWatermill {
 			if why := oldestSnapshotHolder(ctx, db); why != "" {
 				res.Error += "; " + why
 			}
