@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Builds both PulseBus binaries into one small, non-root, static image:
 #   docker build -t pulsebus .
-#   docker run --rm pulsebus relay --help
+#   docker run --rm pulsebus --help                          # the relay
+#   docker run --rm --entrypoint consumer pulsebus --help    # the consumer
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
