@@ -39,7 +39,7 @@ demo: ## run relay, consumer, handlers and a load generator on an embedded broke
 	@echo "==> pulsebus-demo $(ARGS) (PostgreSQL at $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}; Ctrl-C stops)"
 	$(GO) run ./examples/demo/cmd/pulsebus-demo $(ARGS)
 
-up: ## start the compose stack (PostgreSQL, Kafka, 2 relays, consumer, Prometheus, Grafana)
+up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
 	@echo "==> docker compose up; Grafana on http://localhost:3000"
 	docker compose up -d --build
 
