@@ -79,14 +79,14 @@ func (b *bench) profilePath(scenario, contender string) string {
 	return filepath.Join(b.profileDir, scenario+"-"+contender+".pprof")
 }
 
-// timeoutFor bounds waiting for n events at a pessimistic 500 events/s,
-// plus 30 s (10 s in quick mode, which must finish in a minute).
+// timeoutFor bounds waiting for n events at a pessimistic 500 events/s
+// plus 30 s; in quick mode, which must finish within a minute, 1000
+// events/s plus 8 s.
 func (b *bench) timeoutFor(n int64) time.Duration {
-	base := 30 * time.Second
 	if b.quick {
-		base = 10 * time.Second
+		return 8*time.Second + time.Duration(n/1000)*time.Second
 	}
-	return base + time.Duration(n/500)*time.Second
+	return 30*time.Second + time.Duration(n/500)*time.Second
 }
 
 func run(args []string) int {
@@ -207,7 +207,7 @@ func run(args []string) int {
 			break
 		}
 	}
-	printTables(os.Stdout, b.results)
+	printTables(os.Stdout, b.results, !b.quick)
 	for _, r := range b.results {
 		if r.Error != "" {
 			failed = true
