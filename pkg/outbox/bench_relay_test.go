@@ -2,11 +2,14 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +78,67 @@ func fillOutbox(b *testing.B, db *testdb.DB, n int) {
 	}
 }
 
+// cpuMeter measures CPU time spent, so efficiency can be compared on a
+// machine whose other load makes wall-clock rates noisy: this process (the
+// relay, and kfake with it) and the PostgreSQL backends serving a database.
+type cpuMeter struct {
+	db       *testdb.DB
+	proc, pg time.Duration
+}
+
+func startCPU(b *testing.B, db *testdb.DB) *cpuMeter {
+	m := &cpuMeter{db: db}
+	m.proc, m.pg = processCPU(), backendCPU(b, db)
+	return m
+}
+
+// report adds go_cpu_us/event and pg_cpu_us/event. Call it before the
+// database's connections close.
+func (m *cpuMeter) report(b *testing.B, events int) {
+	proc, pg := processCPU()-m.proc, backendCPU(b, m.db)-m.pg
+	b.ReportMetric(float64(proc.Microseconds())/float64(events), "go_cpu_us/event")
+	b.ReportMetric(float64(pg.Microseconds())/float64(events), "pg_cpu_us/event")
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendCPU sums user and system CPU time of the live backends connected
+// to db, from /proc (the server runs on this machine in the benchmarks'
+// setup; elsewhere it reports 0).
+func backendCPU(b *testing.B, db *testdb.DB) time.Duration {
+	rows, err := db.Pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = $1`, db.Name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses: utime
+		// and stime are the 12th and 13th, in clock ticks (100 Hz).
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(u+s) * 10 * time.Millisecond
+	}
+	return total
+}
+
 // lastClaimDelete is the bare claim+DELETE rate of the last
 // BenchmarkClaimDelete in this process, for RelayDrain's ratio metric.
 var lastClaimDelete atomic.Uint64
@@ -98,6 +162,7 @@ func BenchmarkClaimDelete(b *testing.B) {
 		b.StopTimer()
 		fillOutbox(b, db, rows)
 		b.StartTimer()
+		cpu := startCPU(b, db)
 		start := time.Now()
 		for deleted := 0; deleted < rows; {
 			tx, err := db.Pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginSQL})
@@ -125,6 +190,9 @@ func BenchmarkClaimDelete(b *testing.B) {
 			deleted += n
 		}
 		elapsed += time.Since(start)
+		b.StopTimer()
+		cpu.report(b, rows)
+		b.StartTimer()
 	}
 	rate := float64(rows*b.N) / elapsed.Seconds()
 	lastClaimDelete.Store(uint64(rate))
@@ -194,6 +262,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu := startCPU(b, db)
 		start := time.Now()
 		if err := r.Start(ctx); err != nil {
 			b.Fatal(err)
@@ -205,6 +274,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 		}
 		elapsed += time.Since(start)
 		b.StopTimer()
+		cpu.report(b, rows)
 		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := r.Stop(stopCtx); err != nil {
 			b.Fatal(err)

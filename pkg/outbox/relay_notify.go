@@ -12,7 +12,7 @@ import (
 func (r *Relay) listen(ctx context.Context) {
 	bo := r.newBackoff()
 	for ctx.Err() == nil {
-		err := r.listenOnce(ctx)
+		err := r.listenOnce(ctx, bo.Reset)
 		if ctx.Err() != nil {
 			return
 		}
@@ -24,7 +24,9 @@ func (r *Relay) listen(ctx context.Context) {
 	}
 }
 
-func (r *Relay) listenOnce(ctx context.Context) error {
+// listenOnce listens until the connection fails; listening calls
+// listening once LISTEN took effect.
+func (r *Relay) listenOnce(ctx context.Context, listening func()) error {
 	pc, err := r.cfg.DB.Acquire(ctx)
 	if err != nil {
 		return err
@@ -40,6 +42,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
 		return err
 	}
+	listening()
 	r.signal()
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
