@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,9 +150,9 @@ func TestHelp_ShowsNoSecretFromTheEnvironment(t *testing.T) {
 	t.Setenv("KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
 	t.Setenv("KAFKA_SASL_MECHANISM", "PLAIN")
 	t.Setenv("KAFKA_SASL_USERNAME", "relay")
-	for _, cmd := range []string{"run", "status", "migrate"} {
+	for _, cmd := range []string{"run", "status", "migrate", "parked list", "parked requeue", "parked delete"} {
 		var out, errOut syncBuf
-		err := Run(t.Context(), []string{cmd, "--help"}, &out, &errOut)
+		err := Run(t.Context(), append(strings.Fields(cmd), "--help"), &out, &errOut)
 		require.Equal(t, 0, ExitCode(err))
 		require.NotEmpty(t, out.String()+errOut.String())
 		require.NotContains(t, out.String()+errOut.String(), "s3cr3t", cmd)

@@ -1,6 +1,7 @@
 // Package relaycmd is the relay's command line: the subcommands run (the
-// default), status and migrate, their flags with environment fallbacks, the
-// metrics and health HTTP server, and shutdown on a signal. cmd/relay is a
+// default), status, parked (list, requeue, delete) and migrate, their flags
+// with environment fallbacks, the metrics and health HTTP server, and
+// shutdown on a signal. cmd/relay is a
 // thin main around [Run]; everything here writes to the io.Writers it is
 // given, so tests run it in-process.
 //
@@ -17,6 +18,12 @@
 // the batch in hand or abandons it after --shutdown-timeout (its rows stay
 // in the outbox, claimed by no one), releases the leader lease so a standby
 // takes over at once, and Run returns nil: exit status 0.
+//
+// Parked rows: the relay moves an event the broker refuses for good to
+// pulsebus.outbox_parked. "relay parked list" shows them; "relay parked
+// requeue" moves them back into the outbox as new rows (new ids, so after
+// the rows already waiting) and notifies the relays, all in one
+// transaction; "relay parked delete" drops them, printing each one.
 //
 // Readiness: /readyz answers 200 when PostgreSQL and a Kafka broker answer,
 // whether this relay leads or stands by (a standby is ready to take over),

@@ -66,11 +66,11 @@ func (r *readiness) check(ctx context.Context) (lines []string, ok bool) {
 	}
 	if dbErr != nil {
 		ok = false
-		lines = append(lines, "not ready: postgres: "+oneLine(dbErr))
+		lines = append(lines, "not ready: postgres: "+oneLine(dbErr.Error(), 0))
 	}
 	if kafkaErr != nil {
 		ok = false
-		lines = append(lines, "not ready: kafka: "+oneLine(kafkaErr))
+		lines = append(lines, "not ready: kafka: "+oneLine(kafkaErr.Error(), 0))
 	}
 	if ok {
 		lines = append(lines, "ready")
@@ -89,8 +89,6 @@ func (r *readiness) check(ctx context.Context) (lines []string, ok bool) {
 	}
 	return lines, ok
 }
-
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
 
 // handler serves httpserve's /metrics and /healthz, and /readyz with the
 // lease state in its body.

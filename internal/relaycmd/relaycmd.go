@@ -28,6 +28,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCommand(ctx, rest, stdout, stderr)
 	case "status":
 		return statusCommand(ctx, rest, stdout, stderr)
+	case "parked":
+		return parkedCommand(ctx, rest, stdout, stderr)
 	case "migrate":
 		// RunMigrate prints to stderr only for a bad command line, and
 		// returns the flag package's untyped error then.
@@ -42,7 +44,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	case "help":
 		if len(rest) > 0 && rest[0] != "help" {
-			return Run(ctx, []string{rest[0], "--help"}, stdout, stderr)
+			// "relay help parked list" is "relay parked list --help".
+			return Run(ctx, append(slices.Clone(rest), "--help"), stdout, stderr)
 		}
 		usage(stdout)
 		return nil
@@ -82,6 +85,7 @@ to Kafka: in commit order per key, nothing lost, one leader among replicas.
 Commands:
   run       relay events until SIGTERM/SIGINT (the default command)
   status    print the outbox backlog, parked rows and the leader lease
+  parked    list, requeue or delete the rows the broker refused for good
   migrate   apply the database schema migrations (--status, --down N)
   help      print this, or "relay help <command>" for a command's flags
 

@@ -59,6 +59,16 @@ func (ss *settings) add(s *setting) {
 	ss.fs.Var(s, s.name, s.usage)
 }
 
+// given reports whether the flag name was on the command line.
+func (ss *settings) given(name string) bool {
+	for _, s := range ss.list {
+		if s.name == name {
+			return s.fromFlag
+		}
+	}
+	return false
+}
+
 // resolve stores every setting's value; the first bad one is returned.
 func (ss *settings) resolve() error {
 	for _, s := range ss.list {

@@ -2,7 +2,6 @@ package relaycmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/pkg/outbox"
@@ -203,24 +203,44 @@ func seconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
 }
 
+// dbFlags are the flags of the commands that only use the tables (status,
+// parked): the database and how long to wait for it.
+type dbFlags struct {
+	databaseURL string
+	timeout     time.Duration
+}
+
+func (d *dbFlags) register(ss *settings) {
+	ss.String(&d.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN", nonEmpty)
+	ss.Duration(&d.timeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
+		"how long to wait for PostgreSQL")
+}
+
+// connect connects within --connect-timeout and checks the schema is
+// migrated.
+func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
+	cctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return connectDB(cctx, d.databaseURL, d.timeout)
+}
+
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		databaseURL, name string
-		asJSON            bool
-		timeout           time.Duration
+		db     dbFlags
+		name   string
+		asJSON bool
 	)
 	fs := flag.NewFlagSet(prog+" status", flag.ContinueOnError)
 	ss := newSettings(fs)
-	ss.String(&databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN", nonEmpty)
+	db.register(ss)
 	ss.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", nonEmpty)
 	ss.Bool(&asJSON, "json", "", false, "print JSON instead of text")
-	ss.Duration(&timeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
-		"how long to wait for PostgreSQL")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, `Usage: relay status [--json] [flags]
 
 Prints the outbox backlog (rows, age of the oldest, per topic), the parked
-rows (per topic) and the relay group's leader lease, read from the tables.
+rows (per topic; "relay parked list" shows them one by one) and the relay
+group's leader lease, read from the tables.
 
 Flags:
 `)
@@ -232,21 +252,17 @@ Flags:
 	if err := ss.resolve(); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	pool, err := connectDB(cctx, databaseURL, timeout)
+	pool, err := db.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	st, err := ReadStatus(cctx, pool, name)
+	st, err := ReadStatus(ctx, pool, name)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return writeJSON(stdout, st)
 	}
 	return st.WriteText(stdout)
 }
