@@ -4,7 +4,8 @@
 //
 // Usage:
 //
-//	pulsebench [--quick] [--scenarios drain,live,consumer] [--events N] [--json path]
+//	pulsebench [--quick] [--scenarios drain,live,consumer] [--contenders ...] [--json path] [--markdown path]
+//	pulsebench report results.json    # a run's results as Markdown
 //
 // Every contender runs in a child process (`pulsebench run-contender`, an
 // internal subcommand) so its CPU time and peak RSS are measured alone. See
@@ -34,6 +35,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run-contender" {
 		os.Exit(runChild())
+	}
+	if len(os.Args) > 1 && os.Args[1] == "report" {
+		os.Exit(runReport(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -104,6 +108,7 @@ func run(args []string) int {
 	producers := fs.Int("producers", 16, "producer goroutines in the live scenario")
 	liveFor := fs.Duration("live-duration", 20*time.Second, "how long producers run in each live case (quick mode: 2s)")
 	rates := fs.String("rates", "1000,5000,10000", "offered rates (events/s) of the live scenario (quick mode: 1000)")
+	mdPath := fs.String("markdown", "", "also write the results as Markdown (tables and ratios, for docs/benchmarks.md) here")
 	jsonPath := fs.String("json", "", "write results as JSON here (default bench/results/<mode>-<time>.json under the working directory's results/)")
 	profileDir := fs.String("cpuprofile-dir", "", "write a pprof CPU profile of every contender process into this directory")
 	if err := fs.Parse(args); err != nil {
@@ -172,6 +177,7 @@ func run(args []string) int {
 	defer stop()
 
 	started := time.Now()
+	loadStart := loadAvg()
 	kc, err := testkafka.Start(kfake.NumBrokers(1))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pulsebench: %v\n", err)
@@ -215,7 +221,7 @@ func run(args []string) int {
 	}
 	rep := Report{
 		Started: started.UTC(), Seconds: time.Since(started).Seconds(),
-		Command: "pulsebench " + strings.Join(args, " "), Machine: machineInfo(),
+		Command: strings.TrimSpace("pulsebench " + strings.Join(args, " ")), Machine: machineInfo(),
 		Settings: map[string]any{
 			"mode": b.mode(), "events": b.events, "watermill_events": b.wmEvents, "batch": b.batch,
 			"partitions": b.partitions, "payload_bytes": b.payloadSize, "producers": b.producers,
@@ -224,6 +230,8 @@ func run(args []string) int {
 		},
 		Results: b.results,
 	}
+	// Other work on the machine skews every number: record how busy it was.
+	rep.Machine["loadavg_start"], rep.Machine["loadavg_end"] = loadStart, loadAvg()
 	path := *jsonPath
 	if path == "" {
 		path = filepath.Join("results", fmt.Sprintf("%s-%s.json", b.mode(), started.UTC().Format("20060102T150405Z")))
@@ -234,11 +242,47 @@ func run(args []string) int {
 	} else {
 		fmt.Printf("\nresults written to %s (%.0fs in all)\n", path, rep.Seconds)
 	}
+	if *mdPath != "" {
+		if err := writeMarkdownFile(*mdPath, rep); err != nil {
+			fmt.Fprintf(os.Stderr, "pulsebench: %v\n", err)
+			failed = true
+		} else {
+			fmt.Printf("markdown written to %s\n", *mdPath)
+		}
+	}
 	if failed {
 		fmt.Println("pulsebench: FAILED (see errors above)")
 		return 1
 	}
 	return 0
+}
+
+// runReport is `pulsebench report results.json`: it prints a run's
+// results as Markdown.
+func runReport(args []string) int {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(os.Stderr, "usage: pulsebench report results.json   (prints the run as Markdown)")
+		return 2
+	}
+	rep, err := readReport(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pulsebench report: %v\n", err)
+		return 1
+	}
+	writeMarkdown(os.Stdout, rep)
+	return 0
+}
+
+func writeMarkdownFile(path string, rep Report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	writeMarkdown(f, rep)
+	return f.Close()
 }
 
 func (b *bench) mode() string {

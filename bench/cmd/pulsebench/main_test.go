@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -96,5 +97,32 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := percentile(nil, 0.5); got != 0 {
 		t.Fatalf("p50 of nothing = %v", got)
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	rep := Report{
+		Command:  "pulsebench --quick",
+		Machine:  map[string]string{"nproc": "2"},
+		Settings: map[string]any{"mode": "full"},
+		Results: []Result{
+			{Scenario: "drain", Case: "backlog", Contender: "sql-claim-delete", Events: 10, Rate: 100, Distinct: 10},
+			{Scenario: "drain", Case: "backlog", Contender: "pulsebus-relay", Events: 10, Rate: 40, Distinct: 10},
+			{Scenario: "drain", Case: "backlog", Contender: "watermill-forwarder", Error: "LOST EVENTS: 9 of 10 delivered"},
+			{Scenario: "consumer", Case: "tx-batched", Contender: "watermill-router", Skipped: "no batch handler"},
+		},
+	}
+	var sb strings.Builder
+	writeMarkdown(&sb, rep)
+	out := sb.String()
+	for _, want := range []string{
+		"| backlog | pulsebus-relay | 10 |",
+		"- backlog / watermill-forwarder: ERROR: LOST EVENTS: 9 of 10 delivered",
+		"- tx-batched / watermill-router: skipped: no batch handler",
+		"MISS drain: pulsebus-relay / sql-claim-delete = 40%",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -92,60 +93,142 @@ func fnum(v float64, digits int) string {
 	return fmt.Sprintf("%.*f", digits, v)
 }
 
-// printTables writes one table per scenario, then the ratios; verdicts
-// says whether to mark targets as met or missed (not for quick mode's tiny
-// sizes).
-func printTables(w io.Writer, results []Result, verdicts bool) {
+// table is one scenario's results as text cells; a row with a note (an
+// error or why it was skipped) carries it after its cells.
+type table struct {
+	scenario string
+	header   []string
+	rows     [][]string
+	notes    []string // per row, "" for none
+}
+
+// tables lays the results out as one table per scenario.
+func tables(results []Result) []table {
 	var scenarios []string
 	for _, r := range results {
 		if !slices.Contains(scenarios, r.Scenario) {
 			scenarios = append(scenarios, r.Scenario)
 		}
 	}
+	var out []table
 	for _, sc := range scenarios {
-		fmt.Fprintf(w, "\n== %s ==\n", sc)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		t := table{scenario: sc}
 		live := sc == "live"
 		if live {
-			fmt.Fprintln(tw, "case\tcontender\toffered/s\tproduced/s\tevents\tdelivered\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tbacklog age p99 ms\tCPU s/1M\tRSS MiB\t")
+			t.header = []string{"case", "contender", "offered/s", "produced/s", "events", "delivered", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "backlog age p99 ms", "CPU s/1M", "RSS MiB"}
 		} else {
-			fmt.Fprintln(tw, "case\tcontender\tevents\tseconds\tevents/s\tdelivered\tdups\tCPU s/1M\tRSS MiB\t")
+			t.header = []string{"case", "contender", "events", "seconds", "events/s", "delivered", "dups", "CPU s/1M", "RSS MiB"}
 		}
 		for _, r := range results {
 			if r.Scenario != sc {
 				continue
 			}
-			if r.Skipped != "" {
-				// Not tab-terminated: the text is no cell and leaves the
-				// column widths alone.
-				fmt.Fprintf(tw, "%s\t%s\t  skipped: %s\n", r.Case, r.Contender, r.Skipped)
-				continue
-			}
-			if live {
+			var row []string
+			note := ""
+			switch {
+			case r.Skipped != "":
+				row = []string{r.Case, r.Contender}
+				note = "skipped: " + r.Skipped
+			case live:
 				delivered := fmt.Sprint(r.Distinct)
 				if strings.HasPrefix(r.Contender, "producers-alone") {
 					delivered = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Case, r.Contender,
-					fnum(r.OfferedRate, 0), fnum(r.ProducerRate, 0), r.Events, delivered,
+				row = []string{r.Case, r.Contender, fnum(r.OfferedRate, 0), fnum(r.ProducerRate, 0), fmt.Sprint(r.Events), delivered,
 					fnum(r.LatP50Ms, 2), fnum(r.LatP99Ms, 2), fnum(r.LatP999Ms, 2), fnum(r.LatMaxMs, 1),
-					fnum(r.BacklogAgeP99, 1), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1))
-			} else {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.0f\t%d\t%d\t%s\t%s\t\n", r.Case, r.Contender, r.Events, r.Seconds, r.Rate,
-					r.Distinct, r.Dups, fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1))
+					fnum(r.BacklogAgeP99, 1), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
+			default:
+				row = []string{r.Case, r.Contender, fmt.Sprint(r.Events), fmt.Sprintf("%.2f", r.Seconds), fmt.Sprintf("%.0f", r.Rate),
+					fmt.Sprint(r.Distinct), fmt.Sprint(r.Dups), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
 			}
 			if r.Error != "" {
-				fmt.Fprintf(tw, "\t\t  ERROR: %s\n", r.Error)
+				note = "ERROR: " + r.Error
 			}
+			t.rows = append(t.rows, row)
+			t.notes = append(t.notes, note)
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// printTables writes one table per scenario, then the ratios; verdicts
+// says whether to mark targets as met or missed (not for quick mode's tiny
+// sizes).
+func printTables(w io.Writer, results []Result, verdicts bool) {
+	for _, t := range tables(results) {
+		fmt.Fprintf(w, "\n== %s ==\n", t.scenario)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, strings.Join(t.header, "\t")+"\t")
+		for i, row := range t.rows {
+			line := strings.Join(row, "\t") + "\t"
+			if len(row) < len(t.header) {
+				// Text after the last tab is no cell: it leaves the column
+				// widths alone.
+				line += "  " + t.notes[i]
+			} else if t.notes[i] != "" {
+				line += "\n\t\t  " + t.notes[i]
+			}
+			fmt.Fprintln(tw, line)
 		}
 		_ = tw.Flush()
 	}
-	printRatios(w, results, verdicts)
+	fmt.Fprint(w, "\n"+ratiosSection(results, verdicts, "== %s ==\n"))
 }
 
-// printRatios prints the comparisons the targets are stated in, each
-// marked "ok", "MISS" or "n/a" when it has a target and verdicts is set.
-func printRatios(w io.Writer, results []Result, verdicts bool) {
+// writeMarkdown writes the report as Markdown: the command, the machine,
+// one table per scenario and the ratios, for docs/benchmarks.md.
+func writeMarkdown(w io.Writer, rep Report) {
+	fmt.Fprintf(w, "Run %s, %.0f s, `%s`.\n\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Seconds, rep.Command)
+	keys := slices.Sorted(maps.Keys(rep.Machine))
+	var m []string
+	for _, k := range keys {
+		m = append(m, k+" "+rep.Machine[k])
+	}
+	fmt.Fprintf(w, "Machine: %s.\n", strings.Join(m, ", "))
+	for _, t := range tables(rep.Results) {
+		fmt.Fprintf(w, "\n**%s**\n\n| %s |\n| :--- | :--- |%s\n", t.scenario, strings.Join(t.header, " | "), strings.Repeat(" ---: |", len(t.header)-2))
+		var notes []string
+		for i, row := range t.rows {
+			cells := append([]string(nil), row...)
+			for len(cells) < len(t.header) {
+				cells = append(cells, "")
+			}
+			if t.notes[i] != "" {
+				notes = append(notes, fmt.Sprintf("%s / %s: %s", row[0], row[1], t.notes[i]))
+				cells[1] += " (see below)"
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		}
+		for _, n := range notes {
+			fmt.Fprintf(w, "\n- %s", n)
+		}
+		if len(notes) > 0 {
+			fmt.Fprintln(w)
+		}
+	}
+	if r := ratiosSection(rep.Results, rep.Settings["mode"] != "quick", "**%s**\n\n```\n"); r != "" {
+		fmt.Fprint(w, "\n"+r+"```\n")
+	}
+}
+
+// readReport reads a JSON report written by a run.
+func readReport(path string) (Report, error) {
+	var rep Report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return rep, err
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("%s: %w", path, err)
+	}
+	return rep, nil
+}
+
+// ratiosSection returns the comparisons the targets are stated in, each
+// marked "ok", "MISS" or "n/a" when it has a target and verdicts is set,
+// under a title formatted with titleFormat; "" when there are none.
+func ratiosSection(results []Result, verdicts bool, titleFormat string) string {
 	find := func(sc, cs, ct string) *Result {
 		for i := range results {
 			r := &results[i]
@@ -238,13 +321,14 @@ func printRatios(w io.Writer, results []Result, verdicts bool) {
 		add(check(p.Rate >= cs.target), "consumer %s: pulsebus-dispatch %.0f events/s (target >= %.0f)%s", cs.name, p.Rate, cs.target, vs)
 		add(check(p.MaxRSSMiB <= 64), "consumer %s: pulsebus-dispatch peak RSS %.1f MiB (target <= 64), %.1f CPU s per 1M events; watermill-router %s MiB", cs.name, p.MaxRSSMiB, p.CPUPerMillion, rssOf(wmc))
 	}
-	if len(lines) > 0 {
-		title := "ratios and targets"
-		if !verdicts {
-			title = "ratios (quick mode: sizes too small to judge the targets)"
-		}
-		fmt.Fprintf(w, "\n== %s ==\n%s\n", title, strings.Join(lines, "\n"))
+	if len(lines) == 0 {
+		return ""
 	}
+	title := "ratios and targets"
+	if !verdicts {
+		title = "ratios (quick mode: sizes too small to judge the targets)"
+	}
+	return fmt.Sprintf(titleFormat, title) + strings.Join(lines, "\n") + "\n"
 }
 
 // untestable marks a target the run could not test.
@@ -273,6 +357,19 @@ func writeJSON(path string, rep Report) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // machineInfo describes the machine for the report.
