@@ -307,15 +307,21 @@ type RedriveParams struct {
 type RedriveResult struct {
 	Redriven int
 	Failed   int
+	// Skipped counts rows another redrive was working on or had deleted.
+	Skipped int
 	// Errors has one entry per failed row, "id N: reason".
 	Errors []string
 }
 
+// errRedriveBusy reports a dead letter another redrive holds or removed.
+var errRedriveBusy = errors.New("dispatch: dead letter is being redriven elsewhere or is gone")
+
 // Redrive runs the registered handler once more on each selected dead
 // letter of this consumer's group and deletes the row on success (for a
-// transactional handler, in the handler's transaction). On failure the row
-// stays, with the new error and one more attempt. Offsets are not touched.
-// It does not need Run.
+// transactional handler, in the handler's transaction). Each row is locked
+// while its handler runs, so concurrent redrives never run a handler twice
+// on it. On failure the row stays, with the new error and one more
+// attempt. Offsets are not touched. It does not need Run.
 func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
 	var res RedriveResult
 	if p.ID <= 0 && p.Handler == "" {
@@ -345,6 +351,10 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}
+				if errors.Is(err, errRedriveBusy) {
+					res.Skipped++
+					continue
+				}
 				res.Failed++
 				res.Errors = append(res.Errors, fmt.Sprintf("id %d: %v", d.ID, err))
 				if _, uerr := c.cfg.Pool.Exec(ctx, `UPDATE pulsebus.dead_letters
@@ -364,23 +374,35 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 	if r == nil {
 		return fmt.Errorf("handler %s is not registered in this consumer", d.Handler)
 	}
-	env, err := c.cfg.Limits.FromMessage(d.Message())
+	msg := d.Message()
+	env, err := c.cfg.Limits.FromMessage(msg)
 	if err != nil {
 		return err
 	}
-	const del = `DELETE FROM pulsebus.dead_letters WHERE id = $1`
-	if r.kind == kindPlain {
-		if err := safeCall(func() error { return r.run.Handle(withMessage(ctx, d.Message()), env) }); err != nil {
-			return err
-		}
-		_, err := c.cfg.Pool.Exec(ctx, del, d.ID)
-		return err
-	}
+	hctx := withMessage(ctx, msg)
 	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
-		if err := safeCall(func() error { return r.runTx(withMessage(ctx, d.Message()), tx, []envelope.Envelope{env}) }); err != nil {
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM pulsebus.dead_letters WHERE id = $1 FOR UPDATE SKIP LOCKED`, d.ID).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errRedriveBusy
+		}
+		if err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, del, d.ID)
+		err = safeCall(func() error {
+			switch r.kind {
+			case kindPlain:
+				return r.run.Handle(hctx, env)
+			case kindTx:
+				return r.runOne(hctx, tx, env)
+			default:
+				return r.runBatch(ctx, tx, []envelope.Envelope{env})
+			}
+		})
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM pulsebus.dead_letters WHERE id = $1`, d.ID)
 		return err
 	})
 }

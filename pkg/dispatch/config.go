@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
@@ -26,6 +28,8 @@ const (
 	DefaultFetchMaxWait      = 500 * time.Millisecond
 	DefaultFetchMaxBytes     = 1 << 20
 	DefaultQueueCapacity     = 256
+	DefaultDedupeWindow      = 2048
+	DefaultTxIdleTimeout     = 30 * time.Second
 )
 
 // NotifyChannel is the PostgreSQL channel a replay notifies, with the JSON
@@ -101,9 +105,27 @@ type Config struct {
 	// DefaultFetchMaxBytes.
 	FetchMaxBytes int
 	// QueueCapacity is how many fetched messages each handler's reader
-	// buffers per partition: the bound on memory and read-ahead. Defaults to
-	// DefaultQueueCapacity.
+	// buffers per partition: with the batch in hand, the bound on memory and
+	// read-ahead. Defaults to DefaultQueueCapacity.
 	QueueCapacity int
+	// TxIdleTimeout bounds how long a handler transaction may sit idle
+	// between statements (idle_in_transaction_session_timeout, set for each
+	// handler transaction): PostgreSQL ends the session of a member that
+	// froze inside one, releasing its lock on the offset row, so the member
+	// that took the partition over is not blocked by it. A transactional
+	// handler must not do slow work outside the database inside its
+	// transaction for longer. Defaults to DefaultTxIdleTimeout.
+	TxIdleTimeout time.Duration
+	// DedupeWindow is how many of the latest messages of a partition each
+	// handler remembers the event ids (ce_id) of. A message whose id is
+	// among them is a duplicate — the relay republishes a batch after a
+	// crash between the broker's ack and its commit — and is skipped
+	// (OutcomeSkippedDuplicate). The window is rebuilt from Kafka when a
+	// handler (re)starts on a partition, by reading up to this many
+	// messages before its next offset. Keep it at least the relay's batch
+	// size. Costs about 60 bytes per message per handler and partition.
+	// Defaults to DefaultDedupeWindow; -1 turns deduplication off.
+	DedupeWindow int
 }
 
 func (c *Config) withDefaults() Config {
@@ -141,6 +163,7 @@ func (c *Config) withDefaults() Config {
 	setDur(&out.JoinGroupBackoff, DefaultJoinGroupBackoff)
 	setDur(&out.DrainTimeout, DefaultDrainTimeout)
 	setDur(&out.FetchMaxWait, DefaultFetchMaxWait)
+	setDur(&out.TxIdleTimeout, DefaultTxIdleTimeout)
 	if out.FlushMessages <= 0 {
 		out.FlushMessages = DefaultFlushMessages
 	}
@@ -149,6 +172,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.QueueCapacity <= 0 {
 		out.QueueCapacity = DefaultQueueCapacity
+	}
+	switch {
+	case out.DedupeWindow == 0:
+		out.DedupeWindow = DefaultDedupeWindow
+	case out.DedupeWindow < 0:
+		out.DedupeWindow = 0
 	}
 	return out
 }
@@ -160,9 +189,47 @@ func (c *Config) validate() error {
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("dispatch: Config.Group is empty"))
+	} else if strings.IndexByte(c.Group, 0) >= 0 || !utf8.ValidString(c.Group) {
+		errs = append(errs, fmt.Errorf("dispatch: Config.Group %q is not UTF-8 text without NUL bytes", c.Group))
 	}
 	if len(c.Topics) == 0 {
 		errs = append(errs, errors.New("dispatch: Config.Topics is empty"))
+	}
+	for i, t := range c.Topics {
+		if !validTopic(t) {
+			errs = append(errs, fmt.Errorf("dispatch: Config.Topics[%d] %q is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)", i, t))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"FlushInterval", c.FlushInterval}, {"CommitInterval", c.CommitInterval}, {"SessionTimeout", c.SessionTimeout},
+		{"HeartbeatInterval", c.HeartbeatInterval}, {"RebalanceTimeout", c.RebalanceTimeout},
+		{"JoinGroupBackoff", c.JoinGroupBackoff}, {"DrainTimeout", c.DrainTimeout}, {"FetchMaxWait", c.FetchMaxWait},
+		{"TxIdleTimeout", c.TxIdleTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("dispatch: Config.%s %s is negative", d.name, d.v))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"FlushMessages", c.FlushMessages}, {"FetchMaxBytes", c.FetchMaxBytes}, {"QueueCapacity", c.QueueCapacity}} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("dispatch: Config.%s %d is negative", n.name, n.v))
+		}
+	}
+	if c.DedupeWindow < -1 {
+		errs = append(errs, fmt.Errorf("dispatch: Config.DedupeWindow %d: want > 0, 0 for the default or -1 for off", c.DedupeWindow))
+	}
+	if d := c.withDefaults(); d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("dispatch: Config.HeartbeatInterval %s must be shorter than Config.SessionTimeout %s",
+			d.HeartbeatInterval, d.SessionTimeout))
+	}
+	if err := c.Retry.check("Config.Retry"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Pool == nil {
 		errs = append(errs, errors.New("dispatch: Config.Pool is nil"))
@@ -171,4 +238,18 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("dispatch: Config.StartOffset %d is not kafka.FirstOffset or kafka.LastOffset", c.StartOffset))
 	}
 	return errors.Join(errs...)
+}
+
+// validTopic reports whether t is a legal Kafka topic name.
+func validTopic(t string) bool {
+	if t == "" || len(t) > 249 || t == "." || t == ".." {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

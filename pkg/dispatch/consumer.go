@@ -72,13 +72,10 @@ func (c *Consumer) register(r *registration, opts []HandlerOption) error {
 	for _, o := range opts {
 		o(r)
 	}
-	r.retry = r.retry.withDefaults(c.cfg.Retry)
 	if err := r.finish(c.cfg.Middleware); err != nil {
 		return err
 	}
-	if (r.kind == kindPlain && r.plain == nil) || (r.kind == kindTx && r.tx == nil) || (r.kind == kindBatchTx && r.batch == nil) {
-		return fmt.Errorf("dispatch: handler %s is nil", r.name)
-	}
+	r.retry = r.retry.withDefaults(c.cfg.Retry)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.running {
@@ -203,11 +200,7 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 		for _, pa := range parts {
 			assigned[topic] = append(assigned[topic], pa.ID)
 			for _, h := range c.handlers {
-				ws = append(ws, &worker{
-					c: c, h: h, workCtx: workCtx, groupOffset: pa.Offset,
-					key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
-					reload: make(chan struct{}, 1),
-				})
+				ws = append(ws, newWorker(c, h, workCtx, topic, pa))
 			}
 		}
 	}
@@ -215,7 +208,6 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 	c.cfg.Hooks.OnRebalance(assigned)
 	c.mu.Lock()
 	for _, w := range ws {
-		w.durable.Store(-1)
 		c.workers[w] = struct{}{}
 	}
 	c.mu.Unlock()
@@ -289,13 +281,11 @@ type notification struct {
 // worker, since notifications may have been missed.
 func (c *Consumer) listen(ctx context.Context) {
 	delay := 100 * time.Millisecond
-	first := true
 	for ctx.Err() == nil {
-		err := c.listenOnce(ctx, first)
+		err := c.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		first = false
 		c.log.Warn("offset notifications: connection lost; reconnecting", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
@@ -306,7 +296,7 @@ func (c *Consumer) listen(ctx context.Context) {
 	}
 }
 
-func (c *Consumer) listenOnce(ctx context.Context, first bool) error {
+func (c *Consumer) listenOnce(ctx context.Context) error {
 	conn, err := pgx.ConnectConfig(ctx, c.cfg.Pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return err
@@ -315,9 +305,9 @@ func (c *Consumer) listenOnce(ctx context.Context, first bool) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
 		return err
 	}
-	if !first {
-		c.signal(func(*worker) bool { return true })
-	}
+	// A replay committed before LISTEN took effect was not heard: workers
+	// that loaded their offsets before now reload them.
+	c.signal(func(*worker) bool { return true })
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

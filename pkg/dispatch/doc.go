@@ -7,28 +7,44 @@
 // The truth is pulsebus.handler_offsets(group, handler, topic, partition) →
 // next_offset, not the Kafka group offset. When the group assigns a
 // partition, every handler starts on it at its own next_offset (or, without
-// a row, at the group's committed offset, else Config.StartOffset). A message
-// below a handler's next_offset is never run again for it: it is reported as
-// skipped_duplicate. The Kafka group offset is committed as the minimum over
-// the handlers, for tooling only.
+// a row, at the group's committed offset, else Config.StartOffset). The
+// Kafka group offset is committed as the minimum over the handlers, for
+// tooling only; resetting it changes nothing for handlers that have rows.
 //
 // Every write of an offset row is fenced: it applies only while the row is
-// as the worker last saw it (next_offset and updated_at). A replay, or a
-// member that took the partition over, changes the row; the worker's next
-// write then fails, it drops its uncommitted work and reloads. For
-// transactional handlers that write is the first statement of the handler's
-// own transaction, so two members can never both commit an event's effects.
+// where the worker last saw it. A replay, or a member that took the
+// partition over, moves the row; the worker's next write then fails, it
+// drops what it holds and reloads. For transactional handlers that write is
+// the first statement of the handler's own transaction (sent with BEGIN in
+// one round trip), so of two members handling the same event only one can
+// commit: the other's update waits for the row lock, then finds the row
+// moved. A member frozen inside a transaction (a stopped process, a paused
+// VM) holds that lock; Config.TxIdleTimeout has PostgreSQL end its session
+// so the new owner goes on.
+//
+// # Duplicates
+//
+// Each handler remembers the event ids (ce_id) of the last
+// Config.DedupeWindow messages of each partition. A message whose id is
+// among them — the relay republishes a batch after a crash between the
+// broker's ack and its commit — is skipped and reported as
+// OutcomeSkippedDuplicate. The window depends on the log alone: when a
+// handler (re)starts on a partition it reads the window's messages before
+// its next offset again to rebuild it, so a restart changes no decision.
 //
 // # One reader per handler and partition
 //
 // Each (handler, partition) pair has its own worker with its own kafka-go
-// reader, positioned at that handler's next_offset, and a bounded buffer
-// (Config.QueueCapacity messages). Handlers therefore never wait for one
-// another: a handler stuck in retries or parking messages holds only its
-// own cursor, and a replay re-reads the partition for that handler alone.
-// The price is that the partition is fetched once per handler; with the few
-// handlers a service has that is cheap next to the handlers' own work, and
-// it keeps memory bounded by handlers × partitions × QueueCapacity.
+// reader, positioned at that handler's next offset (less the dedupe
+// window), and a bounded buffer (Config.QueueCapacity messages, plus the
+// batch in hand). Handlers therefore never wait for one another: a handler
+// stuck in retries or parking messages holds only its own cursor, and a
+// replay re-reads the partition for that handler alone. The price is that
+// the partition is fetched and decoded once per handler, over one
+// connection per handler and partition; with the few handlers a service
+// has that is cheap next to the handlers' own work, and it keeps memory
+// bounded by handlers × partitions × (QueueCapacity + batch size)
+// messages.
 //
 // # Handlers and guarantees
 //
@@ -46,13 +62,25 @@
 //
 // A failing handler is retried with exponential back-off (cenkalti/backoff)
 // up to its RetryPolicy's attempts and elapsed time. Errors wrapped with
-// [Permanent], and invalid envelopes ([envelope.ErrInvalid]), are not
-// retried. Then the message is parked in pulsebus.dead_letters for that
-// handler — with its raw key, headers and value, the error and the attempt
-// count — and the handler moves on. A message that is not a valid envelope
-// is parked with its decode error by every handler that would have wanted
-// it (all of them when it has no readable ce_type). [Consumer.Redrive] runs
+// [Permanent], and invalid envelopes ([envelope.ErrInvalid], which
+// [envelope.Decode] errors match too), are not retried. Then the message is
+// parked in pulsebus.dead_letters for that handler — with its raw key,
+// headers and value, the error and the attempt count — and the handler
+// moves on. A message that is not a valid envelope is parked with its
+// decode error by every handler that would have wanted it (all of them when
+// it has no readable ce_type). A failure of the consumer's own database
+// work (a lost connection, begin, commit) is not the handler's: it does not
+// count as an attempt, and the worker restarts from its saved offset after
+// a back-off, so a database outage parks nothing. [Consumer.Redrive] runs
 // a handler again on parked messages.
+//
+// # Stopping
+//
+// When the context given to [Consumer.Run] ends, workers stop taking new
+// messages, the batches in hand finish (up to Config.DrainTimeout, after
+// which the handlers' context is cancelled and those messages are left for
+// the next run, not parked), progress is saved and the member leaves the
+// group. A rebalance stops a generation the same way.
 //
 // # Replay
 //

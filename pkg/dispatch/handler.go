@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -119,6 +120,23 @@ const (
 	DefaultMaxInterval     = 5 * time.Second
 )
 
+// check rejects negative fields; what names the policy in the error.
+func (p RetryPolicy) check(what string) error {
+	var errs []error
+	if p.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("dispatch: %s.MaxAttempts %d is negative", what, p.MaxAttempts))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"MaxElapsed", p.MaxElapsed}, {"InitialInterval", p.InitialInterval}, {"MaxInterval", p.MaxInterval}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("dispatch: %s.%s %s is negative", what, d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = d.MaxAttempts
@@ -178,15 +196,25 @@ type registration struct {
 
 	// Built by finish.
 	run      Handler                                                              // plain, wrapped
-	runTx    func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error // tx kinds
+	runOne   func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error    // kindTx, wrapped
+	runBatch func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error // kindBatchTx
 	exact    map[string]bool
 	prefix   []string
 	matchAll bool
 }
 
 func (r *registration) finish(global []Middleware) error {
-	if r.name == "" || strings.ContainsAny(r.name, " \t\n") {
-		return fmt.Errorf("dispatch: handler name %q must be non-empty without spaces", r.name)
+	if r.name == "" || strings.ContainsAny(r.name, " \t\r\n\x00") || !utf8.ValidString(r.name) {
+		return fmt.Errorf("dispatch: handler name %q must be non-empty UTF-8 without spaces", r.name)
+	}
+	if (r.kind == kindPlain && r.plain == nil) || (r.kind == kindTx && r.tx == nil) || (r.kind == kindBatchTx && r.batch == nil) {
+		return fmt.Errorf("dispatch: handler %s is nil", r.name)
+	}
+	if r.batchSize < 0 {
+		return fmt.Errorf("dispatch: handler %s: WithBatchSize(%d) is negative", r.name, r.batchSize)
+	}
+	if err := r.retry.check("handler " + r.name + ": WithRetry"); err != nil {
+		return err
 	}
 	if len(r.types) == 0 {
 		return fmt.Errorf("dispatch: handler %s: no event types (use \"*\" for all)", r.name)
@@ -224,28 +252,22 @@ func (r *registration) finish(global []Middleware) error {
 		inner := wrap(HandlerFunc(func(ctx context.Context, env envelope.Envelope) error {
 			return r.tx.HandleTx(ctx, TxFromContext(ctx), env)
 		}))
-		r.runTx = func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
-			ctx = context.WithValue(ctx, txKey{}, tx)
-			for _, env := range envs {
-				if err := inner.Handle(ctx, env); err != nil {
-					return err
-				}
-			}
-			return nil
+		r.runOne = func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
+			return inner.Handle(context.WithValue(ctx, txKey{}, tx), env)
 		}
 	case kindBatchTx:
-		r.runTx = r.batch.HandleBatchTx
+		r.runBatch = r.batch.HandleBatchTx
 	}
 	return nil
 }
 
 // matches reports whether the handler wants events of type t.
-func (r *registration) matches(t string) bool {
-	if r.matchAll || r.exact[t] {
+func (r *registration) matches(t []byte) bool {
+	if r.matchAll || r.exact[string(t)] {
 		return true
 	}
 	for _, p := range r.prefix {
-		if strings.HasPrefix(t, p) {
+		if len(t) >= len(p) && string(t[:len(p)]) == p {
 			return true
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
@@ -31,7 +32,9 @@ type bundle struct {
 
 func setup(t *testing.T, partitions int) *bundle {
 	t.Helper()
-	b := &bundle{db: testdb.New(t), kc: testkafka.New(t), topic: "events"}
+	// kfake's default minimum session timeout is 6 s; 3 s makes the tests
+	// that kill members faster.
+	b := &bundle{db: testdb.New(t), kc: testkafka.New(t, kfake.GroupMinSessionTimeout(time.Second)), topic: "events"}
 	b.kc.CreateTopic(t, b.topic, partitions)
 	_, err := b.db.Pool.Exec(context.Background(), `CREATE TABLE handled (
 		handler text NOT NULL, event_id uuid NOT NULL, n int NOT NULL DEFAULT 1, PRIMARY KEY (handler, event_id))`)
@@ -41,21 +44,7 @@ func setup(t *testing.T, partitions int) *bundle {
 
 // config is a consumer config with short timings for kfake.
 func (b *bundle) config(group string) dispatch.Config {
-	return dispatch.Config{
-		Brokers:           b.kc.Addrs,
-		Group:             group,
-		Topics:            []string{b.topic},
-		Pool:              b.db.Pool,
-		Logger:            testLogger(),
-		SessionTimeout:    6 * time.Second,
-		RebalanceTimeout:  6 * time.Second,
-		HeartbeatInterval: 300 * time.Millisecond,
-		FlushInterval:     50 * time.Millisecond,
-		CommitInterval:    200 * time.Millisecond,
-		FetchMaxWait:      100 * time.Millisecond,
-		JoinGroupBackoff:  200 * time.Millisecond,
-		Retry:             dispatch.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
-	}
+	return childConfig(b.kc.Addrs, group, b.topic, b.db.Pool)
 }
 
 func testLogger() *slog.Logger {
@@ -204,4 +193,179 @@ func offsetsOf(t *testing.T, pool *pgxpool.Pool, group, handler string) map[int]
 		}
 	}
 	return out
+}
+
+// producer writes events in the background until stopped.
+type producer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	ids    []uuid.UUID
+	err    error
+	t      *testing.T
+}
+
+// startProducer writes n events every interval to b's topic until stop.
+func startProducer(t *testing.T, b *bundle, n int, every time.Duration) *producer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &producer{cancel: cancel, done: make(chan struct{}), t: t}
+	tr := &kafka.Transport{}
+	w := &kafka.Writer{Addr: kafka.TCP(b.kc.Addrs...), Topic: b.topic, Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond,
+		BatchSize: 1000, RequiredAcks: kafka.RequireAll, Transport: tr}
+	go func() {
+		defer close(p.done)
+		defer tr.CloseIdleConnections()
+		defer w.Close()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			envs := events(t, n, "lesson.published")
+			msgs := make([]kafka.Message, len(envs))
+			for i, e := range envs {
+				m, err := envelope.ToMessage(e)
+				if err != nil {
+					p.fail(err)
+					return
+				}
+				msgs[i] = m
+			}
+			wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := w.WriteMessages(wctx, msgs...)
+			wcancel()
+			if err != nil {
+				p.fail(err)
+				return
+			}
+			p.mu.Lock()
+			for _, e := range envs {
+				p.ids = append(p.ids, e.ID)
+			}
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-p.done })
+	return p
+}
+
+func (p *producer) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.err = err
+}
+
+// stop ends production and returns the ids of every event written.
+func (p *producer) stop() []uuid.UUID {
+	p.t.Helper()
+	p.cancel()
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		p.t.Fatalf("producer: %v", p.err)
+	}
+	return p.ids
+}
+
+// hookRecorder keeps what the consumer reported through its hooks.
+type hookRecorder struct {
+	mu         sync.Mutex
+	handled    []dispatch.HandledEvent
+	retries    map[string]int
+	dead       []dispatch.DeadLetterEvent
+	rebalances []map[string][]int
+}
+
+func newHookRecorder() *hookRecorder { return &hookRecorder{retries: map[string]int{}} }
+
+func (h *hookRecorder) OnHandled(e dispatch.HandledEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.handled = append(h.handled, e)
+}
+
+func (h *hookRecorder) OnRetry(handler string, attempt int, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.retries[handler]++
+}
+
+func (h *hookRecorder) OnDeadLetter(e dispatch.DeadLetterEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dead = append(h.dead, e)
+}
+
+func (h *hookRecorder) OnRebalance(assigned map[string][]int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rebalances = append(h.rebalances, assigned)
+}
+
+func (h *hookRecorder) OnLag(string, string, int, int64) {}
+
+// outcomes counts a handler's reported outcomes.
+func (h *hookRecorder) outcomes(handler string) map[dispatch.Outcome]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[dispatch.Outcome]int{}
+	for _, e := range h.handled {
+		if e.Handler == handler {
+			out[e.Outcome]++
+		}
+	}
+	return out
+}
+
+func (h *hookRecorder) retriesOf(handler string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.retries[handler]
+}
+
+func (h *hookRecorder) deadLetters() []dispatch.DeadLetterEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]dispatch.DeadLetterEvent(nil), h.dead...)
+}
+
+// deadLetters lists the group's dead letters.
+func deadLetters(t *testing.T, pool *pgxpool.Pool, group string) []dispatch.DeadLetter {
+	t.Helper()
+	dls, err := dispatch.ListDeadLetters(context.Background(), pool, dispatch.ListDeadLettersParams{Group: group, Limit: 1000})
+	require.NoError(t, err)
+	return dls
+}
+
+// countsByEvent returns how often handler counted each event.
+func countsByEvent(t *testing.T, pool *pgxpool.Pool, handler string) map[uuid.UUID]int {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT event_id, n FROM handled WHERE handler = $1`, handler)
+	require.NoError(t, err)
+	defer rows.Close()
+	out := map[uuid.UUID]int{}
+	for rows.Next() {
+		var id uuid.UUID
+		var n int
+		require.NoError(t, rows.Scan(&id, &n))
+		out[id] = n
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// requireOffsetsAtEnd checks that handler's offsets are at the topic's high
+// watermarks.
+func requireOffsetsAtEnd(t *testing.T, b *bundle, group, handler string) {
+	t.Helper()
+	ends := b.kc.EndOffsets(t, b.topic)
+	offs := offsetsOf(t, b.db.Pool, group, handler)
+	for p, end := range ends {
+		require.Equal(t, end, offs[int(p)], "handler %s partition %d", handler, p)
+	}
 }

@@ -10,7 +10,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain())
+	}
 	code := m.Run()
+	closeBenchFixture()
 	testdb.DropTemplate()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {

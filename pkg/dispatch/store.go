@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,9 +30,17 @@ type offsetKey struct {
 
 // cursor is a handler's position on a partition: next is the next offset to
 // handle (in memory), durable and version the row as last read or written.
-// The version (updated_at) fences writes: an update only applies while the
-// row is as this worker last saw it, so a replay or another member's write
-// is never overwritten; the worker reloads instead.
+//
+// Every write is fenced: it applies only while the row's next_offset is
+// still durable, so a replay or another member's write is never
+// overwritten; the worker reloads instead. Transactional handlers fence on
+// next_offset alone: each of their commits moves the row from one offset
+// to a later one, so two commits of the same step exclude each other (the
+// second one's UPDATE re-reads the row after the first commits and matches
+// nothing). Plain handlers also fence on the version (updated_at), because
+// their progress is in memory until flushed: a replay that rewinds the row
+// to the very offset they last saved must not be overwritten by their
+// flush.
 type cursor struct {
 	next    int64
 	durable int64
@@ -65,13 +75,15 @@ func insertOffset(ctx context.Context, db dbtx, k offsetKey, next int64) error {
 	return nil
 }
 
-// advanceOffset moves the row from c's durable state to next. It returns
+// advanceOffset moves the row from c's durable state to next, fenced on
+// next_offset and, with versioned, on updated_at (see cursor). It returns
 // errMoved when the row is no longer as c saw it.
-func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next int64) error {
+func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next int64, versioned bool) error {
 	var ver time.Time
 	err := db.QueryRow(ctx, `UPDATE pulsebus.handler_offsets SET next_offset = $5, updated_at = clock_timestamp()
-		WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4 AND next_offset = $6 AND updated_at = $7
-		RETURNING updated_at`, k.group, k.handler, k.topic, k.partition, next, c.durable, c.version).Scan(&ver)
+		WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4 AND next_offset = $6
+		  AND (NOT $8 OR updated_at = $7)
+		RETURNING updated_at`, k.group, k.handler, k.topic, k.partition, next, c.durable, c.version, versioned).Scan(&ver)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return errMoved
 	}
@@ -80,6 +92,44 @@ func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next in
 	}
 	c.durable, c.version = next, ver
 	return nil
+}
+
+// where is k's row as a condition with SQL literals, for the statements
+// sent with the simple protocol.
+func (k offsetKey) where() string {
+	return "group_id = " + quoteLiteral(k.group) + " AND handler = " + quoteLiteral(k.handler) +
+		" AND topic = " + quoteLiteral(k.topic) + " AND partition = " + strconv.Itoa(k.partition)
+}
+
+// quoteLiteral quotes s as an escape string constant (E'...'), which reads
+// the same whatever standard_conforming_strings is. s has no NUL byte:
+// Config.validate and the handler name check make sure.
+func quoteLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// beginFenced is the BeginQuery of a handler transaction: one round trip
+// that begins it, sets its idle timeout (prefix, see txPrefix) and moves
+// the offset row (where) from next_offset from to to. When the row is not
+// at from the division fails with division_by_zero (isFenced), and the
+// transaction is left aborted.
+func beginFenced(prefix, where string, from, to int64) string {
+	return prefix + "WITH moved AS (UPDATE pulsebus.handler_offsets SET next_offset = " + strconv.FormatInt(to, 10) +
+		", updated_at = clock_timestamp() WHERE " + where + " AND next_offset = " + strconv.FormatInt(from, 10) +
+		" RETURNING 1) SELECT 1 / count(*) FROM moved"
+}
+
+// txPrefix begins a handler transaction with its idle timeout.
+func txPrefix(idle time.Duration) string {
+	return "BEGIN; SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10) + "; "
+}
+
+// isFenced reports whether err, from beginFenced, says the row had moved:
+// division_by_zero, or a serialization failure when the database's default
+// isolation level is above read committed.
+func isFenced(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "22012" || pe.Code == "40001")
 }
 
 // headerJSON is how a Kafka header is kept in dead_letters.message_headers:

@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -19,10 +20,28 @@ import (
 var (
 	// errReload asks the worker to re-read its offset row and re-seek.
 	errReload = errors.New("dispatch: reload requested")
-	// errStopped reports that the generation ended while a handler was
-	// waiting for a retry; the message is left for the next owner.
+	// errStopped reports that the generation ended (or the drain timeout
+	// passed) while a handler was waiting for a retry; the message is left
+	// for the next owner.
 	errStopped = errors.New("dispatch: stopped")
 )
+
+// infraError is a failure of the consumer's own database work around a
+// handler (a connection, begin, commit, a lost connection), not of the
+// handler: it does not count as an attempt. The worker restarts from its
+// saved offset after a back-off.
+type infraError struct {
+	op  string
+	err error
+}
+
+func (e *infraError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *infraError) Unwrap() error { return e.err }
+
+func isInfra(err error) bool {
+	var ie *infraError
+	return errors.As(err, &ie)
+}
 
 // plainFetchBatch is how many buffered messages a plain handler's worker
 // takes per loop turn.
@@ -35,10 +54,26 @@ type worker struct {
 	c           *Consumer
 	h           *registration
 	key         offsetKey
+	where       string          // key as SQL literals, for beginFenced
+	txPrefix    string          // see txPrefix
 	workCtx     context.Context // handlers and their transactions run under it
 	groupOffset int64           // the group's committed offset at assignment
 	reload      chan struct{}
 	durable     atomic.Int64 // the persisted next offset, -1 before it is known
+	items       []item       // reused by classify
+	envs        []envelope.Envelope
+}
+
+func newWorker(c *Consumer, h *registration, workCtx context.Context, topic string, pa kafka.PartitionAssignment) *worker {
+	w := &worker{
+		c: c, h: h, workCtx: workCtx, groupOffset: pa.Offset,
+		key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
+		reload: make(chan struct{}, 1),
+	}
+	w.where = w.key.where()
+	w.txPrefix = txPrefix(c.cfg.TxIdleTimeout)
+	w.durable.Store(-1)
+	return w
 }
 
 // run keeps a session going until the generation ends, restarting it after
@@ -50,7 +85,13 @@ func (w *worker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, errReload) || errors.Is(err, errMoved) {
+		switch {
+		case errors.Is(err, errReload):
+			delay = 100 * time.Millisecond
+			continue
+		case errors.Is(err, errMoved):
+			w.c.log.Info("handler offset changed by a replay or another member; reloading it", "handler", w.key.handler,
+				"topic", w.key.topic, "partition", w.key.partition)
 			delay = 100 * time.Millisecond
 			continue
 		}
@@ -95,6 +136,10 @@ func (w *worker) load(ctx context.Context) (cursor, error) {
 	return cur, err
 }
 
+// session reads the partition from the handler's saved offset (less the
+// dedupe window, re-read to rebuild it) and handles what it reads until
+// the generation ends, a reload is asked for, or something fails. It saves
+// the progress made before it returns.
 func (w *worker) session(ctx context.Context) error {
 	cur, err := w.load(ctx)
 	if err != nil {
@@ -102,6 +147,11 @@ func (w *worker) session(ctx context.Context) error {
 	}
 	w.durable.Store(cur.durable)
 	cfg := &w.c.cfg
+	seen := newWindow(cfg.DedupeWindow)
+	start := cur.next
+	if seen != nil {
+		start = max(0, cur.next-int64(cfg.DedupeWindow))
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        cfg.Brokers,
 		Dialer:         cfg.Dialer,
@@ -117,9 +167,9 @@ func (w *worker) session(ctx context.Context) error {
 			w.c.log.Debug("kafka reader: "+fmt.Sprintf(f, a...), "handler", w.key.handler)
 		}),
 	})
-	if err := r.SetOffset(cur.next); err != nil {
+	if err := r.SetOffset(start); err != nil {
 		_ = r.Close()
-		return fmt.Errorf("seek %s/%d to %d: %w", w.key.topic, w.key.partition, cur.next, err)
+		return fmt.Errorf("seek %s/%d to %d: %w", w.key.topic, w.key.partition, start, err)
 	}
 	max := plainFetchBatch
 	if w.h.kind != kindPlain {
@@ -154,6 +204,7 @@ func (w *worker) session(ctx context.Context) error {
 	tick := time.NewTicker(cfg.FlushInterval)
 	defer tick.Stop()
 	hwm := int64(-1)
+	first := true
 	batch := make([]kafka.Message, 0, max)
 	for {
 		select {
@@ -186,8 +237,16 @@ func (w *worker) session(ctx context.Context) error {
 					break fill
 				}
 			}
+			if first {
+				first = false
+				if off := batch[0].Offset; off > cur.next {
+					w.c.log.Warn("offsets missing on the broker (deleted by retention, or compacted): the handler skips them",
+						"handler", w.key.handler, "topic", w.key.topic, "partition", w.key.partition,
+						"from", cur.next, "to", off-1)
+				}
+			}
 			hwm = batch[len(batch)-1].HighWaterMark
-			if err := w.process(ctx, &cur, batch); err != nil {
+			if err := w.process(ctx, &cur, seen, batch); err != nil {
 				if errors.Is(err, errStopped) {
 					return w.flush(&cur)
 				}
@@ -212,7 +271,7 @@ func (w *worker) flush(cur *cursor) error {
 	if cur.next == cur.durable {
 		return nil
 	}
-	if err := advanceOffset(w.workCtx, w.c.cfg.Pool, w.key, cur, cur.next); err != nil {
+	if err := advanceOffset(w.workCtx, w.c.cfg.Pool, w.key, cur, cur.next, w.h.kind == kindPlain); err != nil {
 		return err
 	}
 	w.durable.Store(cur.durable)
@@ -233,45 +292,41 @@ type item struct {
 	bad error
 }
 
-// classify drops messages below the cursor (already done) and those of
-// types the handler does not want; it decodes the rest.
-func (w *worker) classify(cur *cursor, batch []kafka.Message) []item {
-	items := make([]item, 0, len(batch))
-	for _, m := range batch {
+// classify sorts a batch. Messages below the cursor were handled before:
+// they only rebuild the dedupe window. Of the rest, it drops the
+// duplicates (reported as skipped) and the types the handler does not
+// want, and decodes what remains.
+func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []item {
+	items := w.items[:0]
+	for i := range batch {
+		m := &batch[i]
+		id, hasID := headerID(m)
+		dup := hasID && seen.observe(id)
 		if m.Offset < cur.next {
+			continue
+		}
+		typ, hasType := headerType(m)
+		if hasType && !w.h.matches(typ) {
+			continue
+		}
+		if dup {
 			w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
-				Offset: m.Offset, Outcome: OutcomeSkippedDuplicate})
+				Offset: m.Offset, EventType: string(typ), Outcome: OutcomeSkippedDuplicate})
 			continue
 		}
-		if t, ok := headerType(m); ok && !w.h.matches(t) {
-			continue
-		}
-		env, err := w.c.cfg.Limits.FromMessage(m)
-		if err == nil && !w.h.matches(env.Type) {
-			continue
-		}
-		items = append(items, item{msg: m, env: env, bad: err})
+		env, err := w.c.cfg.Limits.FromMessage(*m)
+		items = append(items, item{msg: *m, env: env, bad: err})
 	}
+	w.items = items[:0]
 	return items
 }
 
-// headerType returns the ce_type header without decoding the message.
-func headerType(m kafka.Message) (string, bool) {
-	for _, h := range m.Headers {
-		if len(h.Key) == len(envelope.HeaderType) && strings.EqualFold(h.Key, envelope.HeaderType) {
-			return string(h.Value), true
-		}
-	}
-	return "", false
-}
-
-func (w *worker) process(ctx context.Context, cur *cursor, batch []kafka.Message) error {
+func (w *worker) process(ctx context.Context, cur *cursor, seen *window, batch []kafka.Message) error {
 	end := batch[len(batch)-1].Offset + 1
+	items := w.classify(cur, seen, batch)
 	if end <= cur.next {
-		w.classify(cur, batch) // reports the duplicates
 		return nil
 	}
-	items := w.classify(cur, batch)
 	if w.h.kind == kindPlain {
 		for _, it := range items {
 			if err := w.plain(ctx, cur, it); err != nil {
@@ -306,14 +361,14 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		cur.next = it.msg.Offset + 1
 		return nil
 	}
-	attempts, first, err := w.retry(ctx, func(hctx context.Context) error {
+	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
 		return safeCall(func() error { return w.h.run.Handle(withMessage(hctx, it.msg), it.env) })
 	})
 	if errors.Is(err, errStopped) {
 		return err
 	}
 	if err != nil {
-		if perr := w.park(w.c.cfg.Pool, it, err, attempts, first); perr != nil {
+		if perr := w.park(w.c.cfg.Pool, it, err, attempts, start); perr != nil {
 			return perr
 		}
 		w.parked(it, err, attempts, time.Since(start))
@@ -338,17 +393,15 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 		w.parked(it, it.bad, 0, time.Since(start))
 		return nil
 	}
-	attempts, first, err := w.retry(ctx, func(hctx context.Context) error {
-		return w.inTx(cur, end, func(tx pgx.Tx) error {
-			return safeCall(func() error { return w.h.runTx(withMessage(hctx, it.msg), tx, []envelope.Envelope{it.env}) })
-		})
+	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
+		return w.inTx(cur, end, func(tx pgx.Tx) error { return w.runTx(hctx, tx, it) })
 	})
-	if errors.Is(err, errStopped) || errors.Is(err, errMoved) {
+	if errors.Is(err, errStopped) || errors.Is(err, errMoved) || isInfra(err) {
 		return err
 	}
 	if err != nil {
 		herr := err
-		if err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.park(tx, it, herr, attempts, first) }); err != nil {
+		if err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.park(tx, it, herr, attempts, start) }); err != nil {
 			return err
 		}
 		w.parked(it, herr, attempts, time.Since(start))
@@ -358,30 +411,44 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 	return nil
 }
 
+// runTx runs a transactional handler on one event.
+func (w *worker) runTx(ctx context.Context, tx pgx.Tx, it item) error {
+	return safeCall(func() error {
+		if w.h.kind == kindTx {
+			return w.h.runOne(withMessage(ctx, it.msg), tx, it.env)
+		}
+		w.envs = append(w.envs[:0], it.env)
+		return w.h.runBatch(ctx, tx, w.envs)
+	})
+}
+
 // batchTx tries the items in one transaction; on failure it handles them
 // one by one so a bad event is retried and parked alone.
 func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int64) error {
 	start := time.Now()
-	var goods []envelope.Envelope
-	for _, it := range items {
-		if it.bad == nil {
-			goods = append(goods, it.env)
-		}
-	}
 	err := w.inTx(cur, end, func(tx pgx.Tx) error {
+		goods := w.envs[:0]
 		for _, it := range items {
-			if it.bad != nil {
+			switch {
+			case it.bad != nil:
 				if err := w.park(tx, it, it.bad, 0, start); err != nil {
 					return err
 				}
+			case w.h.kind == kindTx:
+				if err := safeCall(func() error { return w.h.runOne(withMessage(w.workCtx, it.msg), tx, it.env) }); err != nil {
+					return err
+				}
+			default:
+				goods = append(goods, it.env)
 			}
 		}
+		w.envs = goods[:0]
 		if len(goods) == 0 {
 			return nil
 		}
-		return safeCall(func() error { return w.h.runTx(w.workCtx, tx, goods) })
+		return safeCall(func() error { return w.h.runBatch(w.workCtx, tx, goods) })
 	})
-	if errors.Is(err, errMoved) {
+	if errors.Is(err, errMoved) || isInfra(err) {
 		return err
 	}
 	if err == nil {
@@ -407,55 +474,82 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 	return nil
 }
 
-// inTx runs fn in a transaction that first moves the handler's offset row
-// from the cursor's durable state to end (failing with errMoved when the
-// row changed) and commits both together.
+// inTx runs fn in a transaction that moves the handler's offset row from
+// the cursor's durable offset to end and commits both together. Beginning
+// and moving the row take one round trip (beginFenced); when the row is
+// not where the cursor says it fails with errMoved before fn runs.
 func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
-	tx, err := w.c.cfg.Pool.Begin(w.workCtx)
+	ctx := w.workCtx
+	conn, err := w.c.cfg.Pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return &infraError{op: "acquire a connection", err: err}
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(w.workCtx)) }()
-	next := *cur
-	if err := advanceOffset(w.workCtx, tx, w.key, &next, end); err != nil {
-		return err
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginFenced(w.txPrefix, w.where, cur.durable, end)})
+	if err != nil {
+		if isFenced(err) {
+			if conn.Conn().PgConn().TxStatus() != 'I' {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_, _ = conn.Exec(rctx, "ROLLBACK")
+				cancel()
+			}
+			return errMoved
+		}
+		return &infraError{op: fmt.Sprintf("begin and move offset of %s on %s/%d", w.key.handler, w.key.topic, w.key.partition), err: err}
 	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if err := fn(tx); err != nil {
+		if conn.Conn().IsClosed() {
+			return &infraError{op: "handler transaction lost its connection", err: err}
+		}
 		return err
 	}
-	if err := tx.Commit(w.workCtx); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if err := tx.Commit(ctx); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) || errors.Is(err, pgx.ErrTxCommitRollback) {
+			return fmt.Errorf("commit: %w", err) // the handler's doing: a deferred constraint, a serialization failure
+		}
+		return &infraError{op: "commit", err: err}
 	}
-	next.next = end
-	*cur = next
-	w.durable.Store(cur.durable)
+	cur.durable = end
+	cur.next = max(cur.next, end)
+	w.durable.Store(end)
 	return nil
 }
 
 // retry runs fn until it succeeds, returns a permanent error, or the
-// handler's retry policy is spent. It returns errStopped when ctx ends
-// during a back-off, and errMoved at once.
-func (w *worker) retry(ctx context.Context, fn func(context.Context) error) (int, time.Time, error) {
+// handler's retry policy is spent; it returns the attempts made. It
+// returns errStopped when ctx ends during a back-off or the work context
+// is cancelled (the drain timeout), and errMoved and infrastructure errors
+// at once.
+func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Context) error) (int, error) {
 	p := w.h.retry
-	b := &backoff.ExponentialBackOff{
-		InitialInterval:     p.InitialInterval,
-		RandomizationFactor: 0.5,
-		Multiplier:          1.5,
-		MaxInterval:         p.MaxInterval,
-		MaxElapsedTime:      p.MaxElapsed,
-		Stop:                backoff.Stop,
-		Clock:               backoff.SystemClock,
-	}
-	b.Reset()
-	first := time.Now()
+	var b *backoff.ExponentialBackOff
 	for attempt := 1; ; attempt++ {
 		err := fn(w.workCtx)
-		if err == nil || errors.Is(err, errMoved) || IsPermanent(err) || attempt >= p.MaxAttempts {
-			return attempt, first, err
+		if err == nil || errors.Is(err, errMoved) || isInfra(err) {
+			return attempt, err
+		}
+		if w.workCtx.Err() != nil {
+			return attempt, errStopped
+		}
+		if IsPermanent(err) || attempt >= p.MaxAttempts {
+			return attempt, err
+		}
+		if b == nil {
+			b = &backoff.ExponentialBackOff{
+				InitialInterval:     p.InitialInterval,
+				RandomizationFactor: 0.5,
+				Multiplier:          1.5,
+				MaxInterval:         p.MaxInterval,
+				Stop:                backoff.Stop,
+				Clock:               backoff.SystemClock,
+			}
+			b.Reset()
 		}
 		d := b.NextBackOff()
-		if d == backoff.Stop {
-			return attempt, first, err
+		if time.Since(start)+d > p.MaxElapsed {
+			return attempt, err
 		}
 		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
 		w.c.log.Debug("handler failed; retrying", "handler", w.key.handler, "topic", w.key.topic,
@@ -464,7 +558,7 @@ func (w *worker) retry(ctx context.Context, fn func(context.Context) error) (int
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return attempt, first, errStopped
+			return attempt, errStopped
 		case <-t.C:
 		}
 	}
@@ -476,8 +570,11 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 	if it.bad == nil {
 		id, typ := it.env.ID, it.env.Type
 		d.eventID, d.eventType = &id, &typ
-	} else if t, ok := headerType(it.msg); ok {
-		d.eventType = &t
+	} else {
+		if t, ok := headerType(&it.msg); ok {
+			s := string(t)
+			d.eventType = &s
+		}
 		if id, err := uuid.Parse(headerValue(it.msg, envelope.HeaderID)); err == nil {
 			d.eventID = &id
 		}

@@ -1,0 +1,357 @@
+package dispatch_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// The benchmarks pre-produce benchEvents events (PULSEBUS_BENCH_EVENTS) on
+// benchPartitions partitions of one kfake cluster, shared by all of them,
+// then time how fast each contender handles all of them. Each benchmark
+// reports its own rate beside peers measured in the same run on the same
+// data, so the ratios hold on a busy machine:
+//
+//   - reader-events/s: bare kafka-go readers, one per partition, doing
+//     nothing with the messages (the read ceiling);
+//   - pg-events/s: the same SQL the transactional handler and the offset
+//     update run, without Kafka (the database ceiling).
+//
+// Run: go test -run '^$' -bench . -benchtime 1x ./pkg/dispatch
+const benchPartitions = 8
+
+var benchEvents = func() int {
+	if n, err := strconv.Atoi(os.Getenv("PULSEBUS_BENCH_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 200_000
+}()
+
+type benchFixture struct {
+	kc    *testkafka.Cluster
+	topic string
+	ids   []uuid.UUID // per partition order does not matter; ids for pg peers
+	err   error
+}
+
+var (
+	benchOnce sync.Once
+	bench     benchFixture
+)
+
+// closeBenchFixture stops the shared cluster; TestMain calls it before it
+// looks for leaked goroutines.
+func closeBenchFixture() {
+	if bench.kc != nil {
+		bench.kc.Close()
+	}
+}
+
+func benchData(b *testing.B) *benchFixture {
+	b.Helper()
+	benchOnce.Do(func() {
+		kc, err := testkafka.Start()
+		if err != nil {
+			bench.err = err
+			return
+		}
+		bench.kc, bench.topic = kc, "bench"
+		if bench.err = kc.CreateTopicErr(context.Background(), bench.topic, benchPartitions); bench.err != nil {
+			return
+		}
+		envs := events(b, benchEvents, "lesson.published")
+		for i := range envs {
+			envs[i].Key = fmt.Sprintf("k%d", i%512)
+			bench.ids = append(bench.ids, envs[i].ID)
+		}
+		t0 := time.Now()
+		produce(b, kc.Addrs, bench.topic, envs)
+		b.Logf("produced %d events on %d partitions in %s", len(envs), benchPartitions, time.Since(t0).Round(time.Millisecond))
+	})
+	if bench.err != nil {
+		b.Fatal(bench.err)
+	}
+	return &bench
+}
+
+// benchPool is a pool on a fresh database with a handled table and room for
+// one connection per partition.
+func benchPool(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	db := testdb.New(b)
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = benchPartitions + 4
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE handled (
+		handler text NOT NULL, event_id uuid NOT NULL, n int NOT NULL DEFAULT 1, PRIMARY KEY (handler, event_id))`); err != nil {
+		b.Fatal(err)
+	}
+	return pool
+}
+
+// countHooks counts handled events and closes done at want.
+type countHooks struct {
+	dispatch.NopHooks
+	n     atomic.Int64
+	want  int64
+	first atomic.Int64 // unix nanos of the first event
+	done  chan struct{}
+}
+
+func (h *countHooks) OnHandled(e dispatch.HandledEvent) {
+	n := h.n.Add(1)
+	if n == 1 {
+		h.first.Store(time.Now().UnixNano())
+	}
+	if n == h.want {
+		close(h.done)
+	}
+}
+
+// runConsumer runs a consumer with the handler registered by reg over the
+// benchmark topic until every event is handled. It returns the time from
+// the first event handled to the last, and from Run to the first event.
+func runConsumer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, group string, reg func(c *dispatch.Consumer) error) (run, join time.Duration) {
+	b.Helper()
+	hooks := &countHooks{want: int64(benchEvents), done: make(chan struct{})}
+	c, err := dispatch.New(dispatch.Config{
+		Brokers: f.kc.Addrs, Group: group, Topics: []string{f.topic}, Pool: pool, Hooks: hooks,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+		JoinGroupBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := reg(c); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	t0 := time.Now()
+	go func() { errc <- c.Run(ctx) }()
+	select {
+	case <-hooks.done:
+	case err := <-errc:
+		cancel()
+		b.Fatalf("consumer stopped: %v", err)
+	case <-time.After(5 * time.Minute):
+		cancel()
+		b.Fatalf("consumer handled %d of %d events in 5 minutes", hooks.n.Load(), benchEvents)
+	}
+	end := time.Now()
+	cancel()
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	first := time.Unix(0, hooks.first.Load())
+	return end.Sub(first), first.Sub(t0)
+}
+
+// runReaders reads every partition to its end with bare kafka-go readers,
+// one goroutine per partition: the read ceiling.
+func runReaders(b *testing.B, f *benchFixture) time.Duration {
+	b.Helper()
+	ends := f.kc.EndOffsets(b, f.topic)
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	t0 := time.Now()
+	for p, end := range ends {
+		wg.Add(1)
+		go func(p int, end int64) {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.kc.Addrs, Topic: f.topic, Partition: p,
+				MinBytes: 1, MaxBytes: dispatch.DefaultFetchMaxBytes, MaxWait: dispatch.DefaultFetchMaxWait,
+				QueueCapacity: dispatch.DefaultQueueCapacity})
+			defer r.Close()
+			ctx := context.Background()
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				total.Add(1)
+				if m.Offset >= end-1 {
+					return
+				}
+			}
+		}(int(p), end)
+	}
+	wg.Wait()
+	if int(total.Load()) != benchEvents {
+		b.Fatalf("readers read %d of %d", total.Load(), benchEvents)
+	}
+	return time.Since(t0)
+}
+
+const (
+	countSQL      = `INSERT INTO handled (handler, event_id) VALUES ($1, $2) ON CONFLICT (handler, event_id) DO UPDATE SET n = handled.n + 1`
+	countBatchSQL = `INSERT INTO handled (handler, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT (handler, event_id) DO UPDATE SET n = handled.n + 1`
+	peerOffsetSQL = `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
+		VALUES ($1, $2, 'bench', $3, $4) ON CONFLICT (group_id, handler, topic, partition)
+		DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = clock_timestamp()`
+)
+
+func countBatchTx(name string) dispatch.BatchTxHandlerFunc {
+	return func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
+		ids := make([]uuid.UUID, len(envs))
+		for i, e := range envs {
+			ids[i] = e.ID
+		}
+		_, err := tx.Exec(ctx, countBatchSQL, name, ids)
+		return err
+	}
+}
+
+// runPGPeer does what the transactional handler and the offset store do,
+// without Kafka: per partition one goroutine, transactions of batch events
+// each inserting the events' ids and moving an offset row.
+func runPGPeer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, handler string, batch int) time.Duration {
+	b.Helper()
+	var wg sync.WaitGroup
+	per := (len(f.ids) + benchPartitions - 1) / benchPartitions
+	t0 := time.Now()
+	for p := 0; p < benchPartitions; p++ {
+		ids := f.ids[min(p*per, len(f.ids)):min((p+1)*per, len(f.ids))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for i := 0; i < len(ids); i += batch {
+				chunk := ids[i:min(i+batch, len(ids))]
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, peerOffsetSQL, "peer", handler, p, i+len(chunk)); err != nil {
+						return err
+					}
+					if batch == 1 {
+						_, err := tx.Exec(ctx, countSQL, handler, chunk[0])
+						return err
+					}
+					_, err := tx.Exec(ctx, countBatchSQL, handler, chunk)
+					return err
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(t0)
+}
+
+func rate(d time.Duration) float64 { return float64(benchEvents) / d.Seconds() }
+
+type benchTimes struct{ consumer, join, reader, pg time.Duration }
+
+func (t *benchTimes) report(b *testing.B) {
+	n := time.Duration(b.N)
+	b.ReportMetric(rate(t.consumer/n), "events/s")
+	b.ReportMetric(float64((t.join / n).Milliseconds()), "join-ms")
+	b.ReportMetric(rate(t.reader/n), "reader-events/s")
+	b.ReportMetric(rate(t.reader/n)/rate(t.consumer/n), "reader/consumer")
+	if t.pg > 0 {
+		b.ReportMetric(rate(t.pg/n), "pg-events/s")
+		b.ReportMetric(rate(t.pg/n)/rate(t.consumer/n), "pg/consumer")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// A plain no-op handler.
+func BenchmarkConsumer_Plain(b *testing.B) {
+	f := benchData(b)
+	pool := benchPool(b)
+	var t benchTimes
+	for i := 0; i < b.N; i++ {
+		t.reader += runReaders(b, f)
+		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain-%d", i), func(c *dispatch.Consumer) error {
+			return c.Handle("noop", []string{"lesson.*"}, dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil }))
+		})
+		t.consumer += run
+		t.join += join
+	}
+	t.report(b)
+}
+
+// Three plain no-op handlers on the same events: what one reader per
+// handler and partition costs against one handler.
+func BenchmarkConsumer_Plain3Handlers(b *testing.B) {
+	f := benchData(b)
+	pool := benchPool(b)
+	var t benchTimes
+	noop := dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil })
+	for i := 0; i < b.N; i++ {
+		t.reader += runReaders(b, f)
+		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain3-%d", i), func(c *dispatch.Consumer) error {
+			if err := c.Handle("a", []string{"lesson.*"}, noop); err != nil {
+				return err
+			}
+			if err := c.Handle("b", []string{"lesson.*"}, noop); err != nil {
+				return err
+			}
+			return c.Handle("c", []string{"lesson.*"}, noop)
+		})
+		t.consumer += run
+		t.join += join
+	}
+	t.report(b)
+}
+
+// A transactional handler, DefaultBatchSize events per transaction.
+func BenchmarkConsumer_TxBatch(b *testing.B) {
+	f := benchData(b)
+	pool := benchPool(b)
+	var t benchTimes
+	for i := 0; i < b.N; i++ {
+		t.reader += runReaders(b, f)
+		name := fmt.Sprintf("batch-%d", i)
+		run, join := runConsumer(b, f, pool, name, func(c *dispatch.Consumer) error {
+			return c.HandleBatchTx(name, []string{"lesson.*"}, countBatchTx(name))
+		})
+		t.consumer += run
+		t.join += join
+		t.pg += runPGPeer(b, f, pool, "peer-"+name, dispatch.DefaultBatchSize)
+	}
+	t.report(b)
+}
+
+// A transactional handler, one transaction per event.
+func BenchmarkConsumer_TxPerEvent(b *testing.B) {
+	f := benchData(b)
+	pool := benchPool(b)
+	var t benchTimes
+	for i := 0; i < b.N; i++ {
+		t.reader += runReaders(b, f)
+		name := fmt.Sprintf("tx-%d", i)
+		run, join := runConsumer(b, f, pool, name, func(c *dispatch.Consumer) error {
+			return c.HandleTx(name, []string{"lesson.*"}, countTx(name))
+		})
+		t.consumer += run
+		t.join += join
+		t.pg += runPGPeer(b, f, pool, "peer-"+name, 1)
+	}
+	t.report(b)
+}
