@@ -1,16 +1,12 @@
-// Package cli holds what the relay and consumer commands share: flags with
-// environment fallbacks, logging setup, the database connection and the
-// migrate subcommand. Subcommands write to an io.Writer so tests can run
-// them.
 package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"regexp"
@@ -119,29 +115,28 @@ func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 // migrations, or with --status prints the applied version, or with --down N
 // reverts to version N.
 func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(prog+" migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	databaseURL := fs.String("database-url", EnvString("DATABASE_URL", DefaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
-	fs.Lookup("database-url").DefValue = RedactURL(*databaseURL) // --help never shows a password
-	status := fs.Bool("status", false, "print the applied schema version and exit")
-	down := fs.Int("down", -1, "revert migrations above this version (0 removes the PulseBus schema and its data)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s migrate [--status | --down N] [--database-url URL]\n\nApplies PulseBus's schema migrations. Safe to run from several processes at once.\n\n", prog)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	var (
+		databaseURL string
+		status      bool
+		down        int
+	)
+	cmd := NewCommand(prog+" migrate", prog+" migrate [--status | --down N] [--database-url URL]",
+		"Applies PulseBus's schema migrations. Safe to run from several processes at once.")
+	cmd.String(&databaseURL, "database-url", "DATABASE_URL", DefaultDatabaseURL, "PostgreSQL URL or DSN", NonEmpty)
+	cmd.Secret()
+	cmd.Bool(&status, "status", "", false, "print the applied schema version and exit")
+	cmd.Int(&down, "down", "", -1, -1, math.MaxInt32, "revert migrations above this version (0 removes the PulseBus schema and its data)")
+	cmd.ShowDefault("none")
+	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return &ConfigError{Setting: "arguments", Reason: fmt.Sprintf("unexpected %q", fs.Args())}
-	}
-	pool, err := Connect(ctx, *databaseURL)
+	pool, err := Connect(ctx, databaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	switch {
-	case *status:
+	case status:
 		st, err := migrate.GetStatus(ctx, pool)
 		if err != nil {
 			return err
@@ -154,12 +149,12 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 			fmt.Fprintf(stdout, "%d migration(s) pending: run %s migrate\n", st.Latest-st.Current, prog)
 		}
 		return nil
-	case *down >= 0:
-		res, err := migrate.Down(ctx, pool, *down)
+	case down >= 0:
+		res, err := migrate.Down(ctx, pool, down)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "reverted %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, *down)
+		fmt.Fprintf(stdout, "reverted %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, down)
 		return nil
 	default:
 		res, err := migrate.Up(ctx, pool)
@@ -175,5 +170,10 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 	}
 }
 
-// ErrUsage is returned for a bad command line; the usage was printed.
-var ErrUsage = errors.New("usage")
+// NonEmpty is a [Settings.String] check refusing an empty value.
+func NonEmpty(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}

@@ -25,17 +25,22 @@ type adminConfig struct {
 	group       string
 }
 
-func (ac *adminConfig) register(c *command, withKafka bool) {
-	c.stringVar(&ac.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN holding the pulsebus schema")
+func (ac *adminConfig) register(c *cli.Command, withKafka bool) {
+	c.String(&ac.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN holding the pulsebus schema", nil)
+	c.Secret()
 	if withKafka {
-		ac.kafka.RegisterFlags(c.fs)
+		ac.kafka.Register(c.Settings)
 	}
-	c.stringVar(&ac.group, "group", "CONSUMER_GROUP", "", "consumer group (required)")
+	c.String(&ac.group, "group", "CONSUMER_GROUP", "", "consumer group (required)", nil)
 }
 
-func (ac *adminConfig) validate(withKafka bool) error {
+// parse parses args with c and checks the settings.
+func (ac *adminConfig) parse(c *cli.Command, withKafka bool, args []string, stdout, stderr io.Writer) error {
+	if err := c.Parse(args, stdout, stderr); err != nil {
+		return err
+	}
 	if ac.group == "" {
-		return &cli.ConfigError{Setting: setting("group", "CONSUMER_GROUP"), Reason: "required"}
+		return c.Invalid("group", "required")
 	}
 	if withKafka {
 		return ac.kafka.Validate()
@@ -62,15 +67,12 @@ offset) and the lag between them. The handler offsets in PostgreSQL, not the
 Kafka group offset, are what the consumer resumes from.`
 
 func runOffsets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newCommand("offsets", "consumer offsets --group G [--json] [flags]", offsetsAbout)
+	cmd := cli.NewCommand("consumer offsets", "consumer offsets --group G [--json] [flags]", offsetsAbout)
 	var ac adminConfig
 	ac.register(cmd, true)
 	var asJSON bool
-	cmd.fs.BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
-	if err := cmd.parse(args, stdout, stderr); err != nil {
-		return err
-	}
-	if err := ac.validate(true); err != nil {
+	cmd.Bool(&asJSON, "json", "", false, "print a JSON array instead of a table")
+	if err := ac.parse(cmd, true, args, stdout, stderr); err != nil {
 		return err
 	}
 	a, pool, err := ac.admin(ctx)
@@ -143,19 +145,16 @@ from there for that handler only, without a restart. Other handlers are not
 re-run. Without --topic, every partition the handler has offsets on moves.`
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newCommand("replay", "consumer replay --group G --handler H [--topic T] [--partition P] --to earliest|latest|<RFC3339 time>|<offset>", replayAbout)
+	cmd := cli.NewCommand("consumer replay", "consumer replay --group G --handler H [--topic T] [--partition P] --to earliest|latest|<RFC3339 time>|<offset>", replayAbout)
 	var ac adminConfig
 	ac.register(cmd, true)
 	var handler, topic, to string
 	var partition int
-	cmd.fs.StringVar(&handler, "handler", "", "handler name (required)")
-	cmd.fs.StringVar(&topic, "topic", "", "only this topic (required when the handler has no offsets yet)")
-	cmd.fs.IntVar(&partition, "partition", -1, "only this partition (-1: all)")
-	cmd.fs.StringVar(&to, "to", "", "earliest, latest, an RFC 3339 time (2025-03-01T12:00:00Z) or an offset (required)")
-	if err := cmd.parse(args, stdout, stderr); err != nil {
-		return err
-	}
-	if err := ac.validate(true); err != nil {
+	cmd.String(&handler, "handler", "", "", "handler name (required)", nil)
+	cmd.String(&topic, "topic", "", "", "only this topic (required when the handler has no offsets yet)", nil)
+	cmd.Int(&partition, "partition", "", -1, minInt, maxInt, "only this partition (-1: all)")
+	cmd.String(&to, "to", "", "", "earliest, latest, an RFC 3339 time (2025-03-01T12:00:00Z) or an offset (required)", nil)
+	if err := ac.parse(cmd, true, args, stdout, stderr); err != nil {
 		return err
 	}
 	if handler == "" {

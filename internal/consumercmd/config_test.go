@@ -95,7 +95,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("CONSUMER_HANDLERS", "name=a,types=*,log=info;\n name=b,types=x|y,log=bogus")
 
 	_, _, err := command(t, "run")
-	require.ErrorContains(t, err, `--max-elapsed (CONSUMER_MAX_ELAPSED): "forever" is not a duration`)
+	require.ErrorContains(t, err, `--max-elapsed (CONSUMER_MAX_ELAPSED): "forever" (from CONSUMER_MAX_ELAPSED) is not a duration`)
 	require.Equal(t, 2, consumercmd.ExitCode(err))
 
 	// The flag wins over the bad variable; the next problem is the handlers.
@@ -170,4 +170,19 @@ func TestRun_MetricsAddrInUse(t *testing.T) {
 	require.ErrorContains(t, err, fmt.Sprintf("--metrics-addr (METRICS_ADDR): listen on %s", ln.Addr()))
 	require.Equal(t, 1, consumercmd.ExitCode(err))
 	require.False(t, strings.Contains(err.Error(), "config:"))
+}
+
+// --help of every command shows defaults, never a value from the
+// environment, where secrets live. Not parallel: t.Setenv.
+func TestHelp_ShowsNoSecretFromTheEnvironment(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:db-s3cr3t@db.internal:5432/app")
+	t.Setenv("KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
+	t.Setenv("CONSUMER_HANDLERS", "name=crm,types=*,webhook=https://crm/hook?token=hook-s3cr3t")
+	for _, cmd := range []string{"", "run", "migrate", "offsets", "replay", "dead-letters list", "dead-letters redrive"} {
+		stdout, stderr, err := command(t, append(strings.Fields(cmd), "--help")...)
+		require.Equal(t, 0, consumercmd.ExitCode(err), "%s: %v", cmd, err)
+		require.Contains(t, stdout, "Usage: consumer", cmd)
+		require.NotContains(t, stdout+stderr, "s3cr3t", cmd)
+		require.NotContains(t, stdout+stderr, "db.internal", cmd)
+	}
 }

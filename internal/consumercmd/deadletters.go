@@ -2,7 +2,6 @@ package consumercmd
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -14,36 +13,18 @@ import (
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 )
 
-const deadLettersUsage = `Usage: consumer dead-letters list|redrive [flags]
-
-Messages a handler could not handle (after its retries, at once for a
-permanent error, or because they are not valid envelopes) are parked in
-pulsebus.dead_letters, one row per handler and message.
-
-Commands:
-  list      print the parked messages of a group
-  redrive   run the handler again on parked messages; a row is deleted on success
-
-Run "consumer dead-letters <command> --help" for a command's flags.
-`
-
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deadLettersUsage)
-		return &usageError{err: fmt.Errorf("dead-letters: want list or redrive")}
+	g := &cli.Group{
+		Name: "consumer dead-letters",
+		About: `Messages a handler could not handle (after its retries, at once for a
+permanent error, or because they are not valid envelopes) are parked in
+pulsebus.dead_letters, one row per handler and message.`,
+		Commands: []cli.Subcommand{
+			{Name: "list", Summary: "print the parked messages of a group", Run: runDeadLettersList},
+			{Name: "redrive", Summary: "run the handler again on parked messages; a row is deleted on success", Run: runDeadLettersRedrive},
+		},
 	}
-	switch args[0] {
-	case "list":
-		return runDeadLettersList(ctx, args[1:], stdout, stderr)
-	case "redrive":
-		return runDeadLettersRedrive(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, deadLettersUsage)
-		return flag.ErrHelp
-	default:
-		fmt.Fprint(stderr, deadLettersUsage)
-		return &usageError{err: fmt.Errorf("dead-letters: unknown command %q (want list or redrive)", args[0])}
-	}
+	return g.Run(ctx, args, stdout, stderr)
 }
 
 const listAbout = `Prints a group's parked messages, oldest first: where they were read from,
@@ -100,19 +81,16 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 }
 
 func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newCommand("dead-letters list", "consumer dead-letters list --group G [--handler H] [--limit N] [--json]", listAbout)
+	cmd := cli.NewCommand("consumer dead-letters list", "consumer dead-letters list --group G [--handler H] [--limit N] [--json]", listAbout)
 	var ac adminConfig
 	ac.register(cmd, false)
 	var handler string
 	var limit int
 	var asJSON bool
-	cmd.fs.StringVar(&handler, "handler", "", "only this handler's")
-	cmd.fs.IntVar(&limit, "limit", 100, "at most this many rows")
-	cmd.fs.BoolVar(&asJSON, "json", false, "print a JSON array with the full messages (key, headers, value) instead of a table")
-	if err := cmd.parse(args, stdout, stderr); err != nil {
-		return err
-	}
-	if err := ac.validate(false); err != nil {
+	cmd.String(&handler, "handler", "", "", "only this handler's", nil)
+	cmd.Int(&limit, "limit", "", 100, minInt, maxInt, "at most this many rows")
+	cmd.Bool(&asJSON, "json", "", false, "print a JSON array with the full messages (key, headers, value) instead of a table")
+	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
 		return err
 	}
 	if limit < 1 {
@@ -180,23 +158,21 @@ repeatable, or CONSUMER_HANDLERS), so run it with the consumer's environment.
 Redrive does not read Kafka: the parked rows hold the whole messages.`
 
 func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newCommand("dead-letters redrive", "consumer dead-letters redrive --id ID | --handler H [flags]", redriveAbout)
+	cmd := cli.NewCommand("consumer dead-letters redrive", "consumer dead-letters redrive --id ID | --handler H [flags]", redriveAbout)
 	var ac adminConfig
 	ac.register(cmd, false)
-	specs := handlerSpecs{flag: "handler-spec", env: "CONSUMER_HANDLERS"}
-	cmd.fs.Var(&specs, "handler-spec", "handler spec as for run --handler, repeatable (env CONSUMER_HANDLERS)")
-	var id int64
+	var specs []string
+	cmd.List(&specs, "handler-spec", "CONSUMER_HANDLERS", "handler spec as for run --handler", splitEnvSpecs)
+	var idFlag int
 	var handler, logFormat, logLevel string
-	cmd.fs.Int64Var(&id, "id", 0, "redrive this dead letter")
-	cmd.fs.StringVar(&handler, "handler", "", "redrive every dead letter of this handler")
-	cmd.stringVar(&logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto, json or text")
-	cmd.stringVar(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
-	if err := cmd.parse(args, stdout, stderr); err != nil {
+	cmd.Int(&idFlag, "id", "", 0, minInt, maxInt, "redrive this dead letter")
+	cmd.String(&handler, "handler", "", "", "redrive every dead letter of this handler", nil)
+	cmd.String(&logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto, json or text", nil)
+	cmd.String(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error", nil)
+	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
 		return err
 	}
-	if err := ac.validate(false); err != nil {
-		return err
-	}
+	id := int64(idFlag)
 	switch {
 	case id == 0 && handler == "":
 		return &cli.ConfigError{Setting: "--id/--handler", Reason: "give one: --id ID or --handler NAME"}
@@ -209,7 +185,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	hs, err := specs.parse()
+	hs, err := parseHandlerSpecs(cmd.Settings, "handler-spec", "CONSUMER_HANDLERS", specs)
 	if err != nil {
 		return err
 	}
@@ -218,7 +194,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		configured[s.Name] = true
 	}
 	if handler != "" && !configured[handler] {
-		return &cli.ConfigError{Setting: setting("handler-spec", "CONSUMER_HANDLERS"),
+		return &cli.ConfigError{Setting: cmd.Label("handler-spec"),
 			Reason: fmt.Sprintf("handler %s is not configured; give its spec to run it", handler)}
 	}
 	pool, err := cli.Connect(ctx, ac.databaseURL)
@@ -237,7 +213,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 			return fmt.Errorf("no dead letter %d in group %s", id, ac.group)
 		}
 		if !configured[dls[0].Handler] {
-			return &cli.ConfigError{Setting: setting("handler-spec", "CONSUMER_HANDLERS"),
+			return &cli.ConfigError{Setting: cmd.Label("handler-spec"),
 				Reason: fmt.Sprintf("dead letter %d belongs to handler %s, which is not configured; give its spec to run it", id, dls[0].Handler)}
 		}
 	}
@@ -248,7 +224,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	if _, err := registerHandlers(c, hs, log, false); err != nil {
+	if _, err := registerHandlers(c, hs, log, false, cmd.Label("handler-spec")); err != nil {
 		return err
 	}
 	res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: id, Handler: handler})

@@ -6,9 +6,12 @@
 //
 // # Configuration
 //
-// Every setting is a flag with an environment fallback; a flag given on the
-// command line wins. Settings are checked before anything connects, and a
-// bad one is a *cli.ConfigError naming the flag and the variable (exit 2).
+// Settings are flags, most with an environment fallback (cli.Settings): a
+// flag given on the command line wins over its variable, the variable over
+// the default, and --help shows defaults but never an environment value.
+// Settings are checked before anything connects, and a bad one is a
+// *cli.ConfigError naming the flag and the variable, and which of them the
+// value came from (exit 2).
 // Secrets are never logged: the database URL goes through cli.RedactURL,
 // webhook URLs lose user info and query, header values are not shown.
 //

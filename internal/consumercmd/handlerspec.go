@@ -222,48 +222,28 @@ func splitEnvSpecs(v string) []string {
 	return out
 }
 
-// handlerSpecs collects specs from repeated flags, or when there are none
-// from the environment variable env. Errors name the flag or the variable
-// and the entry's position.
-type handlerSpecs struct {
-	flag, env string
-	raw       []string // from flags
-}
-
-func (h *handlerSpecs) String() string { return "" }
-
-func (h *handlerSpecs) Set(v string) error {
-	h.raw = append(h.raw, v)
-	return nil
-}
-
-// parse returns the specs; duplicate names are an error.
-func (h *handlerSpecs) parse() ([]HandlerSpec, error) {
-	raw, setting := h.raw, "--"+h.flag
-	if len(raw) == 0 {
-		raw, setting = splitEnvSpecs(os.Getenv(h.env)), h.env
+// parseHandlerSpecs parses the specs of the list setting name (a
+// repeatable flag whose environment fallback holds specs separated by ';'
+// or newlines). Errors name the flag or the variable the specs came from
+// and the entry's position; duplicate names are an error.
+func parseHandlerSpecs(ss *cli.Settings, name, env string, raw []string) ([]HandlerSpec, error) {
+	where := "--" + name + " (or env " + env + ")"
+	if ss.From(name) == env {
+		where = env + " (or --" + name + ")"
 	}
 	var out []HandlerSpec
 	names := map[string]bool{}
 	for i, r := range raw {
-		where := fmt.Sprintf("%s (%s) entry %d", setting, h.altName(setting), i+1)
-		s, err := ParseHandlerSpec(where, r)
+		entry := fmt.Sprintf("%s entry %d", where, i+1)
+		s, err := ParseHandlerSpec(entry, r)
 		if err != nil {
 			return nil, err
 		}
 		if names[s.Name] {
-			return nil, &cli.ConfigError{Setting: where, Reason: fmt.Sprintf("handler name %s used twice", s.Name)}
+			return nil, &cli.ConfigError{Setting: entry, Reason: fmt.Sprintf("handler name %s used twice", s.Name)}
 		}
 		names[s.Name] = true
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-// altName is the other way to give the setting, for error messages.
-func (h *handlerSpecs) altName(setting string) string {
-	if setting == h.env {
-		return "or --" + h.flag
-	}
-	return "or env " + h.env
 }

@@ -39,7 +39,7 @@ type runConfig struct {
 	kafka         kafkaconfig.Config
 	group         string
 	topics        string
-	handlers      handlerSpecs
+	handlers      []string // specs, from --handler or CONSUMER_HANDLERS
 	metricsAddr   string
 	logFormat     string
 	logLevel      string
@@ -56,52 +56,52 @@ type runConfig struct {
 	log       *slog.Logger
 }
 
-func (rc *runConfig) register(c *command) {
-	c.stringVar(&rc.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN holding the pulsebus schema")
-	rc.kafka.RegisterFlags(c.fs)
-	c.stringVar(&rc.group, "group", "CONSUMER_GROUP", "", "consumer group: the Kafka group and the group_id of the handler offsets (required)")
-	c.stringVar(&rc.topics, "topics", "CONSUMER_TOPICS", "", "comma-separated topics to consume (required)")
-	rc.handlers = handlerSpecs{flag: "handler", env: "CONSUMER_HANDLERS"}
-	c.fs.Var(&rc.handlers, "handler", "handler spec, repeatable: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D] (env CONSUMER_HANDLERS: specs separated by ';' or newlines)")
-	c.stringVar(&rc.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz; empty disables")
-	c.stringVar(&rc.logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto (text on a terminal, else JSON), json or text")
-	c.stringVar(&rc.logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
-	c.intVar(&rc.retry.MaxAttempts, "max-attempts", "CONSUMER_MAX_ATTEMPTS", dispatch.DefaultMaxAttempts, "attempts per event and handler before it is dead-lettered (first one included)")
-	c.durationVar(&rc.retry.MaxElapsed, "max-elapsed", "CONSUMER_MAX_ELAPSED", dispatch.DefaultMaxElapsed, "no retry starts later than this after an event's first attempt")
-	c.durationVar(&rc.retry.InitialInterval, "retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL", dispatch.DefaultInitialInterval, "first retry back-off; each next one is 1.5 times longer, with jitter")
-	c.durationVar(&rc.retry.MaxInterval, "retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL", dispatch.DefaultMaxInterval, "longest single retry back-off")
-	c.stringVar(&rc.startOffset, "start-offset", "CONSUMER_START_OFFSET", "earliest", "where a handler starts on a partition it has no offset for (and the group none): earliest or latest")
-	c.durationVar(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
-	c.durationVar(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
-	c.durationVar(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, "Kafka group session timeout: how soon a dead member's partitions move")
+func (rc *runConfig) register(c *cli.Command) {
+	c.String(&rc.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN holding the pulsebus schema", nil)
+	c.Secret()
+	rc.kafka.Register(c.Settings)
+	c.String(&rc.group, "group", "CONSUMER_GROUP", "", "consumer group: the Kafka group and the group_id of the handler offsets (required)", nil)
+	c.String(&rc.topics, "topics", "CONSUMER_TOPICS", "", "comma-separated topics to consume (required)", nil)
+	c.List(&rc.handlers, "handler", "CONSUMER_HANDLERS", "handler spec: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D]; in CONSUMER_HANDLERS, specs separated by ';' or newlines", splitEnvSpecs)
+	c.String(&rc.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz; empty disables", nil)
+	c.String(&rc.logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto (text on a terminal, else JSON), json or text", nil)
+	c.String(&rc.logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error", nil)
+	c.Int(&rc.retry.MaxAttempts, "max-attempts", "CONSUMER_MAX_ATTEMPTS", dispatch.DefaultMaxAttempts, minInt, maxInt, "attempts per event and handler before it is dead-lettered (first one included)")
+	c.Duration(&rc.retry.MaxElapsed, "max-elapsed", "CONSUMER_MAX_ELAPSED", dispatch.DefaultMaxElapsed, minDuration, maxDuration, "no retry starts later than this after an event's first attempt")
+	c.Duration(&rc.retry.InitialInterval, "retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL", dispatch.DefaultInitialInterval, minDuration, maxDuration, "first retry back-off; each next one is 1.5 times longer, with jitter")
+	c.Duration(&rc.retry.MaxInterval, "retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL", dispatch.DefaultMaxInterval, minDuration, maxDuration, "longest single retry back-off")
+	c.String(&rc.startOffset, "start-offset", "CONSUMER_START_OFFSET", "earliest", "where a handler starts on a partition it has no offset for (and the group none): earliest or latest", nil)
+	c.Duration(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, minDuration, maxDuration, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
+	c.Duration(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, minDuration, maxDuration, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
+	c.Duration(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, minDuration, maxDuration, "Kafka group session timeout: how soon a dead member's partitions move")
 }
 
 // validate checks the settings; errors are *cli.ConfigError naming the flag
 // and its environment variable.
-func (rc *runConfig) validate(stderr io.Writer) error {
+func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 	var err error
 	if rc.log, err = cli.NewLogger(stderr, rc.logFormat, rc.logLevel); err != nil {
 		return err
 	}
 	if rc.group == "" {
-		return &cli.ConfigError{Setting: setting("group", "CONSUMER_GROUP"), Reason: "required"}
+		return c.Invalid("group", "required")
 	}
 	rc.topicList = splitList(rc.topics)
 	if len(rc.topicList) == 0 {
-		return &cli.ConfigError{Setting: setting("topics", "CONSUMER_TOPICS"), Reason: "required: at least one topic"}
+		return c.Invalid("topics", "required: at least one topic")
 	}
 	for _, t := range rc.topicList {
 		if !validTopic(t) {
-			return &cli.ConfigError{Setting: setting("topics", "CONSUMER_TOPICS"), Reason: fmt.Sprintf("%q is not a valid Kafka topic name", t)}
+			return c.Invalid("topics", fmt.Sprintf("%q is not a valid Kafka topic name", t))
 		}
 	}
-	if rc.specs, err = rc.handlers.parse(); err != nil {
+	if rc.specs, err = parseHandlerSpecs(c.Settings, "handler", "CONSUMER_HANDLERS", rc.handlers); err != nil {
 		return err
 	}
 	if len(rc.specs) == 0 {
-		return &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: "required: at least one handler, e.g. name=audit,types=*,log=info"}
+		return c.Invalid("handler", "required: at least one handler, e.g. name=audit,types=*,log=info")
 	}
-	if err := checkRetry(rc.retry); err != nil {
+	if err := checkRetry(c, rc.retry); err != nil {
 		return err
 	}
 	switch rc.startOffset {
@@ -110,40 +110,39 @@ func (rc *runConfig) validate(stderr io.Writer) error {
 	case "latest":
 		rc.start = kafka.LastOffset
 	default:
-		return &cli.ConfigError{Setting: setting("start-offset", "CONSUMER_START_OFFSET"), Reason: fmt.Sprintf("%q is not earliest or latest", rc.startOffset)}
+		return c.Invalid("start-offset", fmt.Sprintf("%q is not earliest or latest", rc.startOffset))
 	}
 	for _, d := range []struct {
-		name, env string
-		v         time.Duration
+		name string
+		v    time.Duration
 	}{
-		{"drain-timeout", "CONSUMER_DRAIN_TIMEOUT", rc.drainTimeout},
-		{"flush-interval", "CONSUMER_FLUSH_INTERVAL", rc.flushInterval},
-		{"session-timeout", "CONSUMER_SESSION_TIMEOUT", rc.sessionTO},
+		{"drain-timeout", rc.drainTimeout},
+		{"flush-interval", rc.flushInterval},
+		{"session-timeout", rc.sessionTO},
 	} {
 		if d.v <= 0 {
-			return &cli.ConfigError{Setting: setting(d.name, d.env), Reason: fmt.Sprintf("%s is not a positive duration", d.v)}
+			return c.Invalid(d.name, fmt.Sprintf("%s is not a positive duration", d.v))
 		}
 	}
 	if rc.metricsAddr != "" {
 		host, port, err := net.SplitHostPort(rc.metricsAddr)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
-			return &cli.ConfigError{Setting: setting("metrics-addr", "METRICS_ADDR"), Reason: fmt.Sprintf("%q is not host:port (e.g. :9091)", rc.metricsAddr)}
+			return c.Invalid("metrics-addr", fmt.Sprintf("%q is not host:port (e.g. :9091)", rc.metricsAddr))
 		}
 	}
 	return rc.kafka.Validate()
 }
 
-func checkRetry(p dispatch.RetryPolicy) error {
+func checkRetry(c *cli.Command, p dispatch.RetryPolicy) error {
 	switch {
 	case p.MaxAttempts < 1:
-		return &cli.ConfigError{Setting: setting("max-attempts", "CONSUMER_MAX_ATTEMPTS"), Reason: fmt.Sprintf("%d: want at least 1", p.MaxAttempts)}
+		return c.Invalid("max-attempts", fmt.Sprintf("%d: want at least 1", p.MaxAttempts))
 	case p.MaxElapsed <= 0:
-		return &cli.ConfigError{Setting: setting("max-elapsed", "CONSUMER_MAX_ELAPSED"), Reason: fmt.Sprintf("%s is not a positive duration", p.MaxElapsed)}
+		return c.Invalid("max-elapsed", fmt.Sprintf("%s is not a positive duration", p.MaxElapsed))
 	case p.InitialInterval <= 0:
-		return &cli.ConfigError{Setting: setting("retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL"), Reason: fmt.Sprintf("%s is not a positive duration", p.InitialInterval)}
+		return c.Invalid("retry-initial-interval", fmt.Sprintf("%s is not a positive duration", p.InitialInterval))
 	case p.MaxInterval < p.InitialInterval:
-		return &cli.ConfigError{Setting: setting("retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL"),
-			Reason: fmt.Sprintf("%s is shorter than --retry-initial-interval %s", p.MaxInterval, p.InitialInterval)}
+		return c.Invalid("retry-max-interval", fmt.Sprintf("%s is shorter than --retry-initial-interval %s", p.MaxInterval, p.InitialInterval))
 	}
 	return nil
 }
@@ -163,13 +162,13 @@ retries network errors, timeouts, 5xx, 408 and 429; other statuses park the
 event at once. ${VAR} in a header value is read from the environment.`
 
 func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := newCommand("run", "consumer run [flags]", runAbout)
+	cmd := cli.NewCommand("consumer run", "consumer [command] [flags]", commands().Description()+"\n\nThe run command (the default):\n"+runAbout)
 	var rc runConfig
 	rc.register(cmd)
-	if err := cmd.parse(args, stdout, stderr); err != nil {
+	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
-	if err := rc.validate(stderr); err != nil {
+	if err := rc.validate(cmd, stderr); err != nil {
 		return err
 	}
 	log := rc.log
@@ -207,7 +206,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	descs, err := registerHandlers(c, rc.specs, log, true)
+	descs, err := registerHandlers(c, rc.specs, log, true, cmd.Label("handler"))
 	if err != nil {
 		return err
 	}
@@ -242,8 +241,9 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 // registerHandlers builds the built-in handlers of specs and registers them
 // on c, returning their descriptions for the log. warnHidden warns about log
-// handlers whose level the logger does not show.
-func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logger, warnHidden bool) ([]string, error) {
+// handlers whose level the logger does not show; setting names the specs'
+// flag and variable in errors.
+func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logger, warnHidden bool, setting string) ([]string, error) {
 	descs := make([]string, 0, len(specs))
 	for _, s := range specs {
 		var h dispatch.Handler
@@ -255,7 +255,7 @@ func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logge
 		} else {
 			wh, err := s.newWebhook()
 			if err != nil {
-				return nil, &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: fmt.Sprintf("handler %s: %v", s.Name, err)}
+				return nil, &cli.ConfigError{Setting: setting, Reason: fmt.Sprintf("handler %s: %v", s.Name, err)}
 			}
 			h = wh
 		}
@@ -264,7 +264,7 @@ func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logge
 			if errors.As(err, &ce) {
 				return nil, err
 			}
-			return nil, &cli.ConfigError{Setting: setting("handler", "CONSUMER_HANDLERS"), Reason: err.Error()}
+			return nil, &cli.ConfigError{Setting: setting, Reason: err.Error()}
 		}
 		descs = append(descs, s.Describe())
 	}

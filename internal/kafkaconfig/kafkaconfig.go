@@ -2,13 +2,13 @@
 // share: brokers, client id, TLS and SASL (PLAIN, SCRAM-SHA-256,
 // SCRAM-SHA-512), read from flags with environment fallbacks, validated with
 // errors that name the setting, and turned into kafka-go transports and
-// dialers. Its String method never shows the password.
+// dialers. Its String method never shows the password, and help never
+// shows a value from the environment (see cli.Settings).
 package kafkaconfig
 
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -59,29 +59,29 @@ type Config struct {
 	SASLUsername, SASLPassword string
 }
 
-// RegisterFlags defines the Kafka flags on fs, with defaults from the
-// environment, writing into c.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Func("kafka-brokers", "comma-separated Kafka seed brokers host:port (env KAFKA_BROKERS, default "+DefaultBrokers+")", func(s string) error {
+// Register defines the Kafka settings on ss, writing into c when ss is
+// resolved. Each flag has an environment variable fallback (KAFKA_BROKERS,
+// KAFKA_CLIENT_ID, KAFKA_TLS, KAFKA_TLS_CA_FILE, KAFKA_TLS_CERT_FILE,
+// KAFKA_TLS_KEY_FILE, KAFKA_TLS_INSECURE_SKIP_VERIFY, KAFKA_SASL_MECHANISM,
+// KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD). Call [Config.Validate] after
+// resolving.
+func (c *Config) Register(ss *cli.Settings) {
+	ss.One("kafka-brokers", "KAFKA_BROKERS", DefaultBrokers, "host:port,...", "comma-separated Kafka seed brokers", func(s string) error {
 		c.Brokers = splitList(s)
 		return nil
 	})
-	c.Brokers = splitList(cli.EnvString("KAFKA_BROKERS", DefaultBrokers))
-	fs.StringVar(&c.ClientID, "kafka-client-id", cli.EnvString("KAFKA_CLIENT_ID", DefaultClientID), "Kafka client id (env KAFKA_CLIENT_ID)")
-	fs.BoolVar(&c.TLS, "kafka-tls", envBool("KAFKA_TLS"), "connect to Kafka over TLS (env KAFKA_TLS)")
-	fs.StringVar(&c.TLSCAFile, "kafka-tls-ca-file", os.Getenv("KAFKA_TLS_CA_FILE"), "PEM file of CAs to trust (env KAFKA_TLS_CA_FILE)")
-	fs.StringVar(&c.TLSCertFile, "kafka-tls-cert-file", os.Getenv("KAFKA_TLS_CERT_FILE"), "PEM client certificate for mutual TLS (env KAFKA_TLS_CERT_FILE)")
-	fs.StringVar(&c.TLSKeyFile, "kafka-tls-key-file", os.Getenv("KAFKA_TLS_KEY_FILE"), "PEM client key for mutual TLS (env KAFKA_TLS_KEY_FILE)")
-	fs.BoolVar(&c.TLSInsecureSkipVerify, "kafka-tls-insecure-skip-verify", envBool("KAFKA_TLS_INSECURE_SKIP_VERIFY"), "do not verify the brokers' certificates; tests only (env KAFKA_TLS_INSECURE_SKIP_VERIFY)")
-	fs.StringVar(&c.SASLMechanism, "kafka-sasl-mechanism", os.Getenv("KAFKA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (env KAFKA_SASL_MECHANISM)")
-	fs.StringVar(&c.SASLUsername, "kafka-sasl-username", os.Getenv("KAFKA_SASL_USERNAME"), "SASL username (env KAFKA_SASL_USERNAME)")
-	// The password comes from the environment without becoming the flag's
-	// default, which --help would print.
-	c.SASLPassword = os.Getenv("KAFKA_SASL_PASSWORD")
-	fs.Func("kafka-sasl-password", "SASL password; prefer the env KAFKA_SASL_PASSWORD over the flag, which other users can see in the process list", func(s string) error {
-		c.SASLPassword = s
-		return nil
-	})
+	ss.String(&c.ClientID, "kafka-client-id", "KAFKA_CLIENT_ID", DefaultClientID, "Kafka client id", nil)
+	ss.Bool(&c.TLS, "kafka-tls", "KAFKA_TLS", false, "connect to Kafka over TLS")
+	ss.String(&c.TLSCAFile, "kafka-tls-ca-file", "KAFKA_TLS_CA_FILE", "", "PEM file of CAs to trust", nil)
+	ss.String(&c.TLSCertFile, "kafka-tls-cert-file", "KAFKA_TLS_CERT_FILE", "", "PEM client certificate for mutual TLS", nil)
+	ss.String(&c.TLSKeyFile, "kafka-tls-key-file", "KAFKA_TLS_KEY_FILE", "", "PEM client key for mutual TLS", nil)
+	ss.Bool(&c.TLSInsecureSkipVerify, "kafka-tls-insecure-skip-verify", "KAFKA_TLS_INSECURE_SKIP_VERIFY", false,
+		"do not verify the brokers' certificates; tests only")
+	ss.String(&c.SASLMechanism, "kafka-sasl-mechanism", "KAFKA_SASL_MECHANISM", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", nil)
+	ss.String(&c.SASLUsername, "kafka-sasl-username", "KAFKA_SASL_USERNAME", "", "SASL username", nil)
+	ss.String(&c.SASLPassword, "kafka-sasl-password", "KAFKA_SASL_PASSWORD", "",
+		"SASL password; prefer the environment variable over the flag, which other users can see in the process list", nil)
+	ss.Secret()
 }
 
 // Validate checks the settings; errors are *cli.ConfigError naming the flag
@@ -216,9 +216,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func envBool(name string) bool {
-	v, _ := strconv.ParseBool(os.Getenv(name))
-	return v
 }

@@ -13,14 +13,23 @@ import (
 
 func parse(t *testing.T, args ...string) *Config {
 	t.Helper()
-	var c Config
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	c.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(args))
-	return &c
+	c, err := parseErr(args...)
+	require.NoError(t, err)
+	return c
 }
 
-func TestRegisterFlags_EnvFallbackAndFlagOverride(t *testing.T) {
+func parseErr(args ...string) (*Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	ss := cli.NewSettings(fs)
+	c.Register(ss)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return &c, ss.Resolve()
+}
+
+func TestRegister_EnvFallbackAndFlagOverride(t *testing.T) {
 	t.Setenv("KAFKA_BROKERS", "k1:9092, k2:9093")
 	t.Setenv("KAFKA_SASL_MECHANISM", "PLAIN")
 	require.Equal(t, []string{"k1:9092", "k2:9093"}, parse(t).Brokers)
@@ -64,18 +73,46 @@ func TestTransportAndDialer_ApplySASL(t *testing.T) {
 	require.Equal(t, "SCRAM-SHA-256", d.SASLMechanism.Name())
 }
 
-func TestRegisterFlags_HelpNeverShowsThePassword(t *testing.T) {
+func TestRegister_HelpNeverShowsThePassword(t *testing.T) {
 	t.Setenv("KAFKA_SASL_PASSWORD", "env-s3cret")
+	t.Setenv("KAFKA_BROKERS", "kafka.internal:9092")
 	var c Config
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	c.RegisterFlags(fs)
+	ss := cli.NewSettings(fs)
+	c.Register(ss)
 	var help strings.Builder
-	fs.SetOutput(&help)
-	fs.PrintDefaults()
-	require.Contains(t, help.String(), "kafka-sasl-password")
+	ss.PrintUsage(&help)
+	require.Contains(t, help.String(), "--kafka-sasl-password string  (env KAFKA_SASL_PASSWORD)")
+	require.Contains(t, help.String(), "--kafka-brokers host:port,...  (env KAFKA_BROKERS, default 127.0.0.1:9092)")
 	require.NotContains(t, help.String(), "env-s3cret")
+	require.NotContains(t, help.String(), "kafka.internal", "help shows defaults, never environment values")
 	require.NoError(t, fs.Parse(nil))
+	require.NoError(t, ss.Resolve())
 	require.Equal(t, "env-s3cret", c.SASLPassword, "the environment still supplies it")
+	require.Equal(t, []string{"kafka.internal:9092"}, c.Brokers)
+
+	c = Config{}
+	fs = flag.NewFlagSet("test", flag.ContinueOnError)
+	ss = cli.NewSettings(fs)
+	c.Register(ss)
 	require.NoError(t, fs.Parse([]string{"--kafka-sasl-password", "flag-s3cret"}))
+	require.NoError(t, ss.Resolve())
 	require.Equal(t, "flag-s3cret", c.SASLPassword, "the flag wins")
+}
+
+// A boolean variable that does not parse is an error naming it (it used to
+// be read as false).
+func TestRegister_BadBooleanInTheEnvironment(t *testing.T) {
+	t.Setenv("KAFKA_TLS", "yes please")
+	_, err := parseErr()
+	var ce *cli.ConfigError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "--kafka-tls (KAFKA_TLS)", ce.Setting)
+	require.Equal(t, `"yes please" (from KAFKA_TLS) is not true or false`, ce.Reason)
+
+	c, err := parseErr("--kafka-tls=false")
+	require.NoError(t, err, "the flag overrides the variable")
+	require.False(t, c.TLS)
+	t.Setenv("KAFKA_TLS", "1")
+	require.True(t, parse(t).TLS)
 }

@@ -5,11 +5,12 @@
 // thin main around [Run]; everything here writes to the io.Writers it is
 // given, so tests run it in-process.
 //
-// Configuration: every setting is a flag with an environment variable
-// fallback (the flag wins over the variable, the variable over the
-// default). All of them are checked before anything connects; a bad value
-// fails with a *cli.ConfigError naming the flag and the variable, and
-// [ExitCode] maps it to 2.
+// Configuration: every setting of run and status is a flag with an
+// environment variable fallback (cli.Settings: the flag wins over the
+// variable, the variable over the default; --help shows defaults, never an
+// environment value). All of them are checked before anything connects; a
+// bad value fails with a *cli.ConfigError naming the flag and the variable
+// and which of them the value came from, and [ExitCode] maps it to 2.
 //
 // Lifecycle of run: connect to PostgreSQL (checking the schema is migrated)
 // and to a Kafka broker, each bounded by --connect-timeout; serve /metrics,

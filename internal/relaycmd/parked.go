@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -249,70 +248,40 @@ func oneLine(s string, max int) string {
 	return s
 }
 
-const parkedUsage = `Usage: relay parked list|requeue|delete [flags]
-
-Events the broker refuses for good (larger than the broker or
+func parkedCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	g := &cli.Group{
+		Name: prog + " parked",
+		About: `Events the broker refuses for good (larger than the broker or
 --max-message-bytes accepts, an invalid topic, not authorized, not a valid
 envelope) are moved out of the outbox into pulsebus.outbox_parked with their
 error, counted in pulsebus_relay_parked_total and logged, so the rest keeps
-flowing. These commands show them and put them back or drop them.
-
-Commands:
-  list      print the parked rows, oldest first
-  requeue   move parked rows back into the outbox for the relay to publish
-  delete    drop parked rows for good, printing what was deleted
-
-Run "relay parked <command> --help" for a command's flags.
-`
-
-func parkedCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, parkedUsage)
-		return fmt.Errorf("%w: parked: want list, requeue or delete", cli.ErrUsage)
+flowing. These commands show them and put them back or drop them.`,
+		Commands: []cli.Subcommand{
+			{Name: "list", Summary: "print the parked rows, oldest first", Run: parkedListCommand},
+			{Name: "requeue", Summary: "move parked rows back into the outbox for the relay to publish", Run: parkedRequeueCommand},
+			{Name: "delete", Summary: "drop parked rows for good, printing what was deleted", Run: parkedDeleteCommand},
+		},
 	}
-	switch args[0] {
-	case "list":
-		return parkedListCommand(ctx, args[1:], stdout, stderr)
-	case "requeue":
-		return parkedRequeueCommand(ctx, args[1:], stdout, stderr)
-	case "delete":
-		return parkedDeleteCommand(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, parkedUsage)
-		return flag.ErrHelp
-	default:
-		fmt.Fprint(stderr, parkedUsage)
-		return fmt.Errorf("%w: parked: unknown command %q (want list, requeue or delete)", cli.ErrUsage, args[0])
-	}
+	return g.Run(ctx, args, stdout, stderr)
 }
 
-// parkedCmd is one parked command: its flags (--database-url and
-// --connect-timeout first) and help.
+// parkedCmd is one parked command: its flags, --database-url and
+// --connect-timeout first.
 type parkedCmd struct {
-	fs           *flag.FlagSet
-	ss           *settings
-	db           dbFlags
-	usage, about string
+	*cli.Command
+	db dbFlags
 }
 
 func newParkedCmd(name, usage, about string) *parkedCmd {
-	c := &parkedCmd{fs: flag.NewFlagSet(prog+" parked "+name, flag.ContinueOnError), usage: usage, about: about}
-	c.ss = newSettings(c.fs)
-	c.db.register(c.ss)
+	c := &parkedCmd{Command: cli.NewCommand(prog+" parked "+name, prog+" parked "+usage, about)}
+	c.db.register(c.Settings)
 	return c
 }
 
-// run parses args and resolves the settings, runs check (if any), connects
-// and calls do with the pool.
+// run parses args, runs check (if any), connects and calls do with the
+// pool.
 func (c *parkedCmd) run(ctx context.Context, args []string, stdout, stderr io.Writer, check func() error, do func(*pgxpool.Pool) error) error {
-	printUsage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: relay parked %s\n\n%s\n\nFlags:\n", c.usage, strings.TrimSpace(c.about))
-		c.ss.printUsage(w)
-	}
-	if err := parseFlags(c.fs, args, printUsage, stdout, stderr); err != nil {
-		return err
-	}
-	if err := c.ss.resolve(); err != nil {
+	if err := c.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
 	if check != nil {
@@ -348,9 +317,9 @@ func parkedListCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		limit  int
 		asJSON bool
 	)
-	c.ss.String(&topic, "topic", "", "", "only this topic's parked rows", topicFlag)
-	c.ss.Int(&limit, "limit", "", 100, 1, 1_000_000, "at most this many rows")
-	c.ss.Bool(&asJSON, "json", "", false, "print a JSON array with every field and the full error instead of a table")
+	c.String(&topic, "topic", "", "", "only this topic's parked rows", topicFlag)
+	c.Int(&limit, "limit", "", 100, 1, 1_000_000, "at most this many rows")
+	c.Bool(&asJSON, "json", "", false, "print a JSON array with every field and the full error instead of a table")
 	return c.run(ctx, args, stdout, stderr, nil, func(pool *pgxpool.Pool) error {
 		rows, total, err := ListParked(ctx, pool, topic, limit)
 		if err != nil {
@@ -393,16 +362,16 @@ func nothing(f ParkedFilter) string {
 func (c *parkedCmd) selection(withAll bool, verb string) (f *ParkedFilter, check func() error) {
 	f = &ParkedFilter{}
 	var id int
-	c.ss.Int(&id, "id", "", 0, 0, math.MaxInt, verb+" the parked row with this id (the id list shows)")
-	c.ss.String(&f.Topic, "topic", "", "", verb+" every parked row of this topic", topicFlag)
+	c.Int(&id, "id", "", 0, 0, math.MaxInt, verb+" the parked row with this id (the id list shows)")
+	c.String(&f.Topic, "topic", "", "", verb+" every parked row of this topic", topicFlag)
 	names, want := "--id/--topic", "give one: --id ID or --topic T"
 	if withAll {
-		c.ss.Bool(&f.All, "all", "", false, verb+" every parked row")
+		c.Bool(&f.All, "all", "", false, verb+" every parked row")
 		names, want = "--id/--topic/--all", "give one: --id ID, --topic T or --all"
 	}
 	return f, func() error {
 		f.ID = int64(id)
-		if c.ss.given("id") && id == 0 {
+		if c.From("id") != "" && id == 0 {
 			return &cli.ConfigError{Setting: "--id", Reason: `"0" is not a parked row id (ids start at 1)`}
 		}
 		switch n := f.selectors(); {

@@ -3,7 +3,6 @@ package relaycmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,13 +58,13 @@ var compressions = map[string]kafka.Compression{
 	"none": 0, "gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd,
 }
 
-// runFlags defines the run command's flags on fs into c.
-func runFlags(fs *flag.FlagSet, c *runConfig) *settings {
-	ss := newSettings(fs)
+// runFlags defines the run command's flags on ss into c.
+func runFlags(ss *cli.Settings, c *runConfig) {
 	ss.String(&c.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL,
-		"PostgreSQL URL or DSN; the password never appears in logs", nonEmpty)
+		"PostgreSQL URL or DSN; the password never appears in logs", cli.NonEmpty)
+	ss.Secret()
 	ss.String(&c.name, "name", "RELAY_NAME", outbox.DefaultRelayName,
-		"relay group: relays with the same name share one leader lease and only the leader publishes", nonEmpty)
+		"relay group: relays with the same name share one leader lease and only the leader publishes", cli.NonEmpty)
 	ss.String(&c.id, "id", "RELAY_ID", "",
 		"this relay's id in the lease row (default hostname-pid-random)", nil)
 	ss.Int(&c.batchSize, "batch-size", "RELAY_BATCH_SIZE", outbox.DefaultBatchSize, 1, 100_000,
@@ -78,7 +77,7 @@ func runFlags(fs *flag.FlagSet, c *runConfig) *settings {
 		"leader lease lifetime without renewal; a standby takes over within lease TTL plus one poll interval after the leader dies")
 	ss.Duration(&c.writeTimeout, "write-timeout", "RELAY_WRITE_TIMEOUT", 0, 0, time.Hour,
 		"bound on one produce request; must be below the lease TTL (0: 10s or half the lease TTL, whichever is less)")
-	ss.showDefault("0, meaning min(10s, lease-ttl/2)")
+	ss.ShowDefault("0, meaning min(10s, lease-ttl/2)")
 	ss.Bool(&c.createTopics, "create-topics", "RELAY_CREATE_TOPICS", false,
 		"create missing topics with --topic-partitions and --topic-replication-factor; when off, rows for a missing topic wait and the error names it")
 	ss.Int(&c.topicPartitions, "topic-partitions", "RELAY_TOPIC_PARTITIONS", outbox.DefaultTopicPartitions, 1, 100_000,
@@ -101,15 +100,7 @@ func runFlags(fs *flag.FlagSet, c *runConfig) *settings {
 		"on SIGTERM, how long the batch in hand may take to finish before it is abandoned (its rows stay in the outbox)")
 	ss.Duration(&c.connectTimeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
 		"at start, how long to wait for PostgreSQL and for a Kafka broker to answer")
-	c.kafka.RegisterFlags(fs)
-	return ss
-}
-
-func nonEmpty(s string) error {
-	if s == "" {
-		return errors.New("must not be empty")
-	}
-	return nil
+	c.kafka.Register(ss)
 }
 
 func checkAddr(s string) error {
@@ -126,17 +117,12 @@ func checkAddr(s string) error {
 // parseRun parses and checks the run command's flags.
 func parseRun(args []string, stdout, stderr io.Writer) (runConfig, error) {
 	var c runConfig
-	fs := flag.NewFlagSet(prog+" run", flag.ContinueOnError)
-	ss := runFlags(fs, &c)
-	printUsage := func(w io.Writer) {
-		usage(w)
-		fmt.Fprint(w, "\nFlags of run (also accepted without the command name):\n")
-		ss.printUsage(w)
-	}
-	if err := parseFlags(fs, args, printUsage, stdout, stderr); err != nil {
-		return c, err
-	}
-	if err := ss.resolve(); err != nil {
+	cmd := cli.NewCommand(prog+" run", prog+" [command] [flags]", commands().Description()+`
+
+The flags below are the run command's; they work without the command name
+too. Every flag has an environment variable fallback.`)
+	runFlags(cmd.Settings, &c)
+	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return c, err
 	}
 	if err := c.kafka.Validate(); err != nil {
@@ -146,8 +132,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (runConfig, error) {
 		c.writeTimeout = min(outbox.DefaultWriteTimeout, c.leaseTTL/2)
 	}
 	if c.writeTimeout >= c.leaseTTL {
-		return c, &cli.ConfigError{Setting: "--write-timeout (RELAY_WRITE_TIMEOUT)",
-			Reason: fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL)}
+		return c, cmd.Invalid("write-timeout", fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL))
 	}
 	return c, nil
 }

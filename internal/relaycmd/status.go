@@ -3,7 +3,6 @@ package relaycmd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -210,8 +209,9 @@ type dbFlags struct {
 	timeout     time.Duration
 }
 
-func (d *dbFlags) register(ss *settings) {
-	ss.String(&d.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN", nonEmpty)
+func (d *dbFlags) register(ss *cli.Settings) {
+	ss.String(&d.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL, "PostgreSQL URL or DSN", cli.NonEmpty)
+	ss.Secret()
 	ss.Duration(&d.timeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
 		"how long to wait for PostgreSQL")
 }
@@ -230,26 +230,13 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		name   string
 		asJSON bool
 	)
-	fs := flag.NewFlagSet(prog+" status", flag.ContinueOnError)
-	ss := newSettings(fs)
-	db.register(ss)
-	ss.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", nonEmpty)
-	ss.Bool(&asJSON, "json", "", false, "print JSON instead of text")
-	printUsage := func(w io.Writer) {
-		fmt.Fprint(w, `Usage: relay status [--json] [flags]
-
-Prints the outbox backlog (rows, age of the oldest, per topic), the parked
+	cmd := cli.NewCommand(prog+" status", prog+" status [--json] [flags]", `Prints the outbox backlog (rows, age of the oldest, per topic), the parked
 rows (per topic; "relay parked list" shows them one by one) and the relay
-group's leader lease, read from the tables.
-
-Flags:
-`)
-		ss.printUsage(w)
-	}
-	if err := parseFlags(fs, args, printUsage, stdout, stderr); err != nil {
-		return err
-	}
-	if err := ss.resolve(); err != nil {
+group's leader lease, read from the tables.`)
+	db.register(cmd.Settings)
+	cmd.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", cli.NonEmpty)
+	cmd.Bool(&asJSON, "json", "", false, "print JSON instead of text")
+	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
 	pool, err := db.connect(ctx)
