@@ -130,7 +130,7 @@ func (b *bench) runConsumer(ctx context.Context) error {
 		if _, err := db.Pool.Exec(ctx, `TRUNCATE bench_handled, bench_wm_offsets`); err != nil {
 			return fmt.Errorf("reset bench tables: %w", err)
 		}
-		spec := Spec{Contender: cc.contender, Mode: cc.mode, DBURL: db.URL, Brokers: b.brokers, Topic: topic,
+		spec := Spec{Contender: cc.contender, Mode: cc.mode, DBURL: contenderURL(db.URL), Brokers: b.brokers, Topic: topic,
 			Partitions: b.partitions, Events: n, Group: "bench-" + cc.contender + "-" + cc.mode + "-" + randomHex(3),
 			CPUProfile: b.profilePath("consumer", cc.cse+"-"+cc.contender)}
 		b.consumeOne(ctx, db, spec, &res)
@@ -145,6 +145,7 @@ func (b *bench) consumeOne(ctx context.Context, db *scratchDB, spec Spec, res *R
 		res.Error = err.Error()
 		return
 	}
+	meter := startCPUMeter(ctx, db)
 	c.Start()
 	m, err := c.next(ctx, b.timeoutFor(spec.Events))
 	if err == nil && m.Event != "done" {
@@ -153,12 +154,14 @@ func (b *bench) consumeOne(ctx context.Context, db *scratchDB, spec Spec, res *R
 	if err != nil {
 		res.Error = err.Error()
 	}
+	pgCPU, parentCPU := meter.stop(ctx)
 	cres, usage, serr := c.Stop()
 	if serr != nil && res.Error == "" {
 		res.Error = serr.Error()
 	}
 	res.Stats = cres.Stats
 	res.setUsage(usage, spec.Events)
+	res.setSideCPU(pgCPU, parentCPU, spec.Events)
 	if res.Error == "" {
 		res.Distinct = m.Distinct
 		res.Dups = m.Handled - m.Distinct

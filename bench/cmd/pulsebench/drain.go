@@ -110,7 +110,7 @@ func (b *bench) runDrain(ctx context.Context) error {
 		}
 		res := Result{Scenario: "drain", Case: "backlog", Contender: name, Events: b.events}
 		topic := "drain-" + name + "-" + randomHex(3)
-		spec := Spec{Contender: name, DBURL: db.URL, Brokers: b.brokers, Topic: topic, Partitions: b.partitions,
+		spec := Spec{Contender: name, DBURL: contenderURL(db.URL), Brokers: b.brokers, Topic: topic, Partitions: b.partitions,
 			Batch: b.batch, ForwarderTopic: fwdTopic, PollInterval: 100 * time.Millisecond, CPUProfile: b.profilePath("drain", name)}
 		n := b.events
 		t := time.Now()
@@ -150,6 +150,7 @@ func (b *bench) drainOne(ctx context.Context, db *scratchDB, spec Spec, res *Res
 		res.Error = err.Error()
 		return
 	}
+	meter := startCPUMeter(ctx, db)
 	t0 := c.Start()
 	timeout := b.timeoutFor(spec.Events)
 	var t1 time.Time
@@ -179,6 +180,8 @@ func (b *bench) drainOne(ctx context.Context, db *scratchDB, spec Spec, res *Res
 			}
 		}
 	}
+	pgCPU, parentCPU := meter.stop(ctx)
+	res.setSideCPU(pgCPU, parentCPU, spec.Events)
 	cres, usage, serr := c.Stop()
 	if serr != nil && res.Error == "" {
 		res.Error = serr.Error()

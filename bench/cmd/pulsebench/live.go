@@ -361,10 +361,11 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 	var (
 		c      *child
 		reader *liveReader
+		meter  *cpuMeter
 		err    error
 	)
 	if relay != "" {
-		spec := Spec{Contender: relay, DBURL: db.URL, Brokers: b.brokers, Topic: topic, Partitions: b.partitions,
+		spec := Spec{Contender: relay, DBURL: contenderURL(db.URL), Brokers: b.brokers, Topic: topic, Partitions: b.partitions,
 			Batch: b.batch, ForwarderTopic: fwdTopic, PollInterval: b.wmPoll,
 			CPUProfile: b.profilePath("live", res.Case+"-"+relay)}
 		if c, err = startChild(ctx, spec); err != nil {
@@ -376,6 +377,7 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 			c.kill()
 			return
 		}
+		meter = startCPUMeter(ctx, db)
 		c.Start()
 	}
 	committed, window, perr := produceAtRate(ctx, tl, b.producers, rate, b.liveFor, produce)
@@ -412,6 +414,7 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 			}
 		}
 	}
+	pgCPU, _ := meter.stop(ctx)
 	cres, usage, serr := c.Stop()
 	if serr != nil && res.Error == "" {
 		res.Error = serr.Error()
@@ -420,6 +423,7 @@ func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic stri
 		res.Error = "latency reader: " + rerr.Error()
 	}
 	res.setUsage(usage, committed)
+	res.setSideCPU(pgCPU, -1, committed)
 	res.Stats = cres.Stats
 	st := computeLiveStats(tl, int64(window))
 	res.Distinct, res.Dups = reader.distinct.Load(), reader.dups.Load()

@@ -119,7 +119,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"| backlog | pulsebus-relay | 10 |",
 		"- backlog / watermill-forwarder: ERROR: LOST EVENTS: 9 of 10 delivered",
 		"- tx-batched / watermill-router: skipped: no batch handler",
-		"MISS drain: pulsebus-relay / sql-claim-delete = 40%",
+		"MISS drain: pulsebus-relay / sql-claim-delete = 40.0%",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)

@@ -44,6 +44,12 @@ type Result struct {
 	CPUSeconds    float64 `json:"cpu_seconds,omitempty"`
 	CPUPerMillion float64 `json:"cpu_seconds_per_million,omitempty"`
 	MaxRSSMiB     float64 `json:"max_rss_mib,omitempty"`
+	// CPU of the PostgreSQL backends serving the contender, and of the
+	// parent process (the in-process broker; not measured in the live
+	// scenario, where the parent also runs the producers), per million
+	// events.
+	PGCPUPerMillion     float64 `json:"postgres_cpu_seconds_per_million,omitempty"`
+	BrokerCPUPerMillion float64 `json:"broker_cpu_seconds_per_million,omitempty"`
 
 	// Consumer scenario: seconds from start to the first handled event
 	// (joining the group); Seconds and Rate run from the first to the
@@ -64,6 +70,18 @@ type Report struct {
 	Machine  map[string]string `json:"machine"`
 	Settings map[string]any    `json:"settings"`
 	Results  []Result          `json:"results"`
+}
+
+// setSideCPU records the CPU of the contender's PostgreSQL backends and,
+// when parent is not negative, of the parent process.
+func (r *Result) setSideCPU(backends, parent time.Duration, events int64) {
+	if events <= 0 {
+		return
+	}
+	r.PGCPUPerMillion = backends.Seconds() / float64(events) * 1e6
+	if parent >= 0 {
+		r.BrokerCPUPerMillion = parent.Seconds() / float64(events) * 1e6
+	}
 }
 
 func (r *Result) setUsage(u childUsage, events int64) {
@@ -115,9 +133,9 @@ func tables(results []Result) []table {
 		t := table{scenario: sc}
 		live := sc == "live"
 		if live {
-			t.header = []string{"case", "contender", "offered/s", "produced/s", "events", "delivered", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "backlog age p99 ms", "CPU s/1M", "RSS MiB"}
+			t.header = []string{"case", "contender", "offered/s", "produced/s", "events", "delivered", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "backlog age p99 ms", "CPU s/1M", "PG CPU s/1M", "RSS MiB"}
 		} else {
-			t.header = []string{"case", "contender", "events", "seconds", "events/s", "delivered", "dups", "CPU s/1M", "RSS MiB"}
+			t.header = []string{"case", "contender", "events", "seconds", "events/s", "delivered", "dups", "CPU s/1M", "PG CPU s/1M", "broker CPU s/1M", "RSS MiB"}
 		}
 		for _, r := range results {
 			if r.Scenario != sc {
@@ -136,10 +154,11 @@ func tables(results []Result) []table {
 				}
 				row = []string{r.Case, r.Contender, fnum(r.OfferedRate, 0), fnum(r.ProducerRate, 0), fmt.Sprint(r.Events), delivered,
 					fnum(r.LatP50Ms, 2), fnum(r.LatP99Ms, 2), fnum(r.LatP999Ms, 2), fnum(r.LatMaxMs, 1),
-					fnum(r.BacklogAgeP99, 1), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
+					fnum(r.BacklogAgeP99, 1), fnum(r.CPUPerMillion, 1), fnum(r.PGCPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
 			default:
 				row = []string{r.Case, r.Contender, fmt.Sprint(r.Events), fmt.Sprintf("%.2f", r.Seconds), fmt.Sprintf("%.0f", r.Rate),
-					fmt.Sprint(r.Distinct), fmt.Sprint(r.Dups), fnum(r.CPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
+					fmt.Sprint(r.Distinct), fmt.Sprint(r.Dups), fnum(r.CPUPerMillion, 1), fnum(r.PGCPUPerMillion, 1),
+					fnum(r.BrokerCPUPerMillion, 1), fnum(r.MaxRSSMiB, 1)}
 			}
 			if r.Error != "" {
 				note = "ERROR: " + r.Error
@@ -259,7 +278,7 @@ func ratiosSection(results []Result, verdicts bool, titleFormat string) string {
 	relay, bare, wm := find("drain", "backlog", "pulsebus-relay"), find("drain", "backlog", "sql-claim-delete"), find("drain", "backlog", "watermill-forwarder")
 	if relay != nil && bare != nil {
 		v := relay.Rate / bare.Rate
-		add(check(v >= 0.5), "drain: pulsebus-relay / sql-claim-delete = %.0f%% (%.0f vs %.0f events/s; target >= 50%%)", 100*v, relay.Rate, bare.Rate)
+		add(check(v >= 0.5), "drain: pulsebus-relay / sql-claim-delete = %.1f%% (%.0f vs %.0f events/s; target >= 50%%)", 100*v, relay.Rate, bare.Rate)
 	}
 	if relay != nil && wm != nil {
 		v := relay.Rate / wm.Rate
