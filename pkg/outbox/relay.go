@@ -185,7 +185,9 @@ type Relay struct {
 	own      *kafka.Transport // the transport the relay made, closed on stop
 	client   *kafka.Client
 	lease    *lease
-	beginSQL string
+	beginSQL string // begins a settle transaction
+	// txSettings configures a claim transaction (see txSettings).
+	txSettings string
 
 	wake chan struct{} // buffered 1: a notification or a leadership change
 
@@ -210,15 +212,16 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	addr := kafka.TCP(c.Brokers...)
 	r := &Relay{
-		cfg:      c,
-		own:      own,
-		log:      c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
-		hooks:    c.Hooks,
-		client:   &kafka.Client{Addr: addr, Transport: c.Transport, Timeout: c.WriteTimeout},
-		lease:    &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
-		beginSQL: beginSQL(c.LeaseTTL),
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
+		cfg:        c,
+		own:        own,
+		log:        c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
+		hooks:      c.Hooks,
+		client:     &kafka.Client{Addr: addr, Transport: c.Transport, Timeout: c.WriteTimeout},
+		lease:      &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
+		beginSQL:   beginSQL(c.LeaseTTL),
+		txSettings: txSettings(c.LeaseTTL),
+		wake:       make(chan struct{}, 1),
+		stopped:    make(chan struct{}),
 	}
 	r.pub = &publisher{
 		transport:   c.Transport,
@@ -227,11 +230,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		maxBytes:    c.MaxMessageBytes,
 		timeout:     c.WriteTimeout,
 		hooks:       c.Hooks,
-		limits: func(row Row) (kafka.Message, error) {
-			msg, err := c.Limits.ToMessage(row.Envelope)
-			msg.Topic = row.Topic
-			return msg, err
-		},
+		limits:      c.Limits,
 	}
 	if c.AutoCreateTopics {
 		r.pub.autoCreate = r.createTopics

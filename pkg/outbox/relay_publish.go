@@ -15,6 +15,8 @@ import (
 	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+
+	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
 // publisher produces one claimed batch to Kafka through kafka-go's
@@ -39,7 +41,7 @@ type publisher struct {
 	compression kafka.Compression
 	maxBytes    int
 	timeout     time.Duration
-	limits      func(Row) (kafka.Message, error)
+	limits      *envelope.Limits
 	autoCreate  func(ctx context.Context, topics []string) error // nil: report missing topics
 	hooks       RelayHooks
 }
@@ -104,17 +106,19 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows))}
 	msgs := make([]pubMsg, 0, len(rows))
 	topics := make([]string, 0, 1)
+	mb := newMessageBuilder(p.limits)
 	for i := range rows {
 		row := &rows[i]
 		if e := decodeErr[row.ID]; e != nil {
 			out.parked[i] = ClassifyPublishError(e)
 			continue
 		}
-		msg, err := p.limits(*row)
+		msg, err := mb.build(&row.Envelope)
 		if err != nil {
 			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %w", row.ID, err))
 			continue
 		}
+		msg.Topic = row.Topic
 		size := messageSize(&msg)
 		if size+recordBatchOverhead > p.maxBytes {
 			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
