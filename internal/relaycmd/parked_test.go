@@ -238,24 +238,25 @@ func startEngine(t *testing.T, db *testdb.DB, kc *testkafka.Cluster, cfg outbox.
 	return stop
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+// rowsAre and recordsAre are conditions for require.Eventually, which runs
+// them on another goroutine: they report errors as false, never fail t.
+func rowsAre(db *testdb.DB, table string, want int) func() bool {
+	return func() bool {
+		var n int
+		err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.`+table).Scan(&n)
+		return err == nil && n == want
 	}
 }
 
-func records(t *testing.T, kc *testkafka.Cluster, topic string) int64 {
-	t.Helper()
-	var n int64
-	for _, hw := range kc.EndOffsets(t, topic) {
-		n += hw
+func recordsAre(kc *testkafka.Cluster, topic string, want int64) func() bool {
+	return func() bool {
+		ends, err := kc.EndOffsetsErr(context.Background(), topic)
+		var n int64
+		for _, hw := range ends {
+			n += hw
+		}
+		return err == nil && n == want
 	}
-	return n
 }
 
 func ceID(r *kgo.Record) string {
@@ -290,9 +291,8 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 
 	stopA := startEngine(t, db, kc, outbox.RelayConfig{MaxMessageBytes: 2048, PollInterval: 100 * time.Millisecond,
 		LeaseTTL: 3 * time.Second, WriteTimeout: time.Second})
-	waitFor(t, 20*time.Second, "the big event parked and the others published", func() bool {
-		return count(t, db, "outbox_parked", "true") == 1 && count(t, db, "outbox", "true") == 0
-	})
+	require.Eventually(t, func() bool { return rowsAre(db, "outbox_parked", 1)() && rowsAre(db, "outbox", 0)() },
+		20*time.Second, 20*time.Millisecond, "the big event parked and the others published")
 	stopA()
 	out, _, err := run(t, "parked", "list", "--database-url", db.URL)
 	require.NoError(t, err)
@@ -310,7 +310,7 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	require.Contains(t, out, "requeued 1 row")
 
 	startEngine(t, db, kc, outbox.RelayConfig{PollInterval: time.Minute})
-	waitFor(t, 20*time.Second, "lessons published", func() bool { return records(t, kc, "lessons") == 4 })
+	require.Eventually(t, recordsAre(kc, "lessons", 4), 20*time.Second, 20*time.Millisecond, "lessons published")
 	var got []string
 	for _, r := range kc.ReadAll(t, "lessons") {
 		require.Equal(t, "k", string(r.Key))
@@ -325,12 +325,12 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	out, _, err = run(t, "parked", "requeue", "--database-url", db.URL, "--all")
 	require.NoError(t, err)
 	require.Contains(t, out, "requeued 2 rows")
-	waitFor(t, 15*time.Second, "media published after the notification", func() bool { return records(t, kc, "media") == 2 })
+	require.Eventually(t, recordsAre(kc, "media", 2), 15*time.Second, 20*time.Millisecond, "media published after the notification")
 	t.Logf("requeued rows published %s after the requeue", time.Since(start).Round(time.Millisecond))
 	recs := kc.ReadAll(t, "media")
 	require.Equal(t, []string{media[0].ID.String(), media[1].ID.String()}, []string{ceID(recs[0]), ceID(recs[1])})
 	require.Zero(t, count(t, db, "outbox_parked", "true"))
-	waitFor(t, 10*time.Second, "outbox drained", func() bool { return count(t, db, "outbox", "true") == 0 })
+	require.Eventually(t, rowsAre(db, "outbox", 0), 10*time.Second, 20*time.Millisecond, "outbox drained")
 }
 
 func TestParked_Delete(t *testing.T) {
