@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,34 +16,18 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testmain"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-var binary string
-
-// TestMain builds the consumer once (without -race: these tests check the
-// process's signals and exit codes, consumercmd's tests check the logic).
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "consumer-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "consumer")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	code := 1
-	if err := build.Run(); err != nil {
-		os.Stderr.WriteString("build consumer: " + err.Error() + "\n")
-	} else {
-		code = m.Run()
-	}
-	testdb.DropTemplate()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+// The consumer is built once per test binary by procharness (without
+// -race: these tests check the process's signals and exit codes,
+// consumercmd's tests check the logic).
+func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds, testdb.DropTemplate) }
 
 // lockedBuffer collects a process's output while it runs.
 type lockedBuffer struct {
@@ -67,7 +50,7 @@ func (b *lockedBuffer) String() string {
 // consumer runs the binary with args and a clean environment plus env.
 func consumer(t *testing.T, env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(procharness.Build(t, "github.com/edupulse/pulsebus/cmd/consumer"), args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -134,9 +117,13 @@ func TestSIGTERMExitsZero(t *testing.T) {
 		require.NoError(t, err)
 		msgs = append(msgs, m)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: "events", Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond}
+	// A transport of its own, closed after: kafka-go's default one keeps
+	// connection goroutines that goleak (testmain.Run) reports.
+	tr := &kafka.Transport{}
+	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: "events", Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond, Transport: tr}
 	require.NoError(t, w.WriteMessages(context.Background(), msgs...))
 	require.NoError(t, w.Close())
+	tr.CloseIdleConnections()
 
 	cmd, _, stderr := consumer(t, []string{
 		"DATABASE_URL=" + db.URL,

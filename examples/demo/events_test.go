@@ -2,29 +2,19 @@ package demo_test
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/edupulse/pulsebus/examples/demo"
+	"github.com/edupulse/pulsebus/internal/testmain"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m) }
 
 type keyedEvent interface {
 	envelope.Event

@@ -7,30 +7,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testmain"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testdb.DropTemplate()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate) }
 
 // runMigrate runs the migrate subcommand of "relay" and returns its output.
 func runMigrate(t *testing.T, args ...string) (stdout, stderr string, err error) {

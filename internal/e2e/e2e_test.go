@@ -18,25 +18,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testmain"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	procharness.RemoveBuilds()
-	testdb.DropTemplate()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds, testdb.DropTemplate) }
 
 // receiver is the HTTP service behind the consumer's webhook handlers: it
 // records the CloudEvents it accepts. /search accepts everything; /crm

@@ -9,13 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/procharness"
+	"github.com/edupulse/pulsebus/internal/testmain"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	procharness.RemoveBuilds()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds) }
 
 func start(t *testing.T, env ...string) *procharness.Process {
 	t.Helper()

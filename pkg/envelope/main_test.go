@@ -1,21 +1,9 @@
 package envelope_test
 
 import (
-	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/edupulse/pulsebus/internal/testmain"
 )
 
-// TestMain checks that no test leaves a goroutine behind. The package does
-// no I/O, so there is no test database to drop.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m) }
