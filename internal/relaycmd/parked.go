@@ -363,6 +363,7 @@ func (c *parkedCmd) selection(withAll bool, verb string) (f *ParkedFilter, check
 	f = &ParkedFilter{}
 	var id int
 	c.Int(&id, "id", "", 0, 0, math.MaxInt, verb+" the parked row with this id (the id list shows)")
+	c.ShowDefault("none")
 	c.String(&f.Topic, "topic", "", "", verb+" every parked row of this topic", topicFlag)
 	names, want := "--id/--topic", "give one: --id ID or --topic T"
 	if withAll {
