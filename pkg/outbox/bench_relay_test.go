@@ -35,6 +35,7 @@ import (
 //	PULSEBUS_BENCH_RATE     events/s offered in CommitToAck (default 5000)
 //	PULSEBUS_BENCH_SECONDS  how long CommitToAck offers them (default 10)
 //	PULSEBUS_BENCH_BATCH    relay and claim batch size (default outbox.DefaultBatchSize)
+//	PULSEBUS_BENCH_SYNC_COMMIT  the producers' synchronous_commit in CommitToAck (default off)
 
 const benchTopic = "bench"
 
@@ -304,11 +305,17 @@ func BenchmarkRelayDrain(b *testing.B) {
 // analysed outbox: the state in which a cached generic plan for the claim
 // goes wrong (DESIGN.md §3). It reports commit-to-ack latency percentiles,
 // measured as the relay's CommitToAck hook does (from the row's created_at
-// to the broker's acknowledgement), and the rate achieved.
+// to the broker's acknowledgement), and the rate achieved. The producers
+// commit asynchronously (PULSEBUS_BENCH_SYNC_COMMIT) so that created_at is
+// the moment the row becomes visible.
 func BenchmarkCommitToAck(b *testing.B) {
 	rate := envInt(b, "PULSEBUS_BENCH_RATE", 5000)
 	seconds := envInt(b, "PULSEBUS_BENCH_SECONDS", 10)
 	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
+	syncCommit := os.Getenv("PULSEBUS_BENCH_SYNC_COMMIT")
+	if syncCommit == "" {
+		syncCommit = "off"
+	}
 	const producers = 8
 	total := rate * seconds
 	ctx := context.Background()
@@ -331,6 +338,12 @@ func BenchmarkCommitToAck(b *testing.B) {
 			b.Fatal(err)
 		}
 		pcfg.MaxConns = producers * 2
+		// created_at, where the relay measures commit-to-ack from, is
+		// set at the INSERT; with synchronous_commit the row becomes
+		// visible only after the WAL flush, which on the shared server
+		// waits for everyone's commits. Asynchronous commits make
+		// created_at the commit time, so the numbers are the relay's.
+		pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = syncCommit
 		prodPool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			b.Fatal(err)

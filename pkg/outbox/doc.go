@@ -1,14 +1,105 @@
-// Package outbox is the producer side of PulseBus: it writes events into the
-// transactional outbox table pulsebus.outbox inside the caller's own
-// PostgreSQL transaction, so the business change and the event commit or
-// roll back together. That removes the dual write: no event is published for
-// a change that did not commit, and none is lost for one that did.
+// Package outbox is the transactional outbox of PulseBus: a producer side
+// that writes events into PostgreSQL inside the caller's transaction, and a
+// relay that moves them to Kafka.
 //
-// [InsertTx] writes any number of envelopes in one round trip and signals the
-// relay on the channel [NotifyChannel]; PostgreSQL delivers the signal only
-// when the transaction commits. Producers in other languages call the SQL
-// function pulsebus.publish, which writes the same row.
+// # Producing
 //
-// The package never imports Prometheus: components report through hooks,
-// and the binaries wire metrics.
+// [InsertTx] writes any number of envelopes into pulsebus.outbox in one
+// round trip, inside the caller's transaction, so the business change and
+// its events commit or roll back together: no event for a change that did
+// not commit, none lost for one that did. It signals the relay on
+// [NotifyChannel]; PostgreSQL delivers the signal only when the
+// transaction commits. Producers in other languages call the SQL function
+// pulsebus.publish, which writes the same row.
+//
+// # The relay's state machine
+//
+// Relays sharing a [RelayConfig.Name] elect one leader through a lease row
+// in pulsebus.relay_leader. A relay is a follower until it finds the lease
+// missing or expired and takes it, starting a new term (term+1). As leader
+// it renews the lease every LeaseTTL/3; it steps down when a renewal finds
+// the term ended, or when its local deadline (the start of its last good
+// renewal plus LeaseTTL, never later than the row's expiry) comes within
+// LeaseTTL/5. Only the leader claims rows; a follower polls the lease and
+// takes over within LeaseTTL plus one PollInterval after a leader died
+// without releasing it, at once after a clean [Relay.Stop].
+//
+// The leader loops over batches. A batch is one transaction: delete (claim)
+// up to BatchSize of the oldest visible rows in id order, FOR UPDATE SKIP
+// LOCKED; produce them; and commit the delete only after the broker
+// acknowledged every message, or else settle: delete what was
+// acknowledged, park what was refused for good, and leave the rest, with
+// an attempt counted, for the next try after an exponential back-off. When
+// a batch comes back full (a backlog), the next batch is claimed while it
+// is being produced, and produced only after it succeeded; if it failed,
+// the next batch is rolled back unpublished. The leader wakes on
+// notifications (LISTEN on a dedicated connection, reconnected with
+// back-off, debounced by NotifyDebounce), on a jittered PollInterval as a
+// fallback, and at once after a full batch. PollOnly turns LISTEN off.
+//
+// # Guarantees
+//
+// At least once: a row is deleted only in the transaction that claimed it,
+// after the broker acknowledged its message (or in a fenced settle
+// statement after that). A relay crash, a lost database connection or a
+// broker failure at any point leaves the row in the outbox or on Kafka, or
+// both: duplicates are possible (after a crash or a failure between
+// acknowledgement and commit, or a produce request the broker answered too
+// late), losses are not. Duplicates carry the same ce_id.
+//
+// Order: per partition, and so per key, messages go out in row id order,
+// one produce request at a time, and a partition stops at its first failed
+// request, so what a batch leaves behind comes after what it published.
+// Claims always start from the head of the table, so a row whose
+// transaction committed after later ids (a late committer) is published in
+// the next batch, never skipped. Row id order is commit order for events
+// of one key as long as the transactions writing that key do not overlap
+// (the usual case: they update the same aggregate row, which serializes
+// them); for overlapping ones it is the order they inserted in. Among
+// duplicates, the first occurrences are in order. Messages without a key
+// go to a random partition and have no order; adding partitions to a topic
+// moves keys, as with any Kafka producer.
+//
+// Fencing: deletes are fenced by the database. The claim locks the lease
+// row FOR KEY SHARE after checking the term is live, and a relay taking
+// over locks it FOR UPDATE, so no new term begins while a claim of the old
+// one is open; and the commit first locks the row FOR SHARE and checks
+// that (leader, term) is still this relay's, so a term ended by any other
+// means (an operator's UPDATE, a takeover after PostgreSQL cut a paused
+// relay's connection) makes the commit roll back. Publishing is fenced by
+// time: every produce request has a deadline no later than the lease's
+// local deadline less the safety margin, set on the socket, and the relay
+// never gives up on a request before its deadline. A relay paused between
+// its lease check and a produce therefore writes nothing once its lease
+// could have expired. Kafka without transactions cannot reject a request
+// the network delivered late; such a request only adds duplicates.
+//
+// Parking: a message Kafka refuses for good (too large, invalid topic, not
+// authorized, invalid record) or a row that does not form a valid envelope
+// moves to pulsebus.outbox_parked with its error, is counted through
+// [RelayHooks.Parked] and logged, and the rest of the stream keeps moving.
+// Everything else (broker down or slow, leader changes, a missing topic
+// unless AutoCreateTopics) is transient: the rows stay.
+//
+// Shutdown: [Relay.Stop] stops claiming, lets the batch in hand finish,
+// and when its context ends first abandons it: no further request is
+// sent, the ones in flight are waited for (at most WriteTimeout), what was
+// acknowledged is deleted and the rest stays in the outbox, claimed by no
+// one. Then the lease is released.
+//
+// # Database use
+//
+// The claim cannot be planned badly: its LIMIT is an uncorrelated
+// ARRAY(...) sublink that runs once, and the claim transaction sets
+// enable_seqscan = off, so generic and custom plans alike are index scans,
+// even from statistics taken while the table was empty. Claim and settle
+// transactions commit with synchronous_commit = off: a delete lost in a
+// PostgreSQL crash only brings published rows back as duplicates. The
+// relay holds up to four pool connections (two claim transactions, lease
+// renewals, backlog measurement) plus one it takes out of the pool for
+// LISTEN; it claims ahead only while the pool has a spare connection, so
+// lease renewals do not queue behind batches.
+//
+// The package never imports Prometheus: the relay reports through
+// [RelayHooks], and the binaries wire metrics.
 package outbox

@@ -38,8 +38,10 @@ const (
 // RelayConfig configures a [Relay].
 type RelayConfig struct {
 	// DB is the pool the relay claims rows, keeps its lease and listens
-	// with. It holds one connection for LISTEN (unless PollOnly), one for
-	// the batch in hand and briefly one for lease renewals. Required.
+	// with. It takes one connection out of the pool for LISTEN (unless
+	// PollOnly) and uses up to four: the batch in hand, the next batch
+	// claimed ahead (only while another connection is free), lease
+	// renewals and backlog measurements. Required.
 	DB *pgxpool.Pool
 	// Brokers are the Kafka bootstrap addresses (host:port). Required.
 	Brokers []string
@@ -77,7 +79,9 @@ type RelayConfig struct {
 	// Defaults to DefaultNotifyDebounce.
 	NotifyDebounce time.Duration
 
-	// WriteTimeout bounds one produce request. Defaults to
+	// WriteTimeout bounds one produce request; a request also ends at the
+	// lease's safe time (see the package documentation on fencing). Stop
+	// may wait this long for a request in flight. Defaults to
 	// DefaultWriteTimeout; it must be below LeaseTTL.
 	WriteTimeout time.Duration
 	// MaxMessageBytes is the most bytes per produce request and so per
