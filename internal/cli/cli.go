@@ -22,15 +22,6 @@ import (
 // set.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
-// EnvString returns the environment variable name, or def when it is unset
-// or empty. Use it as a flag's default so flags override the environment.
-func EnvString(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
 // ConfigError names a setting with a bad value.
 type ConfigError struct {
 	Setting string // the flag, with its environment variable

@@ -211,17 +211,6 @@ func TestNewLogger_ConfigErrors(t *testing.T) {
 	}
 }
 
-// EnvString gives the environment variable, or the default when it is
-// unset or empty. (t.Setenv rules out t.Parallel.)
-func TestEnvString(t *testing.T) {
-	const name = "PULSEBUS_CLI_TEST_ENVSTRING"
-	require.Equal(t, "def", cli.EnvString(name, "def"))
-	t.Setenv(name, "")
-	require.Equal(t, "def", cli.EnvString(name, "def"))
-	t.Setenv(name, "set")
-	require.Equal(t, "set", cli.EnvString(name, "def"))
-}
-
 func TestRunMigrate_HelpHidesThePasswordOfDatabaseURL(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/app")
 	out, stderr, err := runMigrate(t, "--help")

@@ -23,8 +23,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,10 +51,9 @@ func main() {
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
 	default:
 		fmt.Fprintf(os.Stderr, "pulsebus-demo: %v\n", err)
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }
 
@@ -69,42 +70,37 @@ type config struct {
 	logLevel    string
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 	var c config
-	fs := flag.NewFlagSet("pulsebus-demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.databaseURL, "database-url", cli.EnvString("DATABASE_URL", cli.DefaultDatabaseURL), "PostgreSQL server to use (env DATABASE_URL); the demo works in a database of its own on it")
-	fs.StringVar(&c.database, "database", "pulsebus_demo", "name of the demo's database, dropped and created at start")
-	brokers := fs.String("brokers", "", "comma-separated Kafka brokers host:port; empty runs an embedded in-process broker")
-	fs.Float64Var(&c.rate, "rate", 200, "business transactions per second the load generator commits (about 1.1 events each)")
-	fs.DurationVar(&c.duration, "duration", 0, "stop producing after this long, wait for the handlers, print a final summary and exit; 0 runs until Ctrl-C")
-	fs.DurationVar(&c.drainFor, "drain-timeout", time.Minute, "how long to wait, after producing stopped, for every event to reach every handler")
-	fs.IntVar(&c.partitions, "partitions", 6, "partitions of the demo topic")
-	fs.IntVar(&c.producers, "producers", 4, "concurrent producer connections of the load generator")
-	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of the relay and consumer logs on stderr: debug, info, warn, error")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pulsebus-demo [flags]\n\nRuns relay, consumer, handlers and a load generator on an embedded Kafka-protocol broker\nand prints a live summary. See the README's quick start.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	cmd := cli.NewCommand("pulsebus-demo", "pulsebus-demo [flags]",
+		"Runs relay, consumer, handlers and a load generator on an embedded Kafka-protocol broker\nand prints a live summary. See the README's quick start.")
+	cmd.String(&c.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL,
+		"PostgreSQL server to use; the demo works in a database of its own on it", nil)
+	cmd.String(&c.database, "database", "", "pulsebus_demo", "name of the demo's database, dropped and created at start", nil)
+	var brokers string
+	cmd.String(&brokers, "brokers", "", "", "comma-separated Kafka brokers host:port; empty runs an embedded in-process broker", nil)
+	cmd.One("rate", "", "200", "float", "business transactions per second the load generator commits (about 1.1 events each)", func(v string) error {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			return errors.New("must be a positive number")
+		}
+		c.rate = r
+		return nil
+	})
+	cmd.Duration(&c.duration, "duration", "", 0, 0, 365*24*time.Hour,
+		"stop producing after this long, wait for the handlers, print a final summary and exit; 0 runs until Ctrl-C")
+	cmd.Duration(&c.drainFor, "drain-timeout", "", time.Minute, time.Second, 24*time.Hour,
+		"how long to wait, after producing stopped, for every event to reach every handler")
+	cmd.Int(&c.partitions, "partitions", "", 6, 1, 1000, "partitions of the demo topic")
+	cmd.Int(&c.producers, "producers", "", 4, 1, 64, "concurrent producer connections of the load generator")
+	cmd.Enum(&c.logLevel, "log-level", "", "warn", []string{"debug", "info", "warn", "error"}, "level of the relay and consumer logs on stderr")
+	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return c, err
 	}
-	for _, b := range strings.Split(*brokers, ",") {
+	for _, b := range strings.Split(brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			c.brokers = append(c.brokers, b)
 		}
-	}
-	switch {
-	case fs.NArg() > 0:
-		return c, &cli.ConfigError{Setting: "arguments", Reason: fmt.Sprintf("unexpected %q", fs.Args())}
-	case c.rate <= 0:
-		return c, &cli.ConfigError{Setting: "--rate", Reason: "must be positive"}
-	case c.duration < 0 || c.drainFor <= 0:
-		return c, &cli.ConfigError{Setting: "--duration/--drain-timeout", Reason: "must not be negative"}
-	case c.partitions < 1 || c.partitions > 1000:
-		return c, &cli.ConfigError{Setting: "--partitions", Reason: "must be 1 to 1000"}
-	case c.producers < 1 || c.producers > 64:
-		return c, &cli.ConfigError{Setting: "--producers", Reason: "must be 1 to 64"}
 	}
 	return c, nil
 }
@@ -128,7 +124,7 @@ var demoHandlers = []handlerSpec{
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -97,9 +98,10 @@ func TestDemo_BadFlagsNameTheSetting(t *testing.T) {
 		{[]string{"--partitions", "0"}, "--partitions"},
 		{[]string{"--producers", "1000"}, "--producers"},
 		{[]string{"--duration", "-1s"}, "--duration"},
+		{[]string{"--rate", "fast"}, "--rate"},
 		{[]string{"extra"}, "arguments"},
 	} {
-		_, err := parseFlags(tc.args, &bytes.Buffer{})
+		_, err := parseFlags(tc.args, &bytes.Buffer{}, &bytes.Buffer{})
 		var ce *cli.ConfigError
 		require.ErrorAs(t, err, &ce, "%v", tc.args)
 		require.Contains(t, ce.Setting, tc.setting)
@@ -109,6 +111,15 @@ func TestDemo_BadFlagsNameTheSetting(t *testing.T) {
 	var ce *cli.ConfigError
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, "--database", ce.Setting)
+}
+
+func TestDemo_HelpHidesThePasswordOfDatabaseURL(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/app")
+	var stdout bytes.Buffer
+	_, err := parseFlags([]string{"--help"}, &stdout, &bytes.Buffer{})
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, stdout.String(), "--database-url")
+	require.NotContains(t, stdout.String(), "hunter2")
 }
 
 func dropDatabase(t *testing.T, name string) {
