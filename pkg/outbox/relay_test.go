@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -391,4 +392,18 @@ func TestRelay_MissingTopic(t *testing.T) {
 		waitFor(t, 20*time.Second, "published", func() bool { return outboxCount(t, b.db) == 0 })
 		require.Len(t, b.kc.EndOffsets(t, "fresh"), 3)
 	})
+}
+
+func TestRelay_Compression(t *testing.T) {
+	t.Parallel()
+	for _, c := range []kafka.Compression{kafka.Gzip, kafka.Snappy, kafka.Lz4, kafka.Zstd} {
+		t.Run(c.String(), func(t *testing.T) {
+			t.Parallel()
+			_, b := setupRelay(t, outbox.RelayConfig{Compression: c})
+			b.kc.CreateTopic(t, "lessons", 2)
+			want := produce(t, b.db, "lessons", 2, 100, 4, 10)
+			waitFor(t, 20*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+			require.Zero(t, checkDelivery(t, b.kc.ReadAll(t, "lessons"), want))
+		})
+	}
 }
