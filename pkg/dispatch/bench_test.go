@@ -130,12 +130,13 @@ func (h *countHooks) OnHandled(e dispatch.HandledEvent) {
 	}
 }
 
-// runConsumer runs a consumer with the handler registered by reg over the
-// benchmark topic until every event is handled. It returns the time from
-// the first event handled to the last, and from Run to the first event.
-func runConsumer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, group string, reg func(c *dispatch.Consumer) error) (run, join time.Duration) {
+// runConsumer runs a consumer with the handlers registered by reg over the
+// benchmark topic until each of them handled every event. It returns the
+// time from the first event handled to the last, and from Run to the first
+// event.
+func runConsumer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, group string, handlers int, reg func(c *dispatch.Consumer) error) (run, join time.Duration) {
 	b.Helper()
-	hooks := &countHooks{want: int64(benchEvents), done: make(chan struct{})}
+	hooks := &countHooks{want: int64(handlers * benchEvents), done: make(chan struct{})}
 	c, err := dispatch.New(dispatch.Config{
 		Brokers: f.kc.Addrs, Group: group, Topics: []string{f.topic}, Pool: pool, Hooks: hooks,
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
@@ -170,13 +171,13 @@ func runConsumer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, group string
 }
 
 // runReaders reads every partition to its end with bare kafka-go readers,
-// one goroutine per partition: the read ceiling.
+// one goroutine per partition: the read ceiling. It returns the time from
+// the first message read to the last.
 func runReaders(b *testing.B, f *benchFixture) time.Duration {
 	b.Helper()
 	ends := f.kc.EndOffsets(b, f.topic)
 	var wg sync.WaitGroup
-	var total atomic.Int64
-	t0 := time.Now()
+	var total, first atomic.Int64
 	for p, end := range ends {
 		wg.Add(1)
 		go func(p int, end int64) {
@@ -192,7 +193,9 @@ func runReaders(b *testing.B, f *benchFixture) time.Duration {
 					b.Error(err)
 					return
 				}
-				total.Add(1)
+				if total.Add(1) == 1 {
+					first.Store(time.Now().UnixNano())
+				}
 				if m.Offset >= end-1 {
 					return
 				}
@@ -203,7 +206,7 @@ func runReaders(b *testing.B, f *benchFixture) time.Duration {
 	if int(total.Load()) != benchEvents {
 		b.Fatalf("readers read %d of %d", total.Load(), benchEvents)
 	}
-	return time.Since(t0)
+	return time.Since(time.Unix(0, first.Load()))
 }
 
 const (
@@ -287,7 +290,7 @@ func BenchmarkConsumer_Plain(b *testing.B) {
 	var t benchTimes
 	for i := 0; i < b.N; i++ {
 		t.reader += runReaders(b, f)
-		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain-%d", i), func(c *dispatch.Consumer) error {
+		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain-%d", i), 1, func(c *dispatch.Consumer) error {
 			return c.Handle("noop", []string{"lesson.*"}, dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil }))
 		})
 		t.consumer += run
@@ -305,7 +308,7 @@ func BenchmarkConsumer_Plain3Handlers(b *testing.B) {
 	noop := dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil })
 	for i := 0; i < b.N; i++ {
 		t.reader += runReaders(b, f)
-		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain3-%d", i), func(c *dispatch.Consumer) error {
+		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain3-%d", i), 3, func(c *dispatch.Consumer) error {
 			if err := c.Handle("a", []string{"lesson.*"}, noop); err != nil {
 				return err
 			}
@@ -325,17 +328,23 @@ func BenchmarkConsumer_TxBatch(b *testing.B) {
 	f := benchData(b)
 	pool := benchPool(b)
 	var t benchTimes
+	var calls atomic.Int64
 	for i := 0; i < b.N; i++ {
 		t.reader += runReaders(b, f)
 		name := fmt.Sprintf("batch-%d", i)
-		run, join := runConsumer(b, f, pool, name, func(c *dispatch.Consumer) error {
-			return c.HandleBatchTx(name, []string{"lesson.*"}, countBatchTx(name))
+		h := countBatchTx(name)
+		run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
+			return c.HandleBatchTx(name, []string{"lesson.*"}, dispatch.BatchTxHandlerFunc(func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
+				calls.Add(1)
+				return h(ctx, tx, envs)
+			}))
 		})
 		t.consumer += run
 		t.join += join
 		t.pg += runPGPeer(b, f, pool, "peer-"+name, dispatch.DefaultBatchSize)
 	}
 	t.report(b)
+	b.ReportMetric(float64(b.N*benchEvents)/float64(calls.Load()), "events/batch")
 }
 
 // A transactional handler, one transaction per event.
@@ -346,7 +355,7 @@ func BenchmarkConsumer_TxPerEvent(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		t.reader += runReaders(b, f)
 		name := fmt.Sprintf("tx-%d", i)
-		run, join := runConsumer(b, f, pool, name, func(c *dispatch.Consumer) error {
+		run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
 			return c.HandleTx(name, []string{"lesson.*"}, countTx(name))
 		})
 		t.consumer += run

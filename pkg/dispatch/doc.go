@@ -15,12 +15,13 @@
 // where the worker last saw it. A replay, or a member that took the
 // partition over, moves the row; the worker's next write then fails, it
 // drops what it holds and reloads. For transactional handlers that write is
-// the first statement of the handler's own transaction (sent with BEGIN in
-// one round trip), so of two members handling the same event only one can
-// commit: the other's update waits for the row lock, then finds the row
-// moved. A member frozen inside a transaction (a stopped process, a paused
-// VM) holds that lock; Config.TxIdleTimeout has PostgreSQL end its session
-// so the new owner goes on.
+// the last statement of the handler's own transaction, sent with its COMMIT
+// in one round trip, so of two members handling the same event only one
+// can commit: the other's update waits for the row lock, then finds the row
+// moved, and its transaction rolls back. A member frozen inside a
+// transaction (a stopped process, a paused VM) holds the locks its handler
+// took; Config.TxIdleTimeout has PostgreSQL end its session so the member
+// that took the partition over goes on.
 //
 // # Duplicates
 //

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,8 +35,8 @@ type offsetKey struct {
 // overwritten; the worker reloads instead. Transactional handlers fence on
 // next_offset alone: each of their commits moves the row from one offset
 // to a later one, so two commits of the same step exclude each other (the
-// second one's UPDATE re-reads the row after the first commits and matches
-// nothing). Plain handlers also fence on the version (updated_at), because
+// second one's UPDATE waits for the first's row lock, re-reads the row
+// after the first commits and matches nothing). Plain handlers also fence on the version (updated_at), because
 // their progress is in memory until flushed: a replay that rewinds the row
 // to the very offset they last saved must not be overwritten by their
 // flush.
@@ -94,37 +93,22 @@ func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next in
 	return nil
 }
 
-// where is k's row as a condition with SQL literals, for the statements
-// sent with the simple protocol.
-func (k offsetKey) where() string {
-	return "group_id = " + quoteLiteral(k.group) + " AND handler = " + quoteLiteral(k.handler) +
-		" AND topic = " + quoteLiteral(k.topic) + " AND partition = " + strconv.Itoa(k.partition)
+// fenceCommitSQL moves a handler's offset row from $6 to $5 inside the
+// handler's transaction, just before COMMIT and in the same round trip
+// (see worker.inTx). When the row is not at $6 the division fails with
+// division_by_zero (isFenced): the transaction is aborted and the COMMIT
+// queued behind it does not run.
+const fenceCommitSQL = `WITH moved AS (UPDATE pulsebus.handler_offsets SET next_offset = $5, updated_at = clock_timestamp()
+	WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4 AND next_offset = $6 RETURNING 1)
+	SELECT 1 / count(*) FROM moved`
+
+// txBegin begins a handler transaction with its idle timeout, in one round
+// trip.
+func txBegin(idle time.Duration) string {
+	return "BEGIN; SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10)
 }
 
-// quoteLiteral quotes s as an escape string constant (E'...'), which reads
-// the same whatever standard_conforming_strings is. s has no NUL byte:
-// Config.validate and the handler name check make sure.
-func quoteLiteral(s string) string {
-	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-// beginFenced is the BeginQuery of a handler transaction: one round trip
-// that begins it, sets its idle timeout (prefix, see txPrefix) and moves
-// the offset row (where) from next_offset from to to. When the row is not
-// at from the division fails with division_by_zero (isFenced), and the
-// transaction is left aborted.
-func beginFenced(prefix, where string, from, to int64) string {
-	return prefix + "WITH moved AS (UPDATE pulsebus.handler_offsets SET next_offset = " + strconv.FormatInt(to, 10) +
-		", updated_at = clock_timestamp() WHERE " + where + " AND next_offset = " + strconv.FormatInt(from, 10) +
-		" RETURNING 1) SELECT 1 / count(*) FROM moved"
-}
-
-// txPrefix begins a handler transaction with its idle timeout.
-func txPrefix(idle time.Duration) string {
-	return "BEGIN; SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10) + "; "
-}
-
-// isFenced reports whether err, from beginFenced, says the row had moved:
+// isFenced reports whether err, from fenceCommitSQL, says the row had moved:
 // division_by_zero, or a serialization failure when the database's default
 // isolation level is above read committed.
 func isFenced(err error) bool {

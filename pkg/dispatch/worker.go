@@ -54,8 +54,7 @@ type worker struct {
 	c           *Consumer
 	h           *registration
 	key         offsetKey
-	where       string          // key as SQL literals, for beginFenced
-	txPrefix    string          // see txPrefix
+	txBegin     string          // see txBegin
 	workCtx     context.Context // handlers and their transactions run under it
 	groupOffset int64           // the group's committed offset at assignment
 	reload      chan struct{}
@@ -70,8 +69,7 @@ func newWorker(c *Consumer, h *registration, workCtx context.Context, topic stri
 		key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
 		reload: make(chan struct{}, 1),
 	}
-	w.where = w.key.where()
-	w.txPrefix = txPrefix(c.cfg.TxIdleTimeout)
+	w.txBegin = txBegin(c.cfg.TxIdleTimeout)
 	w.durable.Store(-1)
 	return w
 }
@@ -474,10 +472,12 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 	return nil
 }
 
-// inTx runs fn in a transaction that moves the handler's offset row from
-// the cursor's durable offset to end and commits both together. Beginning
-// and moving the row take one round trip (beginFenced); when the row is
-// not where the cursor says it fails with errMoved before fn runs.
+// inTx runs fn in a transaction that also moves the handler's offset row
+// from the cursor's durable offset to end, so both commit together or not
+// at all. The move is fenced (fenceCommitSQL) and pipelined with COMMIT:
+// with BEGIN (and the idle timeout) in one round trip, a one-statement
+// handler costs three. When the row is not where the cursor says, nothing
+// commits and inTx returns errMoved.
 func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 	ctx := w.workCtx
 	conn, err := w.c.cfg.Pool.Acquire(ctx)
@@ -485,32 +485,50 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 		return &infraError{op: "acquire a connection", err: err}
 	}
 	defer conn.Release()
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginFenced(w.txPrefix, w.where, cur.durable, end)})
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: w.txBegin})
 	if err != nil {
-		if isFenced(err) {
-			if conn.Conn().PgConn().TxStatus() != 'I' {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				_, _ = conn.Exec(rctx, "ROLLBACK")
-				cancel()
-			}
-			return errMoved
-		}
-		return &infraError{op: fmt.Sprintf("begin and move offset of %s on %s/%d", w.key.handler, w.key.topic, w.key.partition), err: err}
+		return &infraError{op: "begin", err: err}
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	ended := false
+	defer func() {
+		if !ended {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
 	if err := fn(tx); err != nil {
 		if conn.Conn().IsClosed() {
 			return &infraError{op: "handler transaction lost its connection", err: err}
 		}
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) || errors.Is(err, pgx.ErrTxCommitRollback) {
-			return fmt.Errorf("commit: %w", err) // the handler's doing: a deferred constraint, a serialization failure
-		}
-		return &infraError{op: "commit", err: err}
+	b := &pgx.Batch{}
+	b.Queue(fenceCommitSQL, w.key.group, w.key.handler, w.key.topic, w.key.partition, end, cur.durable)
+	b.Queue("COMMIT")
+	br := tx.SendBatch(ctx, b)
+	_, ferr := br.Exec()
+	_, cerr := br.Exec()
+	if err := br.Close(); cerr == nil {
+		cerr = err
 	}
+	var pe *pgconn.PgError
+	switch {
+	case ferr != nil && isFenced(ferr):
+		return errMoved
+	case ferr != nil && errors.As(ferr, &pe):
+		// 25P02: the handler left its transaction aborted (it swallowed
+		// an error): the handler's failure, not ours.
+		return fmt.Errorf("move offset of %s on %s/%d: %w", w.key.handler, w.key.topic, w.key.partition, ferr)
+	case ferr != nil:
+		return &infraError{op: "move offset", err: ferr}
+	case cerr != nil && errors.As(cerr, &pe):
+		// PostgreSQL refused the commit (a deferred constraint, a
+		// serialization failure): the handler's doing, retried as such.
+		ended = conn.Conn().PgConn().TxStatus() == 'I' // PostgreSQL rolled it back
+		return fmt.Errorf("commit: %w", cerr)
+	case cerr != nil:
+		return &infraError{op: "commit", err: cerr}
+	}
+	ended = true
 	cur.durable = end
 	cur.next = max(cur.next, end)
 	w.durable.Store(end)
