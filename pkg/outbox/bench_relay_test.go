@@ -36,6 +36,7 @@ import (
 //	PULSEBUS_BENCH_SECONDS  how long CommitToAck offers them (default 10)
 //	PULSEBUS_BENCH_BATCH    relay and claim batch size (default outbox.DefaultBatchSize)
 //	PULSEBUS_BENCH_SYNC_COMMIT  the producers' synchronous_commit in CommitToAck (default off)
+//	PULSEBUS_BENCH_PREFETCH     "off": RelayDrain claims one batch at a time (default on)
 
 const benchTopic = "bench"
 
@@ -261,6 +262,9 @@ func BenchmarkRelayDrain(b *testing.B) {
 		})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if os.Getenv("PULSEBUS_BENCH_PREFETCH") == "off" {
+			outbox.DisablePrefetchForTest(r)
 		}
 		b.StartTimer()
 		cpu := startCPU(b, db)

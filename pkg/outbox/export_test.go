@@ -40,3 +40,7 @@ func ScanRowBinaryForTest(r pgx.CollectableRow) (row Row, ok bool, err error) {
 func MessageBuilderForTest(limits *envelope.Limits) func(*envelope.Envelope) (kafka.Message, error) {
 	return newMessageBuilder(limits).build
 }
+
+// DisablePrefetchForTest makes r claim one batch at a time. Call it before
+// Start.
+func DisablePrefetchForTest(r *Relay) { r.noPrefetch = true }

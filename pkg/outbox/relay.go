@@ -192,6 +192,7 @@ type Relay struct {
 	beginSQL string // begins a settle transaction
 	// txSettings configures a claim transaction (see txSettings).
 	txSettings string
+	noPrefetch bool // tests and benchmarks: one batch at a time
 
 	wake chan struct{} // buffered 1: a notification or a leadership change
 
@@ -423,6 +424,9 @@ func (p *prefetch) discard() {
 // canPrefetch reports whether a second claim transaction may hold a pool
 // connection now and still leave one for lease renewals.
 func (r *Relay) canPrefetch() bool {
+	if r.noPrefetch {
+		return false
+	}
 	st := r.cfg.DB.Stat()
 	return st.MaxConns()-st.AcquiredConns() >= 2
 }
