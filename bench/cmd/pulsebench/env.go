@@ -326,3 +326,19 @@ func oldestSnapshotHolder(ctx context.Context, db *scratchDB) string {
 	}
 	return fmt.Sprintf("a transaction open for %.0fs on the server (pid %d, database %s, %s) holds pg_snapshot_xmin back, and Watermill's subscriber reads only rows below it", age, pid, datname, state)
 }
+
+// postgresInfo describes the PostgreSQL server for the report: version and
+// the settings that bound commit rates.
+func postgresInfo(ctx context.Context) string {
+	conn, err := pgx.Connect(ctx, serverURL())
+	if err != nil {
+		return "?"
+	}
+	defer conn.Close(context.Background())
+	var v, fsync, syncCommit, buffers string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
+		current_setting('synchronous_commit'), current_setting('shared_buffers')`).Scan(&v, &fsync, &syncCommit, &buffers); err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%s (fsync %s, synchronous_commit %s, shared_buffers %s)", v, fsync, syncCommit, buffers)
+}

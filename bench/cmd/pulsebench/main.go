@@ -190,6 +190,7 @@ func run(args []string) int {
 		return 1
 	}
 	defer b.admin.Close()
+	pgInfo := postgresInfo(ctx)
 	logf("kfake at %v, PostgreSQL at %s, mode %s, events %d", b.brokers, redactURL(serverURL()), b.mode(), b.events)
 
 	failed := false
@@ -232,6 +233,7 @@ func run(args []string) int {
 	}
 	// Other work on the machine skews every number: record how busy it was.
 	rep.Machine["loadavg_start"], rep.Machine["loadavg_end"] = loadStart, loadAvg()
+	rep.Machine["postgres"] = pgInfo
 	path := *jsonPath
 	if path == "" {
 		path = filepath.Join("results", fmt.Sprintf("%s-%s.json", b.mode(), started.UTC().Format("20060102T150405Z")))
