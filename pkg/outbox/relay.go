@@ -433,12 +433,14 @@ func (r *Relay) canPrefetch() bool {
 
 // loop claims and publishes batches while leader.
 //
-// Pipeline: when a batch comes back full (a backlog), the next claim runs
-// while the batch is being published, in a second transaction; its claim
-// skips the rows the first one holds and takes the ones after them. It is
-// published only once the batch before it was acknowledged and committed,
-// so per partition the produce requests stay in row order; if the batch
-// before it fails, it is rolled back unpublished.
+// Pipeline: the next batch is claimed ahead, in a second transaction, when
+// the batch in hand came back full (a backlog: claimed while it is being
+// produced) or when notifications arrived while it was produced (claimed
+// while it commits). The claim skips the rows the first transaction holds.
+// The next batch is produced only once the batch before it was
+// acknowledged and committed, so per partition the produce requests stay
+// in row order; if the batch before it fails, it is rolled back
+// unpublished.
 func (r *Relay) loop(pollCtx, workCtx context.Context) {
 	bo := r.newBackoff()
 	poll := time.NewTimer(0)
@@ -469,12 +471,26 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 			}
 			var res batchResult
 			if err == nil {
-				if len(b.rows) >= r.cfg.BatchSize && pollCtx.Err() == nil && r.canPrefetch() {
-					if t, ok := r.currentTerm(); ok && t.Term == b.term.Term {
-						next = r.startPrefetch(workCtx, t)
+				prefetch := func() {
+					if next == nil && pollCtx.Err() == nil && r.canPrefetch() {
+						if t, ok := r.currentTerm(); ok && t.Term == b.term.Term {
+							lastClaim = time.Now()
+							next = r.startPrefetch(workCtx, t)
+						}
 					}
 				}
-				res, err = r.finish(workCtx, b)
+				if len(b.rows) >= r.cfg.BatchSize {
+					prefetch() // a backlog: claim the next batch while producing this one
+				}
+				res, err = r.finish(workCtx, b, func() {
+					// Rows committed while this batch was produced: claim
+					// them while this batch commits.
+					select {
+					case <-r.wake:
+						prefetch()
+					default:
+					}
+				})
 			}
 			if err != nil {
 				if next != nil {

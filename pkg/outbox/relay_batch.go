@@ -229,7 +229,10 @@ func (r *Relay) claimRows(ctx context.Context, b *claimedBatch) error {
 // back and settles what was acknowledged or refused. A transient failure
 // leaves the other rows in the outbox and returns an error (the caller
 // backs off). ctx ends only the sending of further produce requests.
-func (r *Relay) finish(ctx context.Context, b *claimedBatch) (res batchResult, err error) {
+//
+// afterAck, when not nil, runs once every row was acknowledged, before the
+// commit: the loop claims the next batch there, overlapping the commit.
+func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck func()) (res batchResult, err error) {
 	defer b.rollback() // no-op after a commit
 	res.claimed = len(b.rows)
 	if len(b.rows) == 0 {
@@ -250,6 +253,9 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch) (res batchResult, e
 	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LeaseTTL)
 	defer cancel()
 	if out.allAcked() {
+		if afterAck != nil {
+			afterAck()
+		}
 		if err := r.commit(dbCtx, b); err != nil {
 			return res, err
 		}
