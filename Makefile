@@ -4,7 +4,7 @@ BIN      := bin
 PKGS     := ./...
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
-.PHONY: help build test lint fmt fuzz bench demo clean up down compose-check
+.PHONY: help build test lint fmt fuzz bench bench-quick bench-go demo clean up down compose-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,13 +18,17 @@ test: ## go vet, then every test with the race detector (needs PostgreSQL, see T
 	$(GO) vet $(PKGS)
 	@echo "==> go test -race (PostgreSQL at $(TEST_DATABASE_URL))"
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	@echo "==> bench module unit tests"
+	cd bench && $(GO) test -count=1 ./...
 
-lint: ## gofmt check, go vet and staticcheck
+lint: ## gofmt check, go vet and staticcheck (the product and the bench module)
 	@echo "==> gofmt -l"
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	@echo "==> staticcheck"
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+	@echo "==> bench module: go vet, staticcheck"
+	cd bench && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 fmt: ## rewrite Go files with gofmt
 	gofmt -w $$(git ls-files '*.go')
@@ -32,7 +36,15 @@ fmt: ## rewrite Go files with gofmt
 fuzz: ## fuzz the envelope decoder for FUZZTIME (default 60s)
 	$(GO) test ./pkg/envelope -run '^$$' -fuzz FuzzFromMessage -fuzztime $${FUZZTIME:-60s}
 
-bench: ## run the Go benchmarks (PostgreSQL needed)
+bench: ## benchmark suite vs the PostgreSQL limit and Watermill (local PostgreSQL, in-process kfake; about 15 min); BENCH_ARGS="--scenarios drain" etc.
+	@echo "==> pulsebench full run (PostgreSQL at $(TEST_DATABASE_URL); about 15 minutes); results in bench/results/"
+	cd bench && $(GO) run ./cmd/pulsebench --markdown results/full.md $(BENCH_ARGS)
+
+bench-quick: ## benchmark smoke test: every scenario with small sizes (under a minute); fails if a contender errors or loses events
+	@echo "==> pulsebench --quick (PostgreSQL at $(TEST_DATABASE_URL))"
+	cd bench && $(GO) run ./cmd/pulsebench --quick
+
+bench-go: ## run the packages' Go benchmarks (PostgreSQL needed)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 demo: ## run relay, consumer, handlers and a load generator on an embedded broker (DATABASE_URL; ARGS="--duration 30s --rate 500")
