@@ -86,8 +86,8 @@ type RelayConfig struct {
 	WriteTimeout time.Duration
 	// MaxMessageBytes is the most bytes per produce request and so per
 	// message; a message larger than this is parked without being sent.
-	// Keep it at or below the broker's message.max.bytes. Defaults to
-	// DefaultMaxMessageBytes.
+	// Keep it at or below the broker's message.max.bytes. At least 1024.
+	// Defaults to DefaultMaxMessageBytes.
 	MaxMessageBytes int
 	// Limits validates envelopes before they are produced; an invalid one
 	// is parked. Defaults to envelope.DefaultLimits().
@@ -156,20 +156,48 @@ func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	for i, b := range cfg.Brokers {
+		if b == "" {
+			return cfg, fmt.Errorf("outbox: RelayConfig.Brokers[%d] is empty; want host:port", i)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"PollInterval", cfg.PollInterval}, {"NotifyDebounce", cfg.NotifyDebounce}, {"WriteTimeout", cfg.WriteTimeout},
+		{"BackoffInitial", cfg.BackoffInitial}, {"BackoffMax", cfg.BackoffMax},
+	} {
+		if d.v < 0 {
+			return cfg, fmt.Errorf("outbox: RelayConfig.%s %s must not be negative", d.name, d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"BatchSize", cfg.BatchSize}, {"TopicPartitions", cfg.TopicPartitions}, {"TopicReplicationFactor", cfg.TopicReplicationFactor},
+	} {
+		if n.v < 0 {
+			return cfg, fmt.Errorf("outbox: RelayConfig.%s %d must be positive", n.name, n.v)
+		}
+	}
 	switch {
-	case cfg.BatchSize < 0:
-		return cfg, fmt.Errorf("outbox: RelayConfig.BatchSize %d must be positive", cfg.BatchSize)
 	case cfg.LeaseTTL < 3*time.Second/2:
 		return cfg, fmt.Errorf("outbox: RelayConfig.LeaseTTL %s must be at least 1.5s", cfg.LeaseTTL)
 	case cfg.WriteTimeout >= cfg.LeaseTTL:
 		return cfg, fmt.Errorf("outbox: RelayConfig.WriteTimeout %s must be below LeaseTTL %s", cfg.WriteTimeout, cfg.LeaseTTL)
-	case cfg.PollInterval < 0 || cfg.NotifyDebounce < 0 || cfg.BackoffInitial < 0 || cfg.BackoffMax < cfg.BackoffInitial:
-		return cfg, errors.New("outbox: RelayConfig durations must be positive and BackoffMax >= BackoffInitial")
-	case cfg.MaxMessageBytes < 0 || cfg.TopicPartitions < 0 || cfg.TopicReplicationFactor < 0:
-		return cfg, errors.New("outbox: RelayConfig.MaxMessageBytes, TopicPartitions and TopicReplicationFactor must be positive")
+	case cfg.BackoffMax < cfg.BackoffInitial:
+		return cfg, fmt.Errorf("outbox: RelayConfig.BackoffMax %s must not be below BackoffInitial %s", cfg.BackoffMax, cfg.BackoffInitial)
+	case cfg.MaxMessageBytes < minMaxMessageBytes:
+		return cfg, fmt.Errorf("outbox: RelayConfig.MaxMessageBytes %d must be at least %d", cfg.MaxMessageBytes, minMaxMessageBytes)
 	}
 	return cfg, nil
 }
+
+// minMaxMessageBytes is the least MaxMessageBytes: below it, ordinary
+// events would not fit a produce request and would all be parked.
+const minMaxMessageBytes = 1024
 
 func setDefault[T int | time.Duration](v *T, def T) {
 	if *v == 0 {

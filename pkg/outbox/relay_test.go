@@ -407,3 +407,34 @@ func TestRelay_Compression(t *testing.T) {
 		})
 	}
 }
+
+func TestNewRelay_ValidationNamesTheField(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ok := func() outbox.RelayConfig { return outbox.RelayConfig{DB: db.Pool, Brokers: []string{"127.0.0.1:9092"}} }
+	for _, tc := range []struct {
+		field string
+		mut   func(*outbox.RelayConfig)
+	}{
+		{"DB", func(c *outbox.RelayConfig) { c.DB = nil }},
+		{"Brokers", func(c *outbox.RelayConfig) { c.Brokers = nil }},
+		{"Brokers[1]", func(c *outbox.RelayConfig) { c.Brokers = []string{"a:1", ""} }},
+		{"BatchSize", func(c *outbox.RelayConfig) { c.BatchSize = -1 }},
+		{"LeaseTTL", func(c *outbox.RelayConfig) { c.LeaseTTL = time.Second }},
+		{"WriteTimeout", func(c *outbox.RelayConfig) { c.LeaseTTL, c.WriteTimeout = 2*time.Second, 2*time.Second }},
+		{"WriteTimeout", func(c *outbox.RelayConfig) { c.WriteTimeout = -time.Second }},
+		{"PollInterval", func(c *outbox.RelayConfig) { c.PollInterval = -time.Second }},
+		{"NotifyDebounce", func(c *outbox.RelayConfig) { c.NotifyDebounce = -time.Second }},
+		{"BackoffMax", func(c *outbox.RelayConfig) { c.BackoffInitial, c.BackoffMax = time.Second, time.Millisecond }},
+		{"MaxMessageBytes", func(c *outbox.RelayConfig) { c.MaxMessageBytes = 100 }},
+		{"TopicPartitions", func(c *outbox.RelayConfig) { c.TopicPartitions = -2 }},
+		{"TopicReplicationFactor", func(c *outbox.RelayConfig) { c.TopicReplicationFactor = -1 }},
+	} {
+		cfg := ok()
+		tc.mut(&cfg)
+		_, err := outbox.NewRelay(cfg)
+		require.ErrorContains(t, err, "RelayConfig."+tc.field, tc.field)
+	}
+	_, err := outbox.NewRelay(ok())
+	require.NoError(t, err)
+}
