@@ -1,12 +1,15 @@
 package dispatch_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,16 +271,88 @@ func runPGPeer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, handler string
 
 func rate(d time.Duration) float64 { return float64(benchEvents) / d.Seconds() }
 
-type benchTimes struct{ consumer, join, reader, pg time.Duration }
+// cpuSample is CPU time used so far by this process and by the PostgreSQL
+// backends serving the benchmark's database. CPU per event is a steadier
+// measure than events/s on a machine others use too.
+type cpuSample struct {
+	process time.Duration
+	pg      map[int]time.Duration // backend pid → its CPU time
+}
+
+func sampleCPU(b *testing.B, pool *pgxpool.Pool) cpuSample {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	s := cpuSample{process: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), pg: map[int]time.Duration{}}
+	if pool == nil {
+		return s
+	}
+	rows, err := pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // not on this host, or gone
+		}
+		// Fields 14 and 15 (utime, stime, in clock ticks of 10 ms) follow
+		// the command name in parentheses.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		s.pg[int(pid)] = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return s
+}
+
+// since returns the process and database CPU time used since before.
+func (s cpuSample) since(before cpuSample) (process, pg time.Duration) {
+	for pid, t := range s.pg {
+		pg += t - before.pg[pid]
+	}
+	return s.process - before.process, pg
+}
+
+// benchTimes accumulates a benchmark's wall and CPU times: the consumer's,
+// and its peers' (see the top of the file).
+type benchTimes struct {
+	consumer, join, reader, pg    time.Duration
+	consumerCPU, readerCPU, pgCPU time.Duration // process + database
+	consumerDBCPU                 time.Duration // the database's part of consumerCPU
+}
+
+// measure runs fn, adding the CPU it used (this process and the database
+// backends) to cpu.
+func measure(b *testing.B, pool *pgxpool.Pool, cpu *time.Duration, fn func()) time.Duration {
+	before := sampleCPU(b, pool)
+	fn()
+	proc, pg := sampleCPU(b, pool).since(before)
+	*cpu += proc + pg
+	return pg
+}
 
 func (t *benchTimes) report(b *testing.B) {
 	n := time.Duration(b.N)
+	perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N*benchEvents) }
 	b.ReportMetric(rate(t.consumer/n), "events/s")
+	b.ReportMetric(perEvent(t.consumerCPU), "cpu-us/event")
+	if t.consumerDBCPU > 0 {
+		b.ReportMetric(perEvent(t.consumerDBCPU), "db-cpu-us/event")
+	}
 	b.ReportMetric(float64((t.join / n).Milliseconds()), "join-ms")
 	b.ReportMetric(rate(t.reader/n), "reader-events/s")
+	b.ReportMetric(perEvent(t.readerCPU), "reader-cpu-us/event")
 	b.ReportMetric(rate(t.reader/n)/rate(t.consumer/n), "reader/consumer")
 	if t.pg > 0 {
 		b.ReportMetric(rate(t.pg/n), "pg-events/s")
+		b.ReportMetric(perEvent(t.pgCPU), "pg-cpu-us/event")
 		b.ReportMetric(rate(t.pg/n)/rate(t.consumer/n), "pg/consumer")
 	}
 	b.ReportMetric(0, "ns/op")
@@ -289,12 +364,14 @@ func BenchmarkConsumer_Plain(b *testing.B) {
 	pool := benchPool(b)
 	var t benchTimes
 	for i := 0; i < b.N; i++ {
-		t.reader += runReaders(b, f)
-		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain-%d", i), 1, func(c *dispatch.Consumer) error {
-			return c.Handle("noop", []string{"lesson.*"}, dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil }))
+		measure(b, nil, &t.readerCPU, func() { t.reader += runReaders(b, f) })
+		t.consumerDBCPU += measure(b, pool, &t.consumerCPU, func() {
+			run, join := runConsumer(b, f, pool, fmt.Sprintf("plain-%d", i), 1, func(c *dispatch.Consumer) error {
+				return c.Handle("noop", []string{"lesson.*"}, dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil }))
+			})
+			t.consumer += run
+			t.join += join
 		})
-		t.consumer += run
-		t.join += join
 	}
 	t.report(b)
 }
@@ -307,18 +384,20 @@ func BenchmarkConsumer_Plain3Handlers(b *testing.B) {
 	var t benchTimes
 	noop := dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil })
 	for i := 0; i < b.N; i++ {
-		t.reader += runReaders(b, f)
-		run, join := runConsumer(b, f, pool, fmt.Sprintf("plain3-%d", i), 3, func(c *dispatch.Consumer) error {
-			if err := c.Handle("a", []string{"lesson.*"}, noop); err != nil {
-				return err
-			}
-			if err := c.Handle("b", []string{"lesson.*"}, noop); err != nil {
-				return err
-			}
-			return c.Handle("c", []string{"lesson.*"}, noop)
+		measure(b, nil, &t.readerCPU, func() { t.reader += runReaders(b, f) })
+		t.consumerDBCPU += measure(b, pool, &t.consumerCPU, func() {
+			run, join := runConsumer(b, f, pool, fmt.Sprintf("plain3-%d", i), 3, func(c *dispatch.Consumer) error {
+				if err := c.Handle("a", []string{"lesson.*"}, noop); err != nil {
+					return err
+				}
+				if err := c.Handle("b", []string{"lesson.*"}, noop); err != nil {
+					return err
+				}
+				return c.Handle("c", []string{"lesson.*"}, noop)
+			})
+			t.consumer += run
+			t.join += join
 		})
-		t.consumer += run
-		t.join += join
 	}
 	t.report(b)
 }
@@ -330,18 +409,20 @@ func BenchmarkConsumer_TxBatch(b *testing.B) {
 	var t benchTimes
 	var calls atomic.Int64
 	for i := 0; i < b.N; i++ {
-		t.reader += runReaders(b, f)
+		measure(b, nil, &t.readerCPU, func() { t.reader += runReaders(b, f) })
 		name := fmt.Sprintf("batch-%d", i)
 		h := countBatchTx(name)
-		run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
-			return c.HandleBatchTx(name, []string{"lesson.*"}, dispatch.BatchTxHandlerFunc(func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
-				calls.Add(1)
-				return h(ctx, tx, envs)
-			}))
+		t.consumerDBCPU += measure(b, pool, &t.consumerCPU, func() {
+			run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
+				return c.HandleBatchTx(name, []string{"lesson.*"}, dispatch.BatchTxHandlerFunc(func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
+					calls.Add(1)
+					return h(ctx, tx, envs)
+				}))
+			})
+			t.consumer += run
+			t.join += join
 		})
-		t.consumer += run
-		t.join += join
-		t.pg += runPGPeer(b, f, pool, "peer-"+name, dispatch.DefaultBatchSize)
+		measure(b, pool, &t.pgCPU, func() { t.pg += runPGPeer(b, f, pool, "peer-"+name, dispatch.DefaultBatchSize) })
 	}
 	t.report(b)
 	b.ReportMetric(float64(b.N*benchEvents)/float64(calls.Load()), "events/batch")
@@ -353,14 +434,16 @@ func BenchmarkConsumer_TxPerEvent(b *testing.B) {
 	pool := benchPool(b)
 	var t benchTimes
 	for i := 0; i < b.N; i++ {
-		t.reader += runReaders(b, f)
+		measure(b, nil, &t.readerCPU, func() { t.reader += runReaders(b, f) })
 		name := fmt.Sprintf("tx-%d", i)
-		run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
-			return c.HandleTx(name, []string{"lesson.*"}, countTx(name))
+		t.consumerDBCPU += measure(b, pool, &t.consumerCPU, func() {
+			run, join := runConsumer(b, f, pool, name, 1, func(c *dispatch.Consumer) error {
+				return c.HandleTx(name, []string{"lesson.*"}, countTx(name))
+			})
+			t.consumer += run
+			t.join += join
 		})
-		t.consumer += run
-		t.join += join
-		t.pg += runPGPeer(b, f, pool, "peer-"+name, 1)
+		measure(b, pool, &t.pgCPU, func() { t.pg += runPGPeer(b, f, pool, "peer-"+name, 1) })
 	}
 	t.report(b)
 }

@@ -16,8 +16,9 @@
 // partition over, moves the row; the worker's next write then fails, it
 // drops what it holds and reloads. For transactional handlers that write is
 // the last statement of the handler's own transaction, sent with its COMMIT
-// in one round trip, so of two members handling the same event only one
-// can commit: the other's update waits for the row lock, then finds the row
+// in one round trip (and the BEGIN goes with the handler's first
+// statement), so of two members handling the same event only one can
+// commit: the other's update waits for the row lock, then finds the row
 // moved, and its transaction rolls back. A member frozen inside a
 // transaction (a stopped process, a paused VM) holds the locks its handler
 // took; Config.TxIdleTimeout has PostgreSQL end its session so the member

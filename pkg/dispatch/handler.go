@@ -28,7 +28,10 @@ func (f HandlerFunc) Handle(ctx context.Context, env envelope.Envelope) error { 
 
 // TxHandler handles one event inside a transaction that also advances the
 // handler's offset: its writes and the offset commit together, so each event
-// takes effect exactly once. It must not commit or roll back tx.
+// takes effect exactly once. Return an error to roll back; tx.Commit and
+// tx.Rollback return an error. The transaction's BEGIN is sent with the
+// handler's first Exec or SendBatch, and the offset move with the COMMIT,
+// so a handler that writes with one statement costs two round trips.
 type TxHandler interface {
 	HandleTx(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error
 }
@@ -42,7 +45,8 @@ func (f TxHandlerFunc) HandleTx(ctx context.Context, tx pgx.Tx, env envelope.Env
 }
 
 // BatchTxHandler handles several consecutive events of one partition in one
-// transaction that also advances the handler's offset past the last of them.
+// transaction that also advances the handler's offset past the last of them
+// (the transaction is as for [TxHandler]).
 // When it fails, the events are handled again one by one (each in its own
 // transaction, with the retry policy) so one bad event is parked alone.
 type BatchTxHandler interface {

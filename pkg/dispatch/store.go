@@ -95,17 +95,17 @@ func advanceOffset(ctx context.Context, db dbtx, k offsetKey, c *cursor, next in
 
 // fenceCommitSQL moves a handler's offset row from $6 to $5 inside the
 // handler's transaction, just before COMMIT and in the same round trip
-// (see worker.inTx). When the row is not at $6 the division fails with
+// (see worker.inTx), or on its own when the handler wrote nothing. When the row is not at $6 the division fails with
 // division_by_zero (isFenced): the transaction is aborted and the COMMIT
 // queued behind it does not run.
 const fenceCommitSQL = `WITH moved AS (UPDATE pulsebus.handler_offsets SET next_offset = $5, updated_at = clock_timestamp()
 	WHERE group_id = $1 AND handler = $2 AND topic = $3 AND partition = $4 AND next_offset = $6 RETURNING 1)
 	SELECT 1 / count(*) FROM moved`
 
-// txBegin begins a handler transaction with its idle timeout, in one round
-// trip.
-func txBegin(idle time.Duration) string {
-	return "BEGIN; SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10)
+// txSetup is the statement that follows BEGIN in a handler transaction: it
+// sets its idle timeout (Config.TxIdleTimeout).
+func txSetup(idle time.Duration) string {
+	return "SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10)
 }
 
 // isFenced reports whether err, from fenceCommitSQL, says the row had moved:

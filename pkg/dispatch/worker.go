@@ -54,7 +54,7 @@ type worker struct {
 	c           *Consumer
 	h           *registration
 	key         offsetKey
-	txBegin     string          // see txBegin
+	txSetup     string          // see txSetup
 	workCtx     context.Context // handlers and their transactions run under it
 	groupOffset int64           // the group's committed offset at assignment
 	reload      chan struct{}
@@ -69,7 +69,7 @@ func newWorker(c *Consumer, h *registration, workCtx context.Context, topic stri
 		key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
 		reload: make(chan struct{}, 1),
 	}
-	w.txBegin = txBegin(c.cfg.TxIdleTimeout)
+	w.txSetup = txSetup(c.cfg.TxIdleTimeout)
 	w.durable.Store(-1)
 	return w
 }
@@ -474,41 +474,48 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 
 // inTx runs fn in a transaction that also moves the handler's offset row
 // from the cursor's durable offset to end, so both commit together or not
-// at all. The move is fenced (fenceCommitSQL) and pipelined with COMMIT:
-// with BEGIN (and the idle timeout) in one round trip, a one-statement
-// handler costs three. When the row is not where the cursor says, nothing
-// commits and inTx returns errMoved.
+// at all. BEGIN goes out with the handler's first statement (handlerTx);
+// the move is fenced (fenceCommitSQL) and goes out with COMMIT: a
+// one-statement handler costs two round trips. When the row is not where
+// the cursor says, nothing commits and inTx returns errMoved.
 func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 	ctx := w.workCtx
-	conn, err := w.c.cfg.Pool.Acquire(ctx)
+	pc, err := w.c.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return &infraError{op: "acquire a connection", err: err}
 	}
-	defer conn.Release()
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: w.txBegin})
-	if err != nil {
-		return &infraError{op: "begin", err: err}
-	}
+	defer pc.Release()
+	conn := pc.Conn()
+	tx := &handlerTx{conn: conn, setup: w.txSetup}
 	ended := false
 	defer func() {
-		if !ended {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
+		if !ended && !conn.IsClosed() && conn.PgConn().TxStatus() != 'I' {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+			cancel()
 		}
 	}()
 	if err := fn(tx); err != nil {
-		if conn.Conn().IsClosed() {
+		if conn.IsClosed() {
 			return &infraError{op: "handler transaction lost its connection", err: err}
 		}
 		return err
 	}
-	b := &pgx.Batch{}
-	b.Queue(fenceCommitSQL, w.key.group, w.key.handler, w.key.topic, w.key.partition, end, cur.durable)
-	b.Queue("COMMIT")
-	br := tx.SendBatch(ctx, b)
-	_, ferr := br.Exec()
-	_, cerr := br.Exec()
-	if err := br.Close(); cerr == nil {
-		cerr = err
+	args := []any{w.key.group, w.key.handler, w.key.topic, w.key.partition, end, cur.durable}
+	var ferr, cerr error
+	if !tx.begun() {
+		// The handler wrote nothing: the move alone, autocommitted.
+		_, ferr = conn.Exec(ctx, fenceCommitSQL, args...)
+	} else {
+		b := &pgx.Batch{}
+		b.Queue(fenceCommitSQL, args...)
+		b.Queue("COMMIT")
+		br := conn.SendBatch(ctx, b)
+		_, ferr = br.Exec()
+		_, cerr = br.Exec()
+		if err := br.Close(); cerr == nil {
+			cerr = err
+		}
 	}
 	var pe *pgconn.PgError
 	switch {
@@ -523,7 +530,6 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 	case cerr != nil && errors.As(cerr, &pe):
 		// PostgreSQL refused the commit (a deferred constraint, a
 		// serialization failure): the handler's doing, retried as such.
-		ended = conn.Conn().PgConn().TxStatus() == 'I' // PostgreSQL rolled it back
 		return fmt.Errorf("commit: %w", cerr)
 	case cerr != nil:
 		return &infraError{op: "commit", err: cerr}
