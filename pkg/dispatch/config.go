@@ -30,6 +30,7 @@ const (
 	DefaultQueueCapacity     = 256
 	DefaultDedupeWindow      = 2048
 	DefaultTxIdleTimeout     = 30 * time.Second
+	DefaultPartitionWatch    = 5 * time.Second
 )
 
 // NotifyChannel is the PostgreSQL channel a replay notifies, with the JSON
@@ -94,6 +95,10 @@ type Config struct {
 	// JoinGroupBackoff is the pause after a failed join. Defaults to
 	// DefaultJoinGroupBackoff.
 	JoinGroupBackoff time.Duration
+	// PartitionWatchInterval is how often the member checks its topics for
+	// added partitions; finding some starts a rebalance that assigns them.
+	// Defaults to DefaultPartitionWatch.
+	PartitionWatchInterval time.Duration
 	// DrainTimeout is how long in-flight handlers may run after the context
 	// given to Run is done before their own context is cancelled. Defaults
 	// to DefaultDrainTimeout.
@@ -161,6 +166,7 @@ func (c *Config) withDefaults() Config {
 	setDur(&out.HeartbeatInterval, DefaultHeartbeatInterval)
 	setDur(&out.RebalanceTimeout, DefaultRebalanceTimeout)
 	setDur(&out.JoinGroupBackoff, DefaultJoinGroupBackoff)
+	setDur(&out.PartitionWatchInterval, DefaultPartitionWatch)
 	setDur(&out.DrainTimeout, DefaultDrainTimeout)
 	setDur(&out.FetchMaxWait, DefaultFetchMaxWait)
 	setDur(&out.TxIdleTimeout, DefaultTxIdleTimeout)
@@ -207,7 +213,7 @@ func (c *Config) validate() error {
 		{"FlushInterval", c.FlushInterval}, {"CommitInterval", c.CommitInterval}, {"SessionTimeout", c.SessionTimeout},
 		{"HeartbeatInterval", c.HeartbeatInterval}, {"RebalanceTimeout", c.RebalanceTimeout},
 		{"JoinGroupBackoff", c.JoinGroupBackoff}, {"DrainTimeout", c.DrainTimeout}, {"FetchMaxWait", c.FetchMaxWait},
-		{"TxIdleTimeout", c.TxIdleTimeout},
+		{"TxIdleTimeout", c.TxIdleTimeout}, {"PartitionWatchInterval", c.PartitionWatchInterval},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("dispatch: Config.%s %s is negative", d.name, d.v))

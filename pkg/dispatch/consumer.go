@@ -160,8 +160,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		RebalanceTimeout:  c.cfg.RebalanceTimeout,
 		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
 		StartOffset:       c.cfg.StartOffset,
-		Timeout:           10 * time.Second,
-		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { c.log.Debug("kafka group: " + fmt.Sprintf(f, a...)) }),
+
+		Timeout:     10 * time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { c.log.Debug("kafka group: " + fmt.Sprintf(f, a...)) }),
 	})
 	if err != nil {
 		return fmt.Errorf("join consumer group %s: %w", c.cfg.Group, err)
@@ -222,6 +223,7 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 			c.mu.Unlock()
 		})
 	}
+	gen.Start(func(ctx context.Context) { c.watchPartitions(ctx, gen.ID) })
 	gen.Start(func(ctx context.Context) {
 		t := time.NewTicker(c.cfg.CommitInterval)
 		defer t.Stop()
@@ -236,6 +238,57 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 			}
 		}
 	})
+}
+
+// watchPartitions returns, ending the generation, when a topic's partition
+// count changes — a topic created after the member joined included — so
+// that the rebalance that follows assigns the new partitions. (kafka-go's
+// own watcher ends a generation at once while a topic does not exist,
+// which rebalances in a tight loop.) A change between the group leader's
+// assignment and the first look here is caught by the next rebalance.
+func (c *Consumer) watchPartitions(ctx context.Context, generation int32) {
+	known := c.partitionCounts(ctx)
+	t := time.NewTicker(c.cfg.PartitionWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for topic, n := range c.partitionCounts(ctx) {
+			was, ok := known[topic]
+			if !ok {
+				known[topic] = n
+				continue
+			}
+			if n != was {
+				c.log.Info("partitions changed; rejoining the group", "topic", topic, "partitions", n,
+					"before", was, "generation", generation)
+				return
+			}
+		}
+	}
+}
+
+// partitionCounts returns how many partitions each topic has (0 when it
+// does not exist), leaving out those it could not learn.
+func (c *Consumer) partitionCounts(ctx context.Context) map[string]int {
+	out := make(map[string]int, len(c.cfg.Topics))
+	for _, topic := range c.cfg.Topics {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ids, err := c.offs.partitions(lctx, topic)
+		cancel()
+		switch {
+		case err == nil:
+			out[topic] = len(ids)
+		case errors.Is(err, kafka.UnknownTopicOrPartition):
+			out[topic] = 0
+		default:
+			c.log.Debug("look up partitions", "topic", topic, "err", err)
+		}
+	}
+	return out
 }
 
 // commitGroupOffsets commits, per partition, the minimum next offset over

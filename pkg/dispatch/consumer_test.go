@@ -804,3 +804,49 @@ func TestParseReplayTarget(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// A topic created after the consumer started, and partitions added to it
+// later, are consumed: the member notices and rejoins, and the rebalance
+// assigns them.
+func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.topic = "later"
+	hooks := newHookRecorder()
+	cfg := b.config("svc")
+	cfg.Hooks = hooks
+	cfg.PartitionWatchInterval = 200 * time.Millisecond
+	c, err := dispatch.New(cfg)
+	require.NoError(t, err)
+	rec := newRecorder()
+	require.NoError(t, c.Handle("plain", []string{"*"}, rec))
+	stop := start(t, c)
+	eventually(t, 30*time.Second, "a first, empty, generation", func() bool {
+		hooks.mu.Lock()
+		defer hooks.mu.Unlock()
+		return len(hooks.rebalances) == 1
+	})
+
+	b.kc.CreateTopic(t, b.topic, 1)
+	produce(t, b.kc.Addrs, b.topic, events(t, 10, "lesson.published"))
+	eventually(t, 30*time.Second, "the new topic consumed", func() bool { n, _ := rec.total(); return n == 10 })
+
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(b.kc.Addrs...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := cl.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: b.topic, Count: 3}}})
+	require.NoError(t, err)
+	for _, e := range resp.Errors {
+		require.NoError(t, e)
+	}
+	produce(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
+	eventually(t, 30*time.Second, "the new partitions consumed", func() bool { n, _ := rec.total(); return n == 40 })
+	stop()
+	require.Len(t, b.kc.EndOffsets(t, b.topic), 3)
+	requireOffsetsAtEnd(t, b, "svc", "plain")
+	hooks.mu.Lock()
+	defer hooks.mu.Unlock()
+	require.Equal(t, map[string][]int{b.topic: {0, 1, 2}}, hooks.rebalances[len(hooks.rebalances)-1])
+	require.LessOrEqual(t, len(hooks.rebalances), 5, "no rebalance storm: %v", hooks.rebalances)
+}

@@ -60,7 +60,6 @@ type worker struct {
 	reload      chan struct{}
 	durable     atomic.Int64 // the persisted next offset, -1 before it is known
 	items       []item       // reused by classify
-	envs        []envelope.Envelope
 }
 
 func newWorker(c *Consumer, h *registration, workCtx context.Context, topic string, pa kafka.PartitionAssignment) *worker {
@@ -415,8 +414,7 @@ func (w *worker) runTx(ctx context.Context, tx pgx.Tx, it item) error {
 		if w.h.kind == kindTx {
 			return w.h.runOne(withMessage(ctx, it.msg), tx, it.env)
 		}
-		w.envs = append(w.envs[:0], it.env)
-		return w.h.runBatch(ctx, tx, w.envs)
+		return w.h.runBatch(ctx, tx, []envelope.Envelope{it.env})
 	})
 }
 
@@ -425,7 +423,7 @@ func (w *worker) runTx(ctx context.Context, tx pgx.Tx, it item) error {
 func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int64) error {
 	start := time.Now()
 	err := w.inTx(cur, end, func(tx pgx.Tx) error {
-		goods := w.envs[:0]
+		goods := make([]envelope.Envelope, 0, len(items)) // the handler may keep it
 		for _, it := range items {
 			switch {
 			case it.bad != nil:
@@ -440,7 +438,6 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 				goods = append(goods, it.env)
 			}
 		}
-		w.envs = goods[:0]
 		if len(goods) == 0 {
 			return nil
 		}
