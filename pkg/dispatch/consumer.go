@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -330,14 +331,18 @@ type notification struct {
 }
 
 // listen LISTENs on NotifyChannel and tells the workers of a replayed
-// handler to reload their offsets. After a lost connection it reloads every
-// worker, since notifications may have been missed.
+// handler to reload their offsets. Each time LISTEN takes effect, on the
+// first connection and after a lost one, it reloads every worker, since
+// notifications may have been missed.
 func (c *Consumer) listen(ctx context.Context) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := c.listenOnce(ctx)
+		listening, err := c.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if listening {
+			delay = 100 * time.Millisecond
 		}
 		c.log.Warn("offset notifications: connection lost; reconnecting", "err", err, "in", delay)
 		select {
@@ -349,22 +354,35 @@ func (c *Consumer) listen(ctx context.Context) {
 	}
 }
 
-func (c *Consumer) listenOnce(ctx context.Context) error {
+// listenKeepalive is how long the notification connection may stay silent
+// before it is pinged: a connection that died without a word would
+// otherwise go unnoticed, and replays with it.
+const listenKeepalive = 30 * time.Second
+
+func (c *Consumer) listenOnce(ctx context.Context) (listening bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, c.cfg.Pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
-		return err
+		return false, err
 	}
 	// A replay committed before LISTEN took effect was not heard: workers
 	// that loaded their offsets before now reload them.
 	c.signal(func(*worker) bool { return true })
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, listenKeepalive)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
 		if err != nil {
-			return err
+			if ctx.Err() == nil && pgconn.Timeout(err) {
+				if err := conn.Ping(ctx); err != nil {
+					return true, err
+				}
+				continue
+			}
+			return true, err
 		}
 		var p notification
 		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {

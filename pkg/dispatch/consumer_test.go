@@ -225,8 +225,9 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	require.Equal(t, 28, calls)
 }
 
-// Replaying one handler from earliest re-delivers all its events, live,
-// while the other handler sees none of them again.
+// Replaying one handler from earliest re-delivers all its events, live
+// (even right after the notification connection was lost), while the
+// other handler sees none of them again.
 func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
@@ -246,6 +247,12 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 		return a == len(envs) && bb == len(envs)
 	})
 
+	// The notification connection dies first: the consumer listens again
+	// and does not miss the replay.
+	var killed bool
+	require.NoError(t, b.db.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN '||$1`, dispatch.NotifyChannel).Scan(&killed))
+	require.True(t, killed)
 	admin := &dispatch.Admin{Pool: b.db.Pool, Brokers: b.kc.Addrs}
 	rows, err := admin.Replay(context.Background(), dispatch.ReplayParams{
 		Group: "svc", Handler: "a", Partition: -1, To: dispatch.ReplayTarget{Kind: "earliest"}})
