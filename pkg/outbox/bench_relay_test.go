@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
@@ -37,6 +38,7 @@ import (
 //	PULSEBUS_BENCH_BATCH    relay and claim batch size (default outbox.DefaultBatchSize)
 //	PULSEBUS_BENCH_SYNC_COMMIT  the producers' synchronous_commit in CommitToAck (default off)
 //	PULSEBUS_BENCH_PREFETCH     "off": RelayDrain claims one batch at a time (default on)
+//	PULSEBUS_BENCH_BROKER_DELAY RelayDrain: kfake answers every produce request this late (e.g. 2ms)
 
 const benchTopic = "bench"
 
@@ -251,6 +253,18 @@ func BenchmarkRelayDrain(b *testing.B) {
 		if err := kc.CreateTopicErr(ctx, benchTopic, benchPartitions); err != nil {
 			b.Fatal(err)
 		}
+		if d := os.Getenv("PULSEBUS_BENCH_BROKER_DELAY"); d != "" {
+			delay, err := time.ParseDuration(d)
+			if err != nil {
+				b.Fatalf("PULSEBUS_BENCH_BROKER_DELAY=%q: %v", d, err)
+			}
+			// A broker that far away: every produce answered late.
+			kc.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+				kc.KeepControl()
+				kc.SleepControl(func() { time.Sleep(delay) })
+				return nil, nil, false
+			})
+		}
 		fillOutbox(b, db, rows)
 		hooks := &countingHooks{target: int64(rows), done: make(chan struct{})}
 		pool, err := pgxpool.New(ctx, db.URL)
@@ -378,11 +392,11 @@ func BenchmarkCommitToAck(b *testing.B) {
 		go func() {
 			var rtts []time.Duration
 			defer func() { pingStopped <- rtts }()
-			conn, err := relayPool.Acquire(ctx)
+			conn, err := pgx.Connect(ctx, db.URL)
 			if err != nil {
 				return
 			}
-			defer conn.Release()
+			defer conn.Close(ctx)
 			for {
 				select {
 				case <-pingDone:

@@ -499,13 +499,15 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 			}
 			var res batchResult
 			if err == nil {
-				prefetch := func() {
+				prefetch := func() bool {
 					if next == nil && pollCtx.Err() == nil && r.canPrefetch() {
 						if t, ok := r.currentTerm(); ok && t.Term == b.term.Term {
 							lastClaim = time.Now()
 							next = r.startPrefetch(workCtx, t)
+							return true
 						}
 					}
+					return false
 				}
 				if len(b.rows) >= r.cfg.BatchSize {
 					prefetch() // a backlog: claim the next batch while producing this one
@@ -515,7 +517,9 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 					// them while this batch commits.
 					select {
 					case <-r.wake:
-						prefetch()
+						if !prefetch() {
+							r.signal() // the loop claims them next
+						}
 					default:
 					}
 				})

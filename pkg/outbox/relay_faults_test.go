@@ -326,3 +326,35 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 	require.LessOrEqual(t, dups, (cuts+1)*2*100, "duplicates at most the batches in flight at each cut")
 	t.Logf("%d cuts, %d duplicates", cuts, dups)
 }
+
+// TestRelay_NoNotificationLost: with polling slowed to a minute, only
+// notifications wake the relay; a stream of single-event transactions must
+// be relayed to its last event, whether or not the pool lets the relay
+// claim ahead (a pool of 2 connections never does).
+func TestRelay_NoNotificationLost(t *testing.T) {
+	t.Parallel()
+	for _, conns := range []int32{2, 8} {
+		t.Run(fmt.Sprintf("pool=%d", conns), func(t *testing.T) {
+			t.Parallel()
+			db := testdb.New(t)
+			kc := testkafka.New(t)
+			kc.CreateTopic(t, "lessons", 2)
+			cfg, err := pgxpool.ParseConfig(db.URL)
+			require.NoError(t, err)
+			cfg.MaxConns = conns
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
+			r := startRelay(t, b, outbox.RelayConfig{DB: pool, PollInterval: time.Minute, BacklogInterval: -1})
+			waitFor(t, 10*time.Second, "leader", r.IsLeader)
+			s := newStream(db, "lessons")
+			for round := range 5 {
+				s.produce(t, 4, 50, 4, 1)
+				waitFor(t, 10*time.Second, fmt.Sprintf("round %d relayed to the last event", round),
+					func() bool { return outboxCount(t, db) == 0 })
+			}
+			checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+		})
+	}
+}
