@@ -106,12 +106,16 @@ type Config struct {
 	// FetchMaxWait is the longest a fetch waits at the broker for new data.
 	// Defaults to DefaultFetchMaxWait.
 	FetchMaxWait time.Duration
-	// FetchMaxBytes is the most bytes per fetch and partition. Defaults to
+	// FetchMaxBytes is the most bytes per fetch and partition (a compressed
+	// record batch is held whole while it is read). Defaults to
 	// DefaultFetchMaxBytes.
 	FetchMaxBytes int
 	// QueueCapacity is how many fetched messages each handler's reader
-	// buffers per partition: with the batch in hand, the bound on memory and
-	// read-ahead. Defaults to DefaultQueueCapacity.
+	// buffers per partition. With the batch in hand (128 messages for a
+	// plain handler, the batch size for a transactional one, counted twice)
+	// it bounds memory: about handlers × partitions × (QueueCapacity + 2 ×
+	// batch) × (message size + 300 bytes), plus the dedupe windows. Lower it
+	// for large messages. Defaults to DefaultQueueCapacity.
 	QueueCapacity int
 	// TxIdleTimeout bounds how long a handler transaction may sit idle
 	// between statements (idle_in_transaction_session_timeout, set for each

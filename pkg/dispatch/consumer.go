@@ -179,6 +179,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		if errors.Is(err, kafka.RebalanceInProgress) {
+			c.log.Debug("consumer group: rebalancing", "err", err)
+			continue
+		}
 		if err != nil {
 			c.log.Warn("consumer group: no generation yet", "err", err)
 			continue
@@ -233,6 +237,7 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 			case <-ctx.Done():
 				running.Wait()
 				c.commitGroupOffsets(gen, ws)
+				c.log.Info("generation ended: progress saved", "generation", gen.ID)
 				return
 			case <-t.C:
 				c.commitGroupOffsets(gen, ws)

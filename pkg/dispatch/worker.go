@@ -224,6 +224,11 @@ func (w *worker) session(ctx context.Context) error {
 			}
 			w.reportLag(hwm, &cur)
 		case m := <-msgs:
+			if ctx.Err() != nil {
+				// The generation ended while messages were buffered: take
+				// no more (select picks among ready cases at random).
+				return w.flush(&cur)
+			}
 			batch = append(batch[:0], m)
 		fill:
 			for len(batch) < max {
