@@ -5,7 +5,7 @@ import "time"
 // RelayHooks receives the relay's observations. The relay calls them from
 // its own goroutines, synchronously, so they must be fast and safe for
 // concurrent use. Embed [NopRelayHooks] to implement only some of them.
-// internal/relaymetrics adapts them to Prometheus.
+// Package outboxprom adapts them to Prometheus.
 type RelayHooks interface {
 	// Published reports n events of topic acknowledged by the broker.
 	Published(topic string, n int)
