@@ -97,6 +97,8 @@ func ClassifyPublishError(err error) *PublishError {
 		ute      *UnknownTopicError
 	)
 	switch {
+	case errors.Is(err, ErrLeaseLost):
+		return &PublishError{Reason: ReasonLeaseLost, Err: err}
 	case errors.As(err, &tooLarge):
 		return &PublishError{Reason: ReasonMessageTooLarge, Permanent: true, Err: err}
 	case errors.As(err, &rowErr), errors.Is(err, envelope.ErrInvalid):

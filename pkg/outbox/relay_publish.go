@@ -146,7 +146,9 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	meta, err := p.metadata(ctx, topics, safe)
 	if err != nil {
 		pe := ClassifyPublishError(err)
-		p.hooks.PublishError(pe.Reason)
+		if !errors.Is(err, errAbandoned) {
+			p.hooks.PublishError(pe.Reason)
+		}
 		out.err = pe
 		return out
 	}
@@ -270,7 +272,9 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 		res, err := p.send(ctx, req, safe)
 		if err != nil {
 			pe := ClassifyPublishError(err)
-			p.hooks.PublishError(pe.Reason)
+			if !errors.Is(err, errAbandoned) {
+				p.hooks.PublishError(pe.Reason)
+			}
 			// Nothing of this request counts as acknowledged; its
 			// partitions stop here and keep their order.
 			for _, s := range round {
@@ -332,7 +336,9 @@ func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, ms
 			continue
 		}
 		pe := ClassifyPublishError(err)
-		p.hooks.PublishError(pe.Reason)
+		if !errors.Is(err, errAbandoned) {
+			p.hooks.PublishError(pe.Reason)
+		}
 		if !pe.Permanent {
 			return fmt.Errorf("%s/%d: %w", q.topic, q.partition, pe)
 		}
@@ -410,7 +416,7 @@ type topicMeta struct {
 // creating missing ones when configured to.
 func (p *publisher) metadata(ctx context.Context, topics []string, safe safeUntil) (map[string]topicMeta, error) {
 	until, ok := safe()
-	if !ok {
+	if !ok || !time.Now().Before(until) {
 		return nil, fmt.Errorf("%w before producing", ErrLeaseLost)
 	}
 	mctx, cancel := context.WithDeadline(ctx, minTime(time.Now().Add(p.timeout), until))
