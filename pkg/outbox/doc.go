@@ -29,10 +29,11 @@
 // LOCKED; produce them; and commit the delete only after the broker
 // acknowledged every message, or else settle: delete what was
 // acknowledged, park what was refused for good, and leave the rest, with
-// an attempt counted, for the next try after an exponential back-off. When
-// a batch comes back full (a backlog), the next batch is claimed while it
-// is being produced, and produced only after it succeeded; if it failed,
-// the next batch is rolled back unpublished. The leader wakes on
+// an attempt counted, for the next try after an exponential back-off. The
+// next batch is claimed ahead, in a second transaction: while the batch is
+// produced when it came back full (a backlog), or while it commits when
+// notifications arrived meanwhile. It is produced only after the batch
+// before it succeeded; if that one failed, it is rolled back unpublished. The leader wakes on
 // notifications (LISTEN on a dedicated connection, reconnected with
 // back-off, debounced by NotifyDebounce), on a jittered PollInterval as a
 // fallback, and at once after a full batch. PollOnly turns LISTEN off.
