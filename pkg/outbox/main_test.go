@@ -1,22 +1,10 @@
 package outbox_test
 
 import (
-	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testmain"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testdb.DropTemplate()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate) }
