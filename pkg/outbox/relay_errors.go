@@ -51,14 +51,16 @@ func (e *PublishError) Error() string {
 func (e *PublishError) Unwrap() error { return e.Err }
 
 // UnknownTopicError reports topics that do not exist on the cluster while
-// topic creation is off. Rows for them stay in the outbox.
+// topic creation ([RelayConfig.AutoCreateTopics]) is off. Rows for them stay
+// in the outbox.
 type UnknownTopicError struct {
 	// Topics are the missing topics.
 	Topics []string
 }
 
 func (e *UnknownTopicError) Error() string {
-	return fmt.Sprintf("Kafka topic(s) %s do not exist: create them or enable topic creation (--auto-create-topics)", strings.Join(e.Topics, ", "))
+	return fmt.Sprintf("Kafka topic(s) %s do not exist: create them, or let the relay create them "+
+		"(RelayConfig.AutoCreateTopics; relay --create-topics)", strings.Join(e.Topics, ", "))
 }
 
 // ErrLeaseLost is returned (wrapped) when the relay's leader lease ended

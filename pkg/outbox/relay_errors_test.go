@@ -1,0 +1,18 @@
+package outbox_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/pkg/outbox"
+)
+
+func TestUnknownTopicError_NamesTheSettings(t *testing.T) {
+	t.Parallel()
+	msg := (&outbox.UnknownTopicError{Topics: []string{"lessons", "courses"}}).Error()
+	require.Contains(t, msg, "lessons, courses")
+	require.Contains(t, msg, "RelayConfig.AutoCreateTopics")
+	require.Contains(t, msg, "relay --create-topics")
+	require.NotContains(t, msg, "--auto-create-topics", "no such flag")
+}
