@@ -123,7 +123,9 @@ type Config struct {
 	// froze inside one, releasing its lock on the offset row, so the member
 	// that took the partition over is not blocked by it. A transactional
 	// handler must not do slow work outside the database inside its
-	// transaction for longer. Defaults to DefaultTxIdleTimeout.
+	// transaction for longer. Defaults to DefaultTxIdleTimeout; -1 turns it
+	// off (the server's own setting applies), saving a statement per
+	// transaction.
 	TxIdleTimeout time.Duration
 	// DedupeWindow is how many of the latest messages of a partition each
 	// handler remembers the event ids (ce_id) of. A message whose id is
@@ -173,7 +175,9 @@ func (c *Config) withDefaults() Config {
 	setDur(&out.PartitionWatchInterval, DefaultPartitionWatch)
 	setDur(&out.DrainTimeout, DefaultDrainTimeout)
 	setDur(&out.FetchMaxWait, DefaultFetchMaxWait)
-	setDur(&out.TxIdleTimeout, DefaultTxIdleTimeout)
+	if out.TxIdleTimeout == 0 {
+		out.TxIdleTimeout = DefaultTxIdleTimeout
+	}
 	if out.FlushMessages <= 0 {
 		out.FlushMessages = DefaultFlushMessages
 	}
@@ -217,7 +221,7 @@ func (c *Config) validate() error {
 		{"FlushInterval", c.FlushInterval}, {"CommitInterval", c.CommitInterval}, {"SessionTimeout", c.SessionTimeout},
 		{"HeartbeatInterval", c.HeartbeatInterval}, {"RebalanceTimeout", c.RebalanceTimeout},
 		{"JoinGroupBackoff", c.JoinGroupBackoff}, {"DrainTimeout", c.DrainTimeout}, {"FetchMaxWait", c.FetchMaxWait},
-		{"TxIdleTimeout", c.TxIdleTimeout}, {"PartitionWatchInterval", c.PartitionWatchInterval},
+		{"PartitionWatchInterval", c.PartitionWatchInterval},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("dispatch: Config.%s %s is negative", d.name, d.v))
@@ -230,6 +234,9 @@ func (c *Config) validate() error {
 		if n.v < 0 {
 			errs = append(errs, fmt.Errorf("dispatch: Config.%s %d is negative", n.name, n.v))
 		}
+	}
+	if c.TxIdleTimeout < 0 && c.TxIdleTimeout != -1 {
+		errs = append(errs, fmt.Errorf("dispatch: Config.TxIdleTimeout %s: want > 0, 0 for the default or -1 for off", c.TxIdleTimeout))
 	}
 	if c.DedupeWindow < -1 {
 		errs = append(errs, fmt.Errorf("dispatch: Config.DedupeWindow %d: want > 0, 0 for the default or -1 for off", c.DedupeWindow))

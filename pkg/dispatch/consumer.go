@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -209,6 +210,9 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 				ws = append(ws, newWorker(c, h, workCtx, topic, pa))
 			}
 		}
+	}
+	for _, ps := range assigned {
+		slices.Sort(ps)
 	}
 	c.log.Info("joined generation", "generation", gen.ID, "member", gen.MemberID, "assigned", assigned)
 	c.cfg.Hooks.OnRebalance(assigned)

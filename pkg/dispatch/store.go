@@ -103,8 +103,11 @@ const fenceCommitSQL = `WITH moved AS (UPDATE pulsebus.handler_offsets SET next_
 	SELECT 1 / count(*) FROM moved`
 
 // txSetup is the statement that follows BEGIN in a handler transaction: it
-// sets its idle timeout (Config.TxIdleTimeout).
+// sets its idle timeout (Config.TxIdleTimeout); none when that is off.
 func txSetup(idle time.Duration) string {
+	if idle < 0 {
+		return ""
+	}
 	return "SET LOCAL idle_in_transaction_session_timeout = " + strconv.FormatInt(max(1, idle.Milliseconds()), 10)
 }
 

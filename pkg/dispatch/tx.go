@@ -22,8 +22,19 @@ var errTxControl = errors.New("dispatch: a handler must not commit or roll back 
 // Once begun, every call goes to the pgx transaction.
 type handlerTx struct {
 	conn  *pgx.Conn
-	setup string // run right after BEGIN: the idle timeout (see txSetup)
+	setup string // run right after BEGIN, if not empty: the idle timeout (see txSetup)
 	tx    pgx.Tx // the transaction once begun
+}
+
+// queueBegin queues BEGIN and the setup statement in front of b's queries
+// and returns how many results they have.
+func (t *handlerTx) queueBegin(b *pgx.Batch) int {
+	b.BeginTx(pgx.TxOptions{})
+	if t.setup == "" {
+		return 1
+	}
+	b.Queue(t.setup)
+	return 2
 }
 
 // begun reports whether BEGIN was sent.
@@ -34,7 +45,11 @@ func (t *handlerTx) start(ctx context.Context) (pgx.Tx, error) {
 	if t.tx != nil {
 		return t.tx, nil
 	}
-	tx, err := t.conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; " + t.setup})
+	begin := "BEGIN"
+	if t.setup != "" {
+		begin += "; " + t.setup
+	}
+	tx, err := t.conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
 	if err != nil {
 		return nil, err
 	}
@@ -59,13 +74,13 @@ func batchable(args []any) bool {
 func (t *handlerTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if t.tx == nil && batchable(args) {
 		b := &pgx.Batch{}
-		b.BeginTx(pgx.TxOptions{})
-		b.Queue(t.setup)
+		n := t.queueBegin(b)
 		b.Queue(sql, args...)
 		br := t.conn.SendBatch(ctx, b)
 		t.tx = br.Tx()
-		_, _ = br.Exec() // BEGIN: its error, if any, is the batch's
-		_, _ = br.Exec()
+		for ; n > 0; n-- {
+			_, _ = br.Exec() // an error stays in the results
+		}
 		tag, err := br.Exec()
 		if cerr := br.Close(); err == nil {
 			err = cerr
@@ -85,12 +100,11 @@ func (t *handlerTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResult
 		return t.tx.SendBatch(ctx, b)
 	}
 	nb := &pgx.Batch{}
-	nb.BeginTx(pgx.TxOptions{})
-	nb.Queue(t.setup)
+	n := t.queueBegin(nb)
 	nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
 	br := t.conn.SendBatch(ctx, nb)
 	t.tx = br.Tx()
-	return &afterBegin{BatchResults: br, pending: 2}
+	return &afterBegin{BatchResults: br, pending: n}
 }
 
 // afterBegin hides the results of the statements handlerTx put before a

@@ -174,6 +174,33 @@ func TestHandlerTx(t *testing.T) {
 		})
 		require.ErrorIs(t, err, errTxControl)
 	})
+	t.Run("without an idle timeout", func(t *testing.T) {
+		pc, err := db.Pool.Acquire(ctx)
+		require.NoError(t, err)
+		defer pc.Release()
+		var server string
+		require.NoError(t, pc.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&server))
+		for _, first := range []string{"Exec", "SendBatch", "Query"} {
+			tx := &handlerTx{conn: pc.Conn(), setup: txSetup(-1)}
+			switch first {
+			case "Exec":
+				_, err = tx.Exec(ctx, `INSERT INTO t VALUES (100, 'z')`)
+			case "SendBatch":
+				b := &pgx.Batch{}
+				b.Queue(`INSERT INTO t VALUES (100, 'z')`)
+				err = tx.SendBatch(ctx, b).Close()
+			case "Query":
+				var rows pgx.Rows
+				if rows, err = tx.Query(ctx, `SELECT 1`); err == nil {
+					rows.Close()
+				}
+			}
+			require.NoError(t, err, first)
+			require.Equal(t, server, idle(t, tx), first)
+			_, err = pc.Exec(ctx, "ROLLBACK")
+			require.NoError(t, err)
+		}
+	})
 	t.Run("nothing written, nothing begun", func(t *testing.T) {
 		require.NoError(t, run(t, func(tx *handlerTx) error {
 			require.NotNil(t, tx.Conn())
