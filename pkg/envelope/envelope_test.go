@@ -3,6 +3,7 @@ package envelope_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -485,4 +486,60 @@ func TestValidMetaKey(t *testing.T) {
 	} {
 		require.Equal(t, want, envelope.ValidMetaKey(key), key)
 	}
+}
+
+// Validate's fast path for bare type/subtype media types agrees with
+// mime.ParseMediaType, which handles the rest.
+func TestValidate_MediaTypes(t *testing.T) {
+	for ct, ok := range map[string]bool{
+		"application/json":                    true,
+		"application/cloudevents+json":        true,
+		"Application/JSON":                    true,
+		"text/plain; charset=utf-8":           true,
+		"application/json;":                   true,
+		"application/vnd.api+json; version=2": true,
+		"json":                                false,
+		"/json":                               false,
+		"application/":                        false,
+		"/":                                   false,
+		"appl ication/json":                   false,
+		"application/json/x":                  false,
+		"application/js(on":                   false,
+		"text/plain; charset":                 false,
+	} {
+		env := fullEnvelope(t)
+		env.ContentType = ct
+		err := env.Validate()
+		if ok {
+			require.NoError(t, err, "%q", ct)
+			continue
+		}
+		var fe *envelope.FieldError
+		require.ErrorAs(t, err, &fe, "%q", ct)
+		require.Equal(t, "content-type", fe.Field, "%q", ct)
+	}
+}
+
+// More meta entries than ToMessage keeps on its stack still come out sorted
+// and whole.
+func TestToMessage_ManyMetaEntries(t *testing.T) {
+	env := fullEnvelope(t)
+	env.Meta = map[string]string{}
+	for i := range 20 {
+		env.Meta[fmt.Sprintf("k%02d", 19-i)] = strings.Repeat("v", i+1)
+	}
+	msg, err := envelope.ToMessage(env)
+	require.NoError(t, err)
+	var metaKeys []string
+	for _, h := range msg.Headers {
+		if k, ok := strings.CutPrefix(h.Key, "ce_k"); ok {
+			metaKeys = append(metaKeys, "k"+k)
+			require.Equal(t, env.Meta["k"+k], string(h.Value))
+		}
+	}
+	require.True(t, slices.IsSorted(metaKeys))
+	require.Len(t, metaKeys, 20)
+	back, err := envelope.FromMessage(msg)
+	require.NoError(t, err)
+	require.Equal(t, env, back)
 }

@@ -2,7 +2,6 @@ package envelope
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -43,27 +42,69 @@ func (l Limits) ToMessage(env Envelope) (kafka.Message, error) {
 	if err := l.Validate(env); err != nil {
 		return kafka.Message{}, err
 	}
+	// Meta keys in sorted order, on the stack for the usual few.
+	var keyBuf [8]string
+	keys := keyBuf[:0]
+	for k := range env.Meta {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+
+	// Every header value goes into one buffer: one allocation instead of
+	// one per header.
+	var (
+		id  [36]byte
+		now [len(time.RFC3339Nano)]byte
+	)
+	idText := appendUUID(id[:0], env.ID)
+	timeText := env.Time.UTC().AppendFormat(now[:0], time.RFC3339Nano)
+	size := len(SpecVersion) + len(idText) + len(env.Type) + len(env.Source) + len(timeText) + len(env.Subject) + len(env.ContentType)
+	for _, k := range keys {
+		size += len(env.Meta[k])
+	}
+	buf := make([]byte, 0, size)
 	headers := make([]kafka.Header, 0, headerCount(env))
-	add := func(k, v string) { headers = append(headers, kafka.Header{Key: k, Value: []byte(v)}) }
-	add(HeaderSpecVersion, SpecVersion)
-	add(HeaderID, env.ID.String())
-	add(HeaderType, env.Type)
-	add(HeaderSource, env.Source)
-	add(HeaderTime, FormatTime(env.Time))
+	add := func(k string, v []byte) {
+		start := len(buf)
+		buf = append(buf, v...)
+		headers = append(headers, kafka.Header{Key: k, Value: buf[start:len(buf):len(buf)]})
+	}
+	addString := func(k, v string) {
+		start := len(buf)
+		buf = append(buf, v...)
+		headers = append(headers, kafka.Header{Key: k, Value: buf[start:len(buf):len(buf)]})
+	}
+	addString(HeaderSpecVersion, SpecVersion)
+	add(HeaderID, idText)
+	addString(HeaderType, env.Type)
+	addString(HeaderSource, env.Source)
+	add(HeaderTime, timeText)
 	if env.Subject != "" {
-		add(HeaderSubject, env.Subject)
+		addString(HeaderSubject, env.Subject)
 	}
 	if env.ContentType != "" {
-		add(HeaderContentType, env.ContentType)
+		addString(HeaderContentType, env.ContentType)
 	}
-	for _, k := range slices.Sorted(maps.Keys(env.Meta)) {
-		add(HeaderPrefix+k, env.Meta[k])
+	for _, k := range keys {
+		addString(HeaderPrefix+k, env.Meta[k])
 	}
 	msg := kafka.Message{Value: env.Payload, Headers: headers}
 	if env.Key != "" {
 		msg.Key = []byte(env.Key)
 	}
 	return msg, nil
+}
+
+// appendUUID appends u in its canonical text form, as u.String() gives it.
+func appendUUID(dst []byte, u uuid.UUID) []byte {
+	const hex = "0123456789abcdef"
+	for i, b := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hex[b>>4], hex[b&0x0f])
+	}
+	return dst
 }
 
 // FromMessage maps a Kafka message written in the CloudEvents binary mode to
@@ -77,64 +118,69 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 	}
 	var (
 		env  Envelope
-		seen = make(map[string]bool, len(msg.Headers))
-		spec string
-		id   string
+		seen attrSet
+		spec []byte
+		id   []byte
 		ts   string
 	)
 	for _, h := range msg.Headers {
-		name := strings.ToLower(h.Key)
+		name := strings.ToLower(h.Key) // no copy when already lower case
 		if name != HeaderContentType && !strings.HasPrefix(name, HeaderPrefix) {
 			continue
 		}
-		if seen[name] {
-			return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
+		attr := coreAttr(name)
+		if attr != 0 {
+			if seen&attr != 0 {
+				return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
+			}
+			seen |= attr
 		}
-		seen[name] = true
 		if l.MaxHeaderValueBytes > 0 && len(h.Value) > l.MaxHeaderValueBytes {
 			return Envelope{}, &LimitError{Field: name, Size: len(h.Value), Limit: l.MaxHeaderValueBytes}
 		}
-		v := string(h.Value)
-		switch name {
-		case HeaderSpecVersion:
-			spec = v
-		case HeaderID:
-			id = v
-		case HeaderType:
-			env.Type = v
-		case HeaderSource:
-			env.Source = v
-		case HeaderTime:
-			ts = v
-		case HeaderSubject:
-			env.Subject = v
-		case HeaderContentType:
-			env.ContentType = v
+		switch attr {
+		case attrSpecVersion:
+			spec = h.Value
+		case attrID:
+			id = h.Value
+		case attrType:
+			env.Type = string(h.Value)
+		case attrSource:
+			env.Source = string(h.Value)
+		case attrTime:
+			ts = string(h.Value)
+		case attrSubject:
+			env.Subject = string(h.Value)
+		case attrContentType:
+			env.ContentType = internContentType(h.Value)
 		default:
 			key := strings.TrimPrefix(name, HeaderPrefix)
 			if !ValidMetaKey(key) {
 				return Envelope{}, &FieldError{Field: name, Reason: "not a valid extension attribute name"}
 			}
+			if _, dup := env.Meta[key]; dup {
+				return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
+			}
 			if env.Meta == nil {
 				env.Meta = make(map[string]string)
 			}
-			env.Meta[key] = v
+			env.Meta[key] = string(h.Value)
 		}
 	}
 	switch {
-	case !seen[HeaderSpecVersion]:
+	case seen&attrSpecVersion == 0:
 		return Envelope{}, &FieldError{Field: HeaderSpecVersion, Reason: "missing: not a CloudEvent"}
-	case spec != SpecVersion:
-		return Envelope{}, &FieldError{Field: HeaderSpecVersion, Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(spec), SpecVersion)}
-	case !seen[HeaderID]:
+	case string(spec) != SpecVersion:
+		return Envelope{}, &FieldError{Field: HeaderSpecVersion, Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(string(spec)), SpecVersion)}
+	case seen&attrID == 0:
 		return Envelope{}, &FieldError{Field: HeaderID, Reason: "missing"}
 	}
-	parsed, err := uuid.Parse(id)
+	parsed, err := uuid.ParseBytes(id)
 	if err != nil {
-		return Envelope{}, &FieldError{Field: HeaderID, Reason: fmt.Sprintf("%q is not a UUID", truncate(id)), Err: err}
+		return Envelope{}, &FieldError{Field: HeaderID, Reason: fmt.Sprintf("%q is not a UUID", truncate(string(id))), Err: err}
 	}
 	env.ID = parsed
-	if !seen[HeaderTime] {
+	if seen&attrTime == 0 {
 		return Envelope{}, &FieldError{Field: HeaderTime, Reason: "missing"}
 	}
 	if env.Time, err = ParseTime(ts); err != nil {
@@ -146,6 +192,51 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 		return Envelope{}, err
 	}
 	return env, nil
+}
+
+// attrSet records which core attributes a message carried, to refuse
+// duplicates without a map per message.
+type attrSet uint8
+
+const (
+	attrSpecVersion attrSet = 1 << iota
+	attrID
+	attrType
+	attrSource
+	attrTime
+	attrSubject
+	attrContentType
+)
+
+// coreAttr maps a lower-case header name to its core attribute, 0 for an
+// extension attribute.
+func coreAttr(name string) attrSet {
+	switch name {
+	case HeaderSpecVersion:
+		return attrSpecVersion
+	case HeaderID:
+		return attrID
+	case HeaderType:
+		return attrType
+	case HeaderSource:
+		return attrSource
+	case HeaderTime:
+		return attrTime
+	case HeaderSubject:
+		return attrSubject
+	case HeaderContentType:
+		return attrContentType
+	}
+	return 0
+}
+
+// internContentType returns the content type as a string, sharing the
+// constant for the content type nearly every PulseBus event carries.
+func internContentType(b []byte) string {
+	if string(b) == ContentTypeJSON {
+		return ContentTypeJSON
+	}
+	return string(b)
 }
 
 // FormatTime renders t as ce_time does: RFC 3339 in UTC with as many

@@ -77,14 +77,14 @@ func (l Limits) Validate(env Envelope) error {
 	if env.ID == [16]byte{} {
 		return &FieldError{Field: "ce_id", Reason: "missing"}
 	}
-	if err := l.checkText("ce_type", env.Type, true); err != nil {
-		return err
+	if err := l.checkText(env.Type, true); err != nil {
+		return err.named("ce_type")
 	}
-	if err := l.checkText("ce_source", env.Source, true); err != nil {
-		return err
+	if err := l.checkText(env.Source, true); err != nil {
+		return err.named("ce_source")
 	}
-	if err := l.checkText("ce_subject", env.Subject, false); err != nil {
-		return err
+	if err := l.checkText(env.Subject, false); err != nil {
+		return err.named("ce_subject")
 	}
 	if env.Time.IsZero() {
 		return &FieldError{Field: "ce_time", Reason: "missing"}
@@ -95,16 +95,11 @@ func (l Limits) Validate(env Envelope) error {
 		return &FieldError{Field: "ce_time", Reason: fmt.Sprintf("year %d in UTC is outside 0001-9999", y)}
 	}
 	if env.ContentType != "" {
-		if err := l.checkText("content-type", env.ContentType, true); err != nil {
+		if err := l.checkText(env.ContentType, true); err != nil {
+			return err.named("content-type")
+		}
+		if err := checkMediaType(env.ContentType); err != nil {
 			return err
-		}
-		mt, _, err := mime.ParseMediaType(env.ContentType)
-		if err != nil {
-			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a media type", env.ContentType), Err: err}
-		}
-		if typ, sub, ok := strings.Cut(mt, "/"); !ok || typ == "" || sub == "" {
-			// mime.ParseMediaType accepts a bare token such as "json".
-			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a type/subtype media type", env.ContentType)}
 		}
 	}
 	if !utf8.ValidString(env.Key) {
@@ -120,8 +115,8 @@ func (l Limits) Validate(env Envelope) error {
 		if !ValidMetaKey(k) {
 			return &FieldError{Field: "meta." + k, Reason: "extension attribute names are 1-20 lower-case letters or digits and not a core attribute"}
 		}
-		if err := l.checkText("meta."+k, v, false); err != nil {
-			return err
+		if err := l.checkText(v, false); err != nil {
+			return err.named("meta." + k)
 		}
 	}
 	if n := headerCount(env); l.MaxHeaders > 0 && n > l.MaxHeaders {
@@ -133,20 +128,73 @@ func (l Limits) Validate(env Envelope) error {
 	return nil
 }
 
-func (l Limits) checkText(field, v string, required bool) error {
+// textError is what checkText found wrong with a value, before the caller
+// names the field: the name is built only when there is an error, which
+// keeps Validate free of allocations on the hot path.
+type textError struct {
+	reason string
+	size   int // over the limit when > 0
+	limit  int
+}
+
+func (e *textError) named(field string) error {
+	if e.size > 0 {
+		return &LimitError{Field: field, Size: e.size, Limit: e.limit}
+	}
+	return &FieldError{Field: field, Reason: e.reason}
+}
+
+func (l Limits) checkText(v string, required bool) *textError {
 	if required && v == "" {
-		return &FieldError{Field: field, Reason: "missing"}
+		return &textError{reason: "missing"}
 	}
 	if !utf8.ValidString(v) {
-		return &FieldError{Field: field, Reason: "not valid UTF-8"}
+		return &textError{reason: "not valid UTF-8"}
 	}
 	if strings.IndexByte(v, 0) >= 0 {
-		return &FieldError{Field: field, Reason: "contains a NUL byte"}
+		return &textError{reason: "contains a NUL byte"}
 	}
 	if l.MaxHeaderValueBytes > 0 && len(v) > l.MaxHeaderValueBytes {
-		return &LimitError{Field: field, Size: len(v), Limit: l.MaxHeaderValueBytes}
+		return &textError{size: len(v), limit: l.MaxHeaderValueBytes}
 	}
 	return nil
+}
+
+// checkMediaType accepts a type/subtype media type with optional
+// parameters. The common case, a bare type/subtype made of token
+// characters, is checked without mime.ParseMediaType's allocations.
+func checkMediaType(ct string) error {
+	if isBareMediaType(ct) {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a media type", ct), Err: err}
+	}
+	if typ, sub, ok := strings.Cut(mt, "/"); !ok || typ == "" || sub == "" {
+		// mime.ParseMediaType accepts a bare token such as "json".
+		return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is not a type/subtype media type", ct)}
+	}
+	return nil
+}
+
+// isBareMediaType reports whether s is token "/" token with no parameters
+// (RFC 2045 tokens: printable ASCII except space and tspecials).
+func isBareMediaType(s string) bool {
+	slash := strings.IndexByte(s, '/')
+	if slash <= 0 || slash == len(s)-1 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i != slash && !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenChar(c byte) bool {
+	return c > ' ' && c < 0x7f && !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(c))
 }
 
 // headerCount is the number of Kafka headers env maps to.
@@ -162,6 +210,10 @@ func headerCount(env Envelope) int {
 }
 
 func isJSON(contentType string) bool {
+	if isBareMediaType(contentType) {
+		mt := strings.ToLower(contentType)
+		return mt == "application/json" || strings.HasSuffix(mt, "+json")
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
