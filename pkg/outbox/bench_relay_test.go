@@ -39,6 +39,7 @@ import (
 //	PULSEBUS_BENCH_SYNC_COMMIT  the producers' synchronous_commit in CommitToAck (default off)
 //	PULSEBUS_BENCH_PREFETCH     "off": RelayDrain claims one batch at a time (default on)
 //	PULSEBUS_BENCH_BROKER_DELAY RelayDrain: kfake answers every produce request this late (e.g. 2ms)
+//	PULSEBUS_BENCH_DEBOUNCE     CommitToAck: the relay's NotifyDebounce (default the relay's default)
 
 const benchTopic = "bench"
 
@@ -116,7 +117,14 @@ func processCPU() time.Duration {
 // to db, from /proc (the server runs on this machine in the benchmarks'
 // setup; elsewhere it reports 0).
 func backendCPU(b *testing.B, db *testdb.DB) time.Duration {
-	rows, err := db.Pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = $1`, db.Name)
+	return appBackendCPU(b, db, "")
+}
+
+// appBackendCPU is backendCPU for the backends whose application_name is
+// app (all of them when app is empty).
+func appBackendCPU(b *testing.B, db *testdb.DB, app string) time.Duration {
+	rows, err := db.Pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity
+		WHERE datname = $1 AND ($2 = '' OR application_name = $2)`, db.Name, app)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,6 +217,7 @@ type countingHooks struct {
 	outbox.NopRelayHooks
 	published atomic.Int64
 	errors    atomic.Int64
+	batches   atomic.Int64 // batches that claimed rows
 	target    int64
 	done      chan struct{}
 	once      sync.Once
@@ -225,6 +234,8 @@ func (h *countingHooks) Published(_ string, n int) {
 }
 
 func (h *countingHooks) PublishError(string) { h.errors.Add(1) }
+
+func (h *countingHooks) Batch(int, time.Duration) { h.batches.Add(1) }
 
 func (h *countingHooks) CommitToAck(d time.Duration) {
 	if !h.keep {
@@ -317,6 +328,10 @@ func BenchmarkRelayDrain(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// relayApp is the application_name of the relay's connections in
+// CommitToAck, so its backends' CPU can be told from the producers'.
+const relayApp = "pulsebus-bench-relay"
+
 // BenchmarkCommitToAck offers PULSEBUS_BENCH_RATE events/s (default 5000)
 // for PULSEBUS_BENCH_SECONDS (default 10), one event per transaction, from
 // 8 paced producer goroutines, to a relay that starts on an EMPTY, freshly
@@ -325,7 +340,10 @@ func BenchmarkRelayDrain(b *testing.B) {
 // measured as the relay's CommitToAck hook does (from the row's created_at
 // to the broker's acknowledgement), and the rate achieved. The producers
 // commit asynchronously (PULSEBUS_BENCH_SYNC_COMMIT) so that created_at is
-// the moment the row becomes visible.
+// the moment the row becomes visible. It also reports the relay's claim
+// transactions per event (claims/event, empty claims included), events per
+// non-empty batch, and the CPU time of the relay's PostgreSQL backends per
+// event (relay_pg_cpu_us/event).
 func BenchmarkCommitToAck(b *testing.B) {
 	rate := envInt(b, "PULSEBUS_BENCH_RATE", 5000)
 	seconds := envInt(b, "PULSEBUS_BENCH_SECONDS", 10)
@@ -334,11 +352,19 @@ func BenchmarkCommitToAck(b *testing.B) {
 	if syncCommit == "" {
 		syncCommit = "off"
 	}
+	var debounce time.Duration
+	if d := os.Getenv("PULSEBUS_BENCH_DEBOUNCE"); d != "" {
+		var err error
+		if debounce, err = time.ParseDuration(d); err != nil || debounce <= 0 {
+			b.Fatalf("PULSEBUS_BENCH_DEBOUNCE=%q: want a positive duration", d)
+		}
+	}
 	const producers = 8
 	total := rate * seconds
 	ctx := context.Background()
 	var all, pings []time.Duration
-	var offered time.Duration
+	var offered, relayPG time.Duration
+	var claims, batches int64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		db := testdb.New(b)
@@ -366,13 +392,19 @@ func BenchmarkCommitToAck(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		relayPool, err := pgxpool.New(ctx, db.URL)
+		rcfg, err := pgxpool.ParseConfig(db.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rcfg.ConnConfig.RuntimeParams["application_name"] = relayApp
+		relayPool, err := pgxpool.NewWithConfig(ctx, rcfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		hooks := &countingHooks{target: int64(total), done: make(chan struct{}), keep: true}
 		r, err := outbox.NewRelay(outbox.RelayConfig{
 			DB: relayPool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+			NotifyDebounce: debounce,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -381,6 +413,7 @@ func BenchmarkCommitToAck(b *testing.B) {
 			b.Fatal(err)
 		}
 		waitFor(b, 30*time.Second, "relay leader", r.IsLeader)
+		claims0, pg0 := outbox.ClaimsForTest(r), appBackendCPU(b, db, relayApp)
 		b.StartTimer()
 
 		// A peer measured alongside: the round trip of SELECT 1 on its
@@ -446,6 +479,9 @@ func BenchmarkCommitToAck(b *testing.B) {
 			b.Fatalf("timed out: %d of %d published", hooks.published.Load(), total)
 		}
 		b.StopTimer()
+		claims += outbox.ClaimsForTest(r) - claims0
+		batches += hooks.batches.Load()
+		relayPG += appBackendCPU(b, db, relayApp) - pg0
 		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := r.Stop(stopCtx); err != nil {
 			b.Fatal(err)
@@ -467,6 +503,9 @@ func BenchmarkCommitToAck(b *testing.B) {
 	b.ReportMetric(q(0.999), "p999_ms")
 	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max_ms")
 	b.ReportMetric(float64(total*b.N)/offered.Seconds(), "offered_events/s")
+	b.ReportMetric(float64(claims)/float64(total*b.N), "claims/event")
+	b.ReportMetric(float64(total*b.N)/float64(max(batches, 1)), "events/batch")
+	b.ReportMetric(float64(relayPG.Microseconds())/float64(total*b.N), "relay_pg_cpu_us/event")
 	if len(pings) > 0 {
 		slices.Sort(pings)
 		b.ReportMetric(float64(pings[len(pings)/2].Microseconds())/1000, "peer_select1_p50_ms")

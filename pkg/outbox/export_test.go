@@ -1,6 +1,8 @@
 package outbox
 
 import (
+	"context"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
@@ -44,3 +46,19 @@ func MessageBuilderForTest(limits *envelope.Limits) func(*envelope.Envelope) (ka
 // DisablePrefetchForTest makes r claim one batch at a time. Call it before
 // Start.
 func DisablePrefetchForTest(r *Relay) { r.noPrefetch = true }
+
+// ClaimsForTest returns how many claim transactions r began (empty ones
+// included).
+func ClaimsForTest(r *Relay) int64 { return r.claims.Load() }
+
+// InsertNoNotifyForTest is InsertTx without any notification: the same
+// rows in the same statement, for benchmarks to compare against.
+func InsertNoNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
+	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT 1`, topic, envs)
+}
+
+// InsertAlwaysNotifyForTest is InsertTx notifying in every transaction,
+// for benchmarks to compare against.
+func InsertAlwaysNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
+	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT pg_notify('`+NotifyChannel+`', '')`, topic, envs)
+}

@@ -58,9 +58,10 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 	return p.InsertTx(ctx, db, topic, envs...)
 }
 
-// insertSQL inserts rows from parallel arrays and notifies the relay, all in
-// one statement: a data-modifying CTE always runs to completion.
-const insertSQL = `
+// insertRowsSQL inserts rows from parallel arrays; a statement that follows
+// it runs in the same statement, since a data-modifying CTE always runs to
+// completion.
+const insertRowsSQL = `
 WITH inserted AS (
 	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
 	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
@@ -68,11 +69,20 @@ WITH inserted AS (
 	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
 	 ORDER BY e.ord
 )
-SELECT pg_notify('` + NotifyChannel + `', '')`
+`
+
+// insertSQL inserts the rows and notifies the relay, in one statement.
+const insertSQL = insertRowsSQL + `SELECT pg_notify('` + NotifyChannel + `', '')`
 
 // InsertTx writes envs into the outbox inside tx. See the package function
 // [InsertTx].
 func (p *Producer) InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
+	return p.insert(ctx, tx, insertSQL, topic, envs)
+}
+
+// insert validates envs and runs query, one of the insert statements, with
+// them.
+func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string, envs []envelope.Envelope) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -108,7 +118,7 @@ func (p *Producer) InsertTx(ctx context.Context, tx Executor, topic string, envs
 			metas[i] = string(b)
 		}
 	}
-	if _, err := tx.Exec(ctx, insertSQL, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads); err != nil {
+	if _, err := tx.Exec(ctx, query, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads); err != nil {
 		return fmt.Errorf("outbox: insert %d events into %s: %w", len(envs), topic, err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -220,7 +221,8 @@ type Relay struct {
 	beginSQL string // begins a settle transaction
 	// txSettings configures a claim transaction (see txSettings).
 	txSettings string
-	noPrefetch bool // tests and benchmarks: one batch at a time
+	noPrefetch bool         // tests and benchmarks: one batch at a time
+	claims     atomic.Int64 // claim transactions begun, for tests and benchmarks
 
 	wake chan struct{} // buffered 1: a notification or a leadership change
 

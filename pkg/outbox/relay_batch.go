@@ -168,6 +168,7 @@ type batchResult struct {
 // oldest visible rows, in one round trip. The caller must finish or roll
 // back the batch.
 func (r *Relay) claim(ctx context.Context, term leaseTerm) (*claimedBatch, error) {
+	r.claims.Add(1)
 	conn, err := r.cfg.DB.Acquire(ctx)
 	if err != nil {
 		r.hooks.PublishError(ReasonDatabase)
