@@ -34,6 +34,34 @@
 // handler (re)starts on a partition it reads the window's messages before
 // its next offset again to rebuild it, so a restart changes no decision.
 //
+// # Life of a member and of a worker
+//
+// [Consumer.Run] joins the group (kafka-go ConsumerGroup). Each generation
+// it is given starts, for every assigned partition and handler, a worker;
+// plus a committer of the Kafka group offsets and a watcher that ends the
+// generation when a topic's partition count changes (a topic created
+// later included), so that a rebalance assigns the new partitions. A
+// generation ends on a rebalance, a lost coordinator or that watcher;
+// kafka-go waits for all of them to return, then joins the next one.
+//
+// A worker runs sessions until its generation ends:
+//
+//	load      read the handler's row; without one, create it at the group's
+//	          committed offset (else Config.StartOffset)
+//	fill      read the dedupe window's messages before next_offset
+//	handle    per batch: skip duplicates and other types, decode, run the
+//	          handler (retry, park), advance next_offset — in the handler's
+//	          transaction for a transactional one, in memory for the rest
+//	flush     every Config.FlushInterval or Config.FlushMessages, and on
+//	          the way out, save what is only in memory
+//	→ load    after a replay notification, or when a fenced write found the
+//	          row moved
+//	→ load    after a failure of its own (fetching, loading or saving the
+//	          offset, a handler transaction's connection, begin or commit),
+//	          with a back-off from 100 ms to 10 s; nothing is parked for it
+//	→ exit    when the generation ends: the batch in hand finishes, the
+//	          progress is flushed
+//
 // # One reader per handler and partition
 //
 // Each (handler, partition) pair has its own worker with its own kafka-go
@@ -43,10 +71,12 @@
 // stuck in retries or parking messages holds only its own cursor, and a
 // replay re-reads the partition for that handler alone. The price is that
 // the partition is fetched and decoded once per handler, over one
-// connection per handler and partition; with the few handlers a service
-// has that is cheap next to the handlers' own work, and it keeps memory
-// bounded by handlers × partitions × (QueueCapacity + batch size)
-// messages.
+// connection per handler and partition: about 3 µs of CPU per event and
+// handler with kfake on the development machine (three no-op handlers cost
+// three times one). With the few handlers a service has that is small next
+// to the handlers' own work (a one-event transaction costs about 280 µs),
+// and memory stays bounded by handlers × partitions × (QueueCapacity +
+// batch) messages (see Config.QueueCapacity).
 //
 // # Handlers and guarantees
 //
@@ -56,8 +86,9 @@
 //     idempotency key.
 //   - Transactional handlers ([Consumer.HandleTx], [Consumer.HandleBatchTx])
 //     write through the given pgx.Tx; the offset advance commits in the same
-//     transaction, so each event takes effect exactly once, across crashes
-//     and rebalances.
+//     transaction, so each Kafka message takes effect exactly once, across
+//     crashes and rebalances, and a republished event within the dedupe
+//     window is skipped.
 //   - Per partition and handler, events are handled in Kafka order.
 //
 // # Failures
