@@ -107,7 +107,13 @@ LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
 $$;
 
 -- publish writes one event into the outbox inside the caller's transaction
--- and wakes the relay when that transaction commits. It is the producer
+-- and wakes the relay when that transaction commits. It notifies channel
+-- pulsebus_outbox only if it gets the transaction-scoped advisory lock
+-- 8098156504939062905 (0x70626e6f74696679, "pbnotify"; Go:
+-- outbox.NotifyLockKey) without waiting: PostgreSQL commits notifying
+-- transactions one at a time, so while one transaction is notifying the
+-- others skip it and rely on its notification and the relay's follow-up
+-- claims (see the Go package outbox). It is the producer
 -- contract for any language; the event reaches Kafka exactly as one written by
 -- the Go API with the same fields:
 --   topic   Kafka topic
@@ -164,7 +170,9 @@ BEGIN
     VALUES (new_id, topic, coalesce(key, ''), type, source, coalesce(subject, ''),
             date_trunc('microseconds', clock_timestamp()), 'application/json', meta,
             convert_to(payload::text, 'UTF8'));
-    PERFORM pg_notify('pulsebus_outbox', '');
+    IF pg_try_advisory_xact_lock(8098156504939062905) THEN
+        PERFORM pg_notify('pulsebus_outbox', '');
+    END IF;
     RETURN new_id;
 END
 $$;

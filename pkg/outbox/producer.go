@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,6 +17,20 @@ import (
 // the inserting transaction; PostgreSQL delivers it only on commit, and the
 // relay listens on it.
 const NotifyChannel = "pulsebus_outbox"
+
+// NotifyLockKey is the transaction-scoped advisory lock a producer
+// transaction takes to notify the relay: [InsertTx] and the SQL function
+// pulsebus.publish notify only when pg_try_advisory_xact_lock(NotifyLockKey)
+// succeeds, so at most one open transaction per database is notifying at a
+// time and the others skip it. PostgreSQL commits notifying transactions one
+// at a time (they hold a global lock on the notification queue through
+// their commit), so a notification in every transaction would cap the
+// producers' commit rate; with the lock they commit in parallel. A
+// transaction that skipped is covered by the notifier's notification when it
+// commits first, and otherwise by the relay's follow-up claims or, at
+// worst, its poll (see the package documentation). The value is "pbnotify"
+// in ASCII; pkg/migrate's lock uses another key.
+const NotifyLockKey int64 = 0x70626e6f74696679
 
 // Executor runs a statement: pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy it.
 type Executor interface {
@@ -36,7 +51,8 @@ var defaultProducer = NewProducer(envelope.DefaultLimits())
 
 // InsertTx writes envs into the outbox for topic inside the caller's
 // transaction, in one round trip, and signals the relay, which PostgreSQL
-// delivers only if the transaction commits. It never commits or rolls back
+// delivers only if the transaction commits; it skips the signal while
+// another transaction holds [NotifyLockKey]. It never commits or rolls back
 // tx. Every envelope and the topic are validated before anything is sent;
 // the first invalid one fails the call with an error wrapping
 // [envelope.ErrInvalid] (or [ErrInvalidTopic]) and naming its index.
@@ -71,8 +87,10 @@ WITH inserted AS (
 )
 `
 
-// insertSQL inserts the rows and notifies the relay, in one statement.
-const insertSQL = insertRowsSQL + `SELECT pg_notify('` + NotifyChannel + `', '')`
+// insertSQL inserts the rows and notifies the relay unless another
+// transaction is notifying (see NotifyLockKey), in one statement.
+var insertSQL = insertRowsSQL + `SELECT pg_notify('` + NotifyChannel + `', '') WHERE pg_try_advisory_xact_lock(` +
+	strconv.FormatInt(NotifyLockKey, 10) + `)`
 
 // InsertTx writes envs into the outbox inside tx. See the package function
 // [InsertTx].

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -213,4 +214,73 @@ func headerKeys(hs []kafka.Header) []string {
 		keys[i] = h.Key
 	}
 	return keys
+}
+
+// TestNotify_OnlyOneTransactionNotifiesAtATime: InsertTx and the SQL
+// function pulsebus.publish skip the notification while another
+// transaction holds outbox.NotifyLockKey, and notify otherwise, also in
+// the transaction holding the lock.
+func TestNotify_OnlyOneTransactionNotifiesAtATime(t *testing.T) {
+	t.Parallel()
+	for name, insert := range map[string]func(ctx context.Context, db outbox.Executor) error{
+		"InsertTx": func(ctx context.Context, db outbox.Executor) error {
+			return outbox.InsertTx(ctx, db, "lessons", newEnv(t, 1))
+		},
+		"pulsebus.publish": func(ctx context.Context, db outbox.Executor) error {
+			_, err := db.Exec(ctx, `SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}')`)
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db := testdb.New(t) // advisory locks are per database
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			listener, err := pgx.Connect(ctx, db.URL)
+			require.NoError(t, err)
+			defer listener.Close(context.Background())
+			_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
+			require.NoError(t, err)
+			// next returns the payload of the next notification.
+			next := func() string {
+				t.Helper()
+				n, err := listener.WaitForNotification(ctx)
+				require.NoError(t, err)
+				return n.Payload
+			}
+			// marker sends a notification no producer sends. Notifications
+			// arrive in commit order, so whatever the listener gets before
+			// it was sent before it.
+			marker := func(payload string) {
+				t.Helper()
+				_, err := db.Pool.Exec(ctx, `SELECT pg_notify($1, $2)`, outbox.NotifyChannel, payload)
+				require.NoError(t, err)
+			}
+
+			// Another transaction holds the lock: the insert commits
+			// without a notification.
+			holder, err := db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = holder.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, outbox.NotifyLockKey)
+			require.NoError(t, err)
+			require.NoError(t, insert(ctx, db.Pool))
+			marker("after-skipper")
+			require.Equal(t, "after-skipper", next(), "the insert skipped its notification")
+			require.Len(t, readRows(t, db.Pool), 1, "and committed")
+
+			// The holder itself notifies: it holds the lock.
+			require.NoError(t, insert(ctx, holder))
+			require.NoError(t, holder.Commit(ctx))
+			require.Equal(t, "", next(), "the lock holder notified")
+
+			// Nobody holds the lock: every insert notifies.
+			for i := range 3 {
+				require.NoError(t, insert(ctx, db.Pool))
+				require.Equal(t, "", next(), "insert %d notified", i)
+			}
+			marker("end")
+			require.Equal(t, "end", next(), "one notification per insert, no more")
+			require.Len(t, readRows(t, db.Pool), 5)
+		})
+	}
 }
