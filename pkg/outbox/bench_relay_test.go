@@ -29,12 +29,15 @@ import (
 //
 //	go test -run '^$' -bench 'ClaimDelete|RelayDrain' -benchtime 1x ./pkg/outbox
 //	go test -run '^$' -bench CommitToAck -benchtime 1x ./pkg/outbox
+//	go test -run '^$' -bench InsertTx_Concurrent -benchtime 3x ./pkg/outbox
 //
 // Sizes come from the environment:
 //
 //	PULSEBUS_BENCH_ROWS     backlog rows for ClaimDelete and RelayDrain (default 1000000)
 //	PULSEBUS_BENCH_RATE     events/s offered in CommitToAck (default 5000)
-//	PULSEBUS_BENCH_SECONDS  how long CommitToAck offers them (default 10)
+//	PULSEBUS_BENCH_SECONDS  how long CommitToAck offers them (default 10); InsertTx_Concurrent's
+//	                        seconds per variant and round (default 3)
+//	PULSEBUS_BENCH_PRODUCERS    InsertTx_Concurrent's producer goroutines (default 16)
 //	PULSEBUS_BENCH_BATCH    relay and claim batch size (default outbox.DefaultBatchSize)
 //	PULSEBUS_BENCH_SYNC_COMMIT  the producers' synchronous_commit in CommitToAck (default off)
 //	PULSEBUS_BENCH_PREFETCH     "off": RelayDrain claims one batch at a time (default on)
