@@ -72,7 +72,7 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 	ss.Duration(&c.pollInterval, "poll-interval", "RELAY_POLL_INTERVAL", outbox.DefaultPollInterval, time.Millisecond, time.Hour,
 		"fallback poll period when no notification arrives (jittered down by up to 20%), and how often a standby tries to take the lease")
 	ss.Bool(&c.pollOnly, "poll-only", "RELAY_POLL_ONLY", false,
-		"do not LISTEN for commits; wake only every poll interval (for poolers such as PgBouncer in transaction mode)")
+		"do not LISTEN for commits; wake on the poll interval, and follow up quickly after a claim that found rows (for poolers such as PgBouncer in transaction mode)")
 	ss.Duration(&c.leaseTTL, "lease-ttl", "RELAY_LEASE_TTL", outbox.DefaultLeaseTTL, 3*time.Second/2, time.Hour,
 		"leader lease lifetime without renewal; a standby takes over within lease TTL plus one poll interval after the leader dies")
 	ss.Duration(&c.writeTimeout, "write-timeout", "RELAY_WRITE_TIMEOUT", 0, 0, time.Hour,
