@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/testdb"
@@ -99,19 +97,6 @@ func parkedRows(t *testing.T, b *bundle) int {
 	return n
 }
 
-// onKafka is the number of records on topic (duplicates included).
-func onKafka(b *bundle, topic string) int64 {
-	ends, err := b.kc.EndOffsetsErr(context.Background(), topic)
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, e := range ends {
-		n += e
-	}
-	return n
-}
-
 type leaseRow struct {
 	LeaderID string
 	Term     int64
@@ -127,15 +112,6 @@ func lease(t *testing.T, b *bundle, name string) leaseRow {
 	require.NoError(t, err)
 	return l
 }
-
-// seqEvent carries its producer's per-key sequence number, so per-key
-// order on Kafka can be checked against commit order.
-type seqEvent struct {
-	Key string `json:"key"`
-	Seq int    `json:"seq"`
-}
-
-func (seqEvent) EventType() string { return "test.seq" }
 
 // producers writes events with per-producer keys and per-key sequence
 // numbers in transactions of 1..maxTx events, each producer committing in
@@ -187,7 +163,7 @@ func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer,
 					if !ok {
 						s = seq[key]
 					}
-					env, err := envelope.New("relay-process-test", seqEvent{Key: key, Seq: s}, envelope.WithKey(key))
+					env, err := envelope.New("relay-process-test", testkafka.SeqEvent{Key: key, Seq: s}, envelope.WithKey(key))
 					if err != nil {
 						p.fail(err)
 						return
@@ -245,41 +221,4 @@ func (p *producers) wait(t *testing.T) map[string]int {
 	defer p.mu.Unlock()
 	require.Empty(t, p.errs)
 	return p.want
-}
-
-// checkDelivery checks that every committed event is on Kafka (distinct
-// ce_id count) and that per key the first occurrences come in sequence
-// (commit) order. It returns the number of duplicate records.
-func checkDelivery(t *testing.T, recs []*kgo.Record, want map[string]int) int {
-	t.Helper()
-	seen := make(map[string]bool, len(recs))
-	next := map[string]int{}
-	dups := 0
-	for _, rec := range recs {
-		var id string
-		for _, h := range rec.Headers {
-			if h.Key == envelope.HeaderID {
-				id = string(h.Value)
-			}
-		}
-		require.NotEmpty(t, id, "record without ce_id")
-		if seen[id] {
-			dups++
-			continue
-		}
-		seen[id] = true
-		var ev seqEvent
-		require.NoError(t, json.Unmarshal(rec.Value, &ev))
-		require.Equal(t, ev.Key, string(rec.Key))
-		require.Equal(t, next[ev.Key], ev.Seq, "key %s: first occurrence of seq %d where %d was due (partition %d offset %d)",
-			ev.Key, ev.Seq, next[ev.Key], rec.Partition, rec.Offset)
-		next[ev.Key]++
-	}
-	total := 0
-	for k, n := range want {
-		require.Equal(t, n, next[k], "key %s: events on Kafka", k)
-		total += n
-	}
-	require.Len(t, seen, total, "distinct ce_id count")
-	return dups
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testkafka"
 )
 
 // 50,000 events from 8 concurrent producers while the relay binary is
@@ -45,17 +46,17 @@ func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var killedAt []string
 	for kills < minKills {
-		base := onKafka(b, "lessons")
+		base := b.kc.RecordCount("lessons")
 		threshold := int64(1000 + rng.IntN(4000))
 		waitFor(t, 90*time.Second, "relay progress before a kill", func() bool {
-			return onKafka(b, "lessons")-base >= threshold
+			return b.kc.RecordCount("lessons")-base >= threshold
 		})
 		require.NoError(t, r.Kill())
 		kills++
 		if prod.produced() < total {
 			duringProduction++
 		}
-		killedAt = append(killedAt, fmt.Sprintf("%d (produced %d, backlog %d)", onKafka(b, "lessons"), prod.produced(), outboxRows(t, b)))
+		killedAt = append(killedAt, fmt.Sprintf("%d (produced %d, backlog %d)", b.kc.RecordCount("lessons"), prod.produced(), outboxRows(t, b)))
 		r = startRelay(t, b, fmt.Sprintf("relay-%d", kills), flags...)
 	}
 	want := prod.wait(t)
@@ -68,7 +69,7 @@ func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
 	require.Equal(t, 0, code)
 
 	recs := b.kc.ReadAll(t, "lessons")
-	dups := checkDelivery(t, recs, want)
+	dups := testkafka.CheckDelivery(t, recs, want)
 	t.Logf("%d events, %d SIGKILLs (%d while producers wrote) at Kafka record counts %v; %d records on Kafka, %d duplicates (bound %d); %s",
 		total, kills, duringProduction, killedAt, len(recs), dups, kills*batchSize, elapsed.Round(time.Millisecond))
 	require.LessOrEqual(t, dups, kills*batchSize, "duplicates only from in-flight batches")
@@ -95,7 +96,7 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	})
 	m, err := a.Metrics()
 	require.NoError(t, err)
-	require.Equal(t, float64(onKafka(b, "lessons")), m.Value("pulsebus_relay_events_published_total"))
+	require.Equal(t, float64(b.kc.RecordCount("lessons")), m.Value("pulsebus_relay_events_published_total"))
 	require.Equal(t, 2000.0, m.Value("pulsebus_relay_commit_to_ack_seconds"), "one observation per event")
 	require.Positive(t, m.Value("pulsebus_relay_batch_size"))
 	require.Equal(t, 1.0, m.Value("pulsebus_relay_leader"))
@@ -105,7 +106,7 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 
 	// SIGTERM while events flow.
 	stream := produce(t, b, "lessons", "stream-", 4, 2500, 8, 20)
-	waitFor(t, 30*time.Second, "stream flowing", func() bool { return onKafka(b, "lessons") >= 3000 })
+	waitFor(t, 30*time.Second, "stream flowing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	sent := time.Now()
 	require.NoError(t, a.Signal(syscall.SIGTERM))
 	code, err := a.Wait(10 * time.Second)
@@ -132,7 +133,7 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	require.Equal(t, 0, code)
 
 	maps.Copy(wantFirst, wantStream)
-	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), wantFirst)
+	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), wantFirst)
 	require.Zero(t, dups, "the batch in hand finished before exit: nothing published twice")
 	require.Equal(t, 12_000, len(b.kc.ReadAll(t, "lessons")))
 }
@@ -175,13 +176,13 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("ready\nlease: standby (relay default, id %s; leader %s, term %d)\n", standby.id, leader.id, l.Term), body)
 
 	prod := produce(t, b, "lessons", "", 4, 100_000, 8, 10)
-	waitFor(t, 30*time.Second, "leader publishing", func() bool { return onKafka(b, "lessons") >= 3000 })
+	waitFor(t, 30*time.Second, "leader publishing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	require.Positive(t, leader.metric("pulsebus_relay_events_published_total"))
 	require.Zero(t, standby.metric("pulsebus_relay_events_published_total"), "only the leader publishes")
 
 	require.NoError(t, leader.Kill())
 	killed := time.Now()
-	atKill := onKafka(b, "lessons")
+	atKill := b.kc.RecordCount("lessons")
 	waitFor(t, 3*ttl, "standby leads", func() bool { return standby.metric("pulsebus_relay_leader") == 1 })
 	takeover := time.Since(killed)
 	t.Logf("standby took over %s after the SIGKILL (lease TTL %s, poll %s)", takeover.Round(time.Millisecond), ttl, poll)
@@ -190,11 +191,11 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 	require.Equal(t, standby.id, l2.LeaderID)
 	require.Greater(t, l2.Term, l.Term)
 
-	waitFor(t, 30*time.Second, "new leader publishing", func() bool { return onKafka(b, "lessons") >= atKill+2000 })
+	waitFor(t, 30*time.Second, "new leader publishing", func() bool { return b.kc.RecordCount("lessons") >= atKill+2000 })
 	prod.stop()
 	want := prod.wait(t)
 	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
-	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
 	t.Logf("%d events across the handover, %d duplicates", prod.produced(), dups)
 	require.LessOrEqual(t, dups, 200, "at most the killed leader's batch in hand")
 	require.Positive(t, standby.metric("pulsebus_relay_events_published_total"))
@@ -262,7 +263,7 @@ func TestRelayBinary_SIGTERMWithAStuckBroker(t *testing.T) {
 	code, err = c.Wait(10 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
-	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
 	require.LessOrEqual(t, dups, 50, "at most the stuck batch, which the broker appended after all")
 }
 

@@ -55,7 +55,7 @@ func (s *stream) produce(t testing.TB, producers, perProducer, keysPer, maxTx in
 				s.mu.Lock()
 				for i := range envs {
 					key := fmt.Sprintf("p%d-k%d", p, rng.IntN(keysPer))
-					env, err := envelope.New("relay-test", seqEvent{Key: key, Seq: s.next[key]}, envelope.WithKey(key))
+					env, err := envelope.New("relay-test", testkafka.SeqEvent{Key: key, Seq: s.next[key]}, envelope.WithKey(key))
 					if err != nil {
 						s.mu.Unlock()
 						errs <- err
@@ -240,7 +240,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 				sw.setDown(false)
 			}
 			waitFor(t, 30*time.Second, "backlog delivered after the outage", func() bool { return outboxCount(t, db) == 0 })
-			dups := checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+			dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 			require.LessOrEqual(t, dups, 200, "duplicates at most the batch in flight when the outage began")
 		})
 	}
@@ -271,7 +271,7 @@ func TestRelay_SlowBroker(t *testing.T) {
 	s.produce(t, 4, 500, 8, 10)
 	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	require.Positive(t, b.hooks.errorCount(outbox.ReasonBrokerUnavailable), "some requests timed out")
-	dups := checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 	t.Logf("%d produce requests, %d duplicates from timed-out requests", slow.Load(), dups)
 }
 
@@ -322,7 +322,7 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 	s.produce(t, 1, 1, 1, 1)
 	waitFor(t, 15*time.Second, "event relayed on notification after reconnect", func() bool { return outboxCount(t, db) == 0 })
 
-	dups := checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 	require.LessOrEqual(t, dups, (cuts+1)*2*100, "duplicates at most the batches in flight at each cut")
 	t.Logf("%d cuts, %d duplicates", cuts, dups)
 }
@@ -354,7 +354,7 @@ func TestRelay_NoNotificationLost(t *testing.T) {
 				waitFor(t, 10*time.Second, fmt.Sprintf("round %d relayed to the last event", round),
 					func() bool { return outboxCount(t, db) == 0 })
 			}
-			checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+			testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 		})
 	}
 }

@@ -136,7 +136,7 @@ func TestRelay_TwoRelays(t *testing.T) {
 	// tries every poll (jittered down); allow for a loaded machine.
 	require.Less(t, takeover, ttl+poll+time.Second, "takeover within LeaseTTL plus one poll")
 
-	dups := checkDelivery(t, kc.ReadAll(t, "lessons"), s.want())
+	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 	require.LessOrEqual(t, dups, 2*100, "duplicates at most the old leader's batches in flight")
 	require.Zero(t, both.Load(), "two relays saw themselves leader at once")
 	t.Logf("takeover after %s, %d duplicates", takeover, dups)
@@ -174,7 +174,7 @@ func TestRelay_FencedWhenTermEnds(t *testing.T) {
 	release()
 
 	waitFor(t, 10*time.Second, "the commit fenced", func() bool { return hooksA.errorCount(outbox.ReasonLeaseLost) > 0 })
-	require.EqualValues(t, 10, totalRecords(t, kc, "lessons"), "the broker has the batch")
+	require.EqualValues(t, 10, kc.RecordCount("lessons"), "the broker has the batch")
 	require.Equal(t, 10, outboxCount(t, db), "but the batch was not deleted")
 	stopCtx, cancelStop := context.WithTimeout(ctx, 10*time.Second)
 	require.NoError(t, a.Stop(stopCtx))
@@ -184,7 +184,7 @@ func TestRelay_FencedWhenTermEnds(t *testing.T) {
 	// The next leader publishes the rows again.
 	startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{ID: "relay-b"})
 	waitFor(t, 15*time.Second, "republished", func() bool { return outboxCount(t, db) == 0 })
-	dups := checkDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 10})
+	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 10})
 	require.Equal(t, 10, dups)
 }
 
@@ -236,7 +236,7 @@ func TestRelay_Stop(t *testing.T) {
 		release()
 		require.NoError(t, <-stopped)
 		require.Zero(t, outboxCount(t, db), "the batch in hand was finished")
-		checkDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
+		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
 		var released bool
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT expires_at <= clock_timestamp() FROM pulsebus.relay_leader`).Scan(&released))
 		require.True(t, released, "lease released")
@@ -272,7 +272,7 @@ func TestRelay_Stop(t *testing.T) {
 		err := <-stopped
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 
-		published := int(totalRecords(t, kc, "lessons"))
+		published := int(kc.RecordCount("lessons"))
 		require.Positive(t, published)
 		require.Less(t, published, 12, "the rest was not sent")
 		require.Equal(t, 12-published, outboxCount(t, db), "acknowledged rows deleted, the rest stays")
@@ -286,6 +286,6 @@ func TestRelay_Stop(t *testing.T) {
 		startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{})
 		waitFor(t, 10*time.Second, "rest published", func() bool { return outboxCount(t, db) == 0 })
 		require.Less(t, time.Since(start), 3*time.Second, "no wait for the lease to expire")
-		require.Zero(t, checkDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 12}))
+		require.Zero(t, testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 12}))
 	})
 }

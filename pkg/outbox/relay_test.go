@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
@@ -23,18 +21,9 @@ import (
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
 
-// seqEvent carries its producer's per-key sequence number, so a test can
-// check per-key order on Kafka against commit order.
-type seqEvent struct {
-	Key string `json:"key"`
-	Seq int    `json:"seq"`
-}
-
-func (seqEvent) EventType() string { return "test.seq" }
-
 func seqEnv(t testing.TB, key string, seq int) envelope.Envelope {
 	t.Helper()
-	env, err := envelope.New("relay-test", seqEvent{Key: key, Seq: seq}, envelope.WithKey(key))
+	env, err := envelope.New("relay-test", testkafka.SeqEvent{Key: key, Seq: seq}, envelope.WithKey(key))
 	require.NoError(t, err)
 	return env
 }
@@ -174,55 +163,6 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func totalRecords(t testing.TB, kc *testkafka.Cluster, topic string) int64 {
-	t.Helper()
-	ends, err := kc.EndOffsetsErr(context.Background(), topic)
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, e := range ends {
-		n += e
-	}
-	return n
-}
-
-// checkDelivery checks that every expected event is on topic, and that per
-// key the first occurrences come in sequence order. It returns the number of
-// duplicates.
-func checkDelivery(t testing.TB, recs []*kgo.Record, want map[string]int) int {
-	t.Helper()
-	seen := map[string]bool{}
-	next := map[string]int{}
-	dups := 0
-	for _, rec := range recs {
-		var id string
-		for _, h := range rec.Headers {
-			if h.Key == envelope.HeaderID {
-				id = string(h.Value)
-			}
-		}
-		require.NotEmpty(t, id, "record without ce_id")
-		if seen[id] {
-			dups++
-			continue
-		}
-		seen[id] = true
-		var ev seqEvent
-		require.NoError(t, json.Unmarshal(rec.Value, &ev))
-		require.Equal(t, ev.Key, string(rec.Key))
-		require.Equal(t, next[ev.Key], ev.Seq, "key %s: first occurrence of seq %d after %d (partition %d offset %d)", ev.Key, ev.Seq, next[ev.Key]-1, rec.Partition, rec.Offset)
-		next[ev.Key]++
-	}
-	total := 0
-	for k, n := range want {
-		require.Equal(t, n, next[k], "key %s: events on Kafka", k)
-		total += n
-	}
-	require.Len(t, seen, total, "distinct ce_id count")
-	return dups
-}
-
 // produce runs producers goroutines, each writing perProducer events over
 // keysPer keys of its own in transactions of 1..maxTx events, in sequence
 // order per key. It returns the expected per-key counts.
@@ -281,7 +221,7 @@ func TestRelay_FiftyThousandFromEightProducers(t *testing.T) {
 	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 	t.Logf("50,000 events produced and relayed in %s", time.Since(start))
 
-	dups := checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
 	require.Zero(t, dups, "no crash, no duplicates")
 	require.Equal(t, total, b.hooks.get(func(h *recordingHooks) int { return h.published["lessons"] }))
 	require.Equal(t, total, b.hooks.get(func(h *recordingHooks) int { return h.acks }))
@@ -298,13 +238,13 @@ func TestRelay_LateCommitterIsPublished(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, outbox.InsertTx(ctx, late, "lessons", seqEnv(t, "late", 0)))
 	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "early", 0), seqEnv(t, "early", 1)))
-	waitFor(t, 10*time.Second, "early events published", func() bool { return totalRecords(t, b.kc, "lessons") == 2 })
+	waitFor(t, 10*time.Second, "early events published", func() bool { return b.kc.RecordCount("lessons") == 2 })
 	require.NoError(t, late.Commit(ctx))
-	waitFor(t, 10*time.Second, "late event published", func() bool { return totalRecords(t, b.kc, "lessons") == 3 })
+	waitFor(t, 10*time.Second, "late event published", func() bool { return b.kc.RecordCount("lessons") == 3 })
 
 	recs := b.kc.ReadAll(t, "lessons")
 	require.Equal(t, "late", string(recs[2].Key), "published after the early ones: commit order")
-	checkDelivery(t, recs, map[string]int{"late": 1, "early": 2})
+	testkafka.CheckDelivery(t, recs, map[string]int{"late": 1, "early": 2})
 	require.Zero(t, outboxCount(t, b.db))
 }
 
@@ -344,8 +284,8 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 
 	// The rest went through, in order, and later rows still flow.
 	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
-	waitFor(t, 10*time.Second, "later event published", func() bool { return totalRecords(t, kc, "lessons") == 11 })
-	checkDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
+	waitFor(t, 10*time.Second, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
+	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
 }
 
 func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
@@ -364,7 +304,7 @@ func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
 	var parked int
 	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked WHERE error LIKE '%invalid_envelope%'`).Scan(&parked))
 	require.Equal(t, 2, parked)
-	checkDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
+	testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
 }
 
 func TestRelay_MissingTopic(t *testing.T) {
@@ -403,7 +343,7 @@ func TestRelay_Compression(t *testing.T) {
 			b.kc.CreateTopic(t, "lessons", 2)
 			want := produce(t, b.db, "lessons", 2, 100, 4, 10)
 			waitFor(t, 20*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
-			require.Zero(t, checkDelivery(t, b.kc.ReadAll(t, "lessons"), want))
+			require.Zero(t, testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want))
 		})
 	}
 }

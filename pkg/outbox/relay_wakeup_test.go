@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testkafka"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -67,16 +68,16 @@ func TestRelay_SkippedNotifyCommittedLateIsPublished(t *testing.T) {
 
 	require.NoError(t, notifier.Commit(ctx))
 	waitFor(t, 10*time.Second, "the notifier's event published on its notification",
-		func() bool { return totalRecords(t, b.kc, "lessons") == 1 })
+		func() bool { return b.kc.RecordCount("lessons") == 1 })
 
 	require.NoError(t, skipper.Commit(ctx))
 	committed := time.Now()
 	waitFor(t, 10*time.Second, "the skipper's event published without a notification",
-		func() bool { return totalRecords(t, b.kc, "lessons") == 2 })
+		func() bool { return b.kc.RecordCount("lessons") == 2 })
 	took := time.Since(committed)
 	t.Logf("the skipper's row was published %s after its commit (poll interval %s)", took, pollInterval)
 	require.Less(t, took, 5*time.Second, "found by a follow-up claim, not by the poll")
-	checkDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"notifier": 1, "skipper": 1})
+	testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"notifier": 1, "skipper": 1})
 	require.Zero(t, outboxCount(t, b.db))
 }
 
@@ -169,7 +170,7 @@ func TestRelay_ConcurrentProducersSomeSkipNotify(t *testing.T) {
 		t.Logf("round %d: every row published %s after the last commit", round, time.Since(lastCommit))
 	}
 	require.Zero(t, outboxCount(t, b.db))
-	checkDelivery(t, b.kc.ReadAll(t, "lessons"), want)
+	testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
 
 	// Every notification sent so far arrives before this marker.
 	_, err = b.db.Pool.Exec(ctx, `SELECT pg_notify($1, 'marker')`, outbox.NotifyChannel)
@@ -196,7 +197,7 @@ func TestRelay_IdleClaimsOnlyEveryPollInterval(t *testing.T) {
 	b.kc.CreateTopic(t, "lessons", 1)
 	waitFor(t, 10*time.Second, "leader", r.IsLeader)
 	require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "lessons", seqEnv(t, "k", 0)))
-	waitFor(t, 10*time.Second, "published", func() bool { return totalRecords(t, b.kc, "lessons") == 1 })
+	waitFor(t, 10*time.Second, "published", func() bool { return b.kc.RecordCount("lessons") == 1 })
 
 	// Let the follow-ups back off: NotifyDebounce doubling to 400ms takes
 	// about a second. Then count the claims of an idle window.
