@@ -71,18 +71,6 @@ func (r *relay) metric(name string, labelPairs ...string) float64 {
 	return m.Value(name, labelPairs...)
 }
 
-// waitFor polls cond every 10ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func outboxRows(t *testing.T, b *bundle) int {
 	t.Helper()
 	var n int

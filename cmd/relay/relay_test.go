@@ -17,6 +17,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 )
 
 // 50,000 events from 8 concurrent producers while the relay binary is
@@ -48,7 +49,7 @@ func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
 	for kills < minKills {
 		base := b.kc.RecordCount("lessons")
 		threshold := int64(1000 + rng.IntN(4000))
-		waitFor(t, 90*time.Second, "relay progress before a kill", func() bool {
+		testpoll.Until(t, 90*time.Second, 10*time.Millisecond, "relay progress before a kill", func() bool {
 			return b.kc.RecordCount("lessons")-base >= threshold
 		})
 		require.NoError(t, r.Kill())
@@ -60,7 +61,7 @@ func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
 		r = startRelay(t, b, fmt.Sprintf("relay-%d", kills), flags...)
 	}
 	want := prod.wait(t)
-	waitFor(t, 120*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	testpoll.Until(t, 120*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
 	elapsed := time.Since(start)
 
 	require.NoError(t, r.Signal(syscall.SIGTERM))
@@ -90,8 +91,8 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	// Metrics match what reached Kafka.
 	first := produce(t, b, "lessons", "first-", 2, 1000, 8, 20)
 	wantFirst := first.wait(t)
-	waitFor(t, 30*time.Second, "first 2000 relayed", func() bool { return outboxRows(t, b) == 0 })
-	waitFor(t, 10*time.Second, "metrics caught up", func() bool {
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first 2000 relayed", func() bool { return outboxRows(t, b) == 0 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "metrics caught up", func() bool {
 		return a.metric("pulsebus_relay_events_published_total", "topic", "lessons") == 2000
 	})
 	m, err := a.Metrics()
@@ -102,11 +103,11 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	require.Equal(t, 1.0, m.Value("pulsebus_relay_leader"))
 	require.Zero(t, m.Value("pulsebus_relay_publish_errors_total"))
 	require.Zero(t, m.Value("pulsebus_relay_parked_total"))
-	waitFor(t, 10*time.Second, "backlog gauge at 0", func() bool { return a.metric("pulsebus_relay_backlog_rows") == 0 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "backlog gauge at 0", func() bool { return a.metric("pulsebus_relay_backlog_rows") == 0 })
 
 	// SIGTERM while events flow.
 	stream := produce(t, b, "lessons", "stream-", 4, 2500, 8, 20)
-	waitFor(t, 30*time.Second, "stream flowing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "stream flowing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	sent := time.Now()
 	require.NoError(t, a.Signal(syscall.SIGTERM))
 	code, err := a.Wait(10 * time.Second)
@@ -123,10 +124,10 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	// A new relay takes the released lease at once, not after the TTL.
 	restarted := time.Now()
 	c := startRelay(t, b, "relay-c", flags...)
-	waitFor(t, 10*time.Second, "relay-c leads", func() bool { return c.metric("pulsebus_relay_leader") == 1 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "relay-c leads", func() bool { return c.metric("pulsebus_relay_leader") == 1 })
 	t.Logf("new leader %s after start (lease TTL 30s)", time.Since(restarted).Round(time.Millisecond))
 	wantStream := stream.wait(t)
-	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
 	require.NoError(t, c.Signal(syscall.SIGTERM))
 	code, err = c.Wait(10 * time.Second)
 	require.NoError(t, err)
@@ -152,7 +153,7 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 	relays := []*relay{startRelay(t, b, "relay-a", flags...), startRelay(t, b, "relay-b", flags...)}
 
 	var leader, standby *relay
-	waitFor(t, 20*time.Second, "one leader", func() bool {
+	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "one leader", func() bool {
 		la, lb := relays[0].metric("pulsebus_relay_leader"), relays[1].metric("pulsebus_relay_leader")
 		switch {
 		case la == 1 && lb == 0:
@@ -176,14 +177,14 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("ready\nlease: standby (relay default, id %s; leader %s, term %d)\n", standby.id, leader.id, l.Term), body)
 
 	prod := produce(t, b, "lessons", "", 4, 100_000, 8, 10)
-	waitFor(t, 30*time.Second, "leader publishing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "leader publishing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	require.Positive(t, leader.metric("pulsebus_relay_events_published_total"))
 	require.Zero(t, standby.metric("pulsebus_relay_events_published_total"), "only the leader publishes")
 
 	require.NoError(t, leader.Kill())
 	killed := time.Now()
 	atKill := b.kc.RecordCount("lessons")
-	waitFor(t, 3*ttl, "standby leads", func() bool { return standby.metric("pulsebus_relay_leader") == 1 })
+	testpoll.Until(t, 3*ttl, 10*time.Millisecond, "standby leads", func() bool { return standby.metric("pulsebus_relay_leader") == 1 })
 	takeover := time.Since(killed)
 	t.Logf("standby took over %s after the SIGKILL (lease TTL %s, poll %s)", takeover.Round(time.Millisecond), ttl, poll)
 	require.LessOrEqual(t, takeover, ttl+poll+time.Second, "within lease TTL plus one poll (+1s scheduling slack)")
@@ -191,10 +192,10 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 	require.Equal(t, standby.id, l2.LeaderID)
 	require.Greater(t, l2.Term, l.Term)
 
-	waitFor(t, 30*time.Second, "new leader publishing", func() bool { return b.kc.RecordCount("lessons") >= atKill+2000 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "new leader publishing", func() bool { return b.kc.RecordCount("lessons") >= atKill+2000 })
 	prod.stop()
 	want := prod.wait(t)
-	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
 	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
 	t.Logf("%d events across the handover, %d duplicates", prod.produced(), dups)
 	require.LessOrEqual(t, dups, 200, "at most the killed leader's batch in hand")
@@ -258,7 +259,7 @@ func TestRelayBinary_SIGTERMWithAStuckBroker(t *testing.T) {
 	_, err = b.db.Pool.Exec(t.Context(), `UPDATE pulsebus.relay_leader SET expires_at = least(expires_at, clock_timestamp())`)
 	require.NoError(t, err)
 	c := startRelay(t, b, "relay-c")
-	waitFor(t, 30*time.Second, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxRows(t, b) == 0 })
 	require.NoError(t, c.Signal(syscall.SIGTERM))
 	code, err = c.Wait(10 * time.Second)
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/consumercmd"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 )
 
@@ -34,12 +35,12 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	spec := "name=hook,types=lesson.*,webhook=" + h.URL + "/in"
 	r := start(t, b.runArgs(spec, "name=audit,types=*,log=debug"))
 	base := r.metricsURL()
-	eventually(t, 60*time.Second, "5 dead letters for hook, 1 for audit", func() bool {
+	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "5 dead letters for hook, 1 for audit", func() bool {
 		dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group})
 		require.NoError(t, err)
 		return len(dls) == 6
 	})
-	eventually(t, 10*time.Second, "dead letter metrics", func() bool {
+	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "dead letter metrics", func() bool {
 		return scrape(t, base, `pulsebus_consumer_dead_letters_total{handler="hook"}`) == 5
 	})
 	require.Equal(t, 5.0, scrape(t, base, `pulsebus_consumer_events_handled_total{handler="hook",outcome="dead_lettered"}`))
@@ -151,9 +152,9 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 			return true
 		}
 	}
-	eventually(t, 60*time.Second, "both handlers got every event", func() bool { return all("/a", 1)() && all("/b", 1)() })
+	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "both handlers got every event", func() bool { return all("/a", 1)() && all("/b", 1)() })
 	ends := b.kc.EndOffsets(t, b.topic)
-	eventually(t, 10*time.Second, "offsets saved", func() bool {
+	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "offsets saved", func() bool {
 		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
 		require.NoError(t, err)
 		for _, o := range offs {
@@ -171,8 +172,8 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 	}
 	require.Contains(t, out, "replayed a of group svc to earliest on 2 partition(s)")
 
-	eventually(t, 60*time.Second, "handler a got every event again", all("/a", 2))
-	eventually(t, 10*time.Second, "a's offsets back at the end", func() bool {
+	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "handler a got every event again", all("/a", 2))
+	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "a's offsets back at the end", func() bool {
 		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
 		require.NoError(t, err)
 		for _, o := range offs {

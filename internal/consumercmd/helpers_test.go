@@ -22,6 +22,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/consumercmd"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -108,7 +109,7 @@ func (r *running) stop() error {
 func (r *running) metricsURL() string {
 	r.t.Helper()
 	var addr string
-	eventually(r.t, 30*time.Second, "metrics server log line", func() bool {
+	testpoll.Until(r.t, 30*time.Second, 25*time.Millisecond, "metrics server log line", func() bool {
 		for _, l := range r.logs.lines() {
 			if l["msg"] == "serving /metrics, /healthz and /readyz" {
 				addr, _ = l["addr"].(string)
@@ -165,18 +166,6 @@ func (s *syncBuffer) lines() []map[string]any {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // lessons builds n lesson.published envelopes.

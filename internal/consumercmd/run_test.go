@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/consumercmd"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
@@ -43,7 +44,7 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 		"name=audit,types=*,log=info",
 	))
 	base := r.metricsURL()
-	eventually(t, 60*time.Second, "30 events delivered", func() bool { return len(h.delivered("/hooks/search")) == len(envs) })
+	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "30 events delivered", func() bool { return len(h.delivered("/hooks/search")) == len(envs) })
 
 	// The CloudEvents binary mode, checked on one event.
 	want := envs[7]
@@ -66,7 +67,7 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 	require.Equal(t, "search", got.header.Get("X-Team"))
 
 	// Metrics: outcomes add up, retries counted, lag and latency present.
-	eventually(t, 30*time.Second, "metrics of 30 handled events", func() bool {
+	testpoll.Until(t, 30*time.Second, 25*time.Millisecond, "metrics of 30 handled events", func() bool {
 		ok := scrape(t, base, `pulsebus_consumer_events_handled_total{handler="search",outcome="ok"}`)
 		retried := scrape(t, base, `pulsebus_consumer_events_handled_total{handler="search",outcome="retried"}`)
 		return max(ok, 0)+max(retried, 0) == float64(len(envs))
@@ -76,7 +77,7 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 	require.Equal(t, float64(len(envs)), scrape(t, base, `pulsebus_consumer_events_handled_total{handler="audit",outcome="ok"}`))
 	require.Equal(t, float64(len(envs)), scrape(t, base, `pulsebus_consumer_commit_to_handle_seconds_count{handler="search"}`))
 	require.GreaterOrEqual(t, scrape(t, base, `pulsebus_consumer_rebalances_total`), 1.0)
-	eventually(t, 10*time.Second, "lag gauges at 0", func() bool {
+	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "lag gauges at 0", func() bool {
 		return scrape(t, base, `pulsebus_consumer_lag{handler="search",partition="0",topic="edupulse.events"}`) == 0
 	})
 	require.NotEqual(t, -1.0, scrape(t, base, `go_goroutines`), "Go collector registered")

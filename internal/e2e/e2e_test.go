@@ -23,6 +23,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
 	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds, testdb.DropTemplate) }
@@ -141,8 +142,8 @@ func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	total++ // after-big
 
-	waitFor(t, 60*time.Second, "all search events delivered", func() bool { return rc.searchCount() == lessons+quizzes+1 })
-	waitFor(t, 60*time.Second, "consumer metrics complete", func() bool {
+	testpoll.Until(t, 60*time.Second, 50*time.Millisecond, "all search events delivered", func() bool { return rc.searchCount() == lessons+quizzes+1 })
+	testpoll.Until(t, 60*time.Second, 50*time.Millisecond, "consumer metrics complete", func() bool {
 		m, err := consumer.Metrics()
 		return err == nil &&
 			m.Value("pulsebus_consumer_events_handled_total", "handler", "audit") == float64(total) &&
@@ -240,16 +241,4 @@ func dashboardMetrics(t *testing.T) []string {
 	}
 	require.NotEmpty(t, names)
 	return names
-}
-
-// waitFor polls cond every 50 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

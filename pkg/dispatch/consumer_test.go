@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
@@ -35,7 +36,7 @@ func TestConsumer_TxAndPlainHandlers(t *testing.T) {
 	require.NoError(t, c.HandleTx("other", []string{"quiz.submitted"}, countTx("other")))
 	stop := start(t, c)
 
-	eventually(t, 60*time.Second, "all events counted", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "all events counted", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "counter")
 		n, _ := rec.total()
 		return d == len(envs) && n == len(envs)
@@ -97,14 +98,14 @@ func TestConsumer_FailingHandlerRetriesAndParks_OtherHandlerNotBlocked(t *testin
 		dispatch.WithRetry(dispatch.RetryPolicy{MaxAttempts: maxAttempts, InitialInterval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond})))
 	stop := start(t, c)
 
-	eventually(t, 30*time.Second, "the good handler finishes", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the good handler finishes", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "good")
 		if d == len(envs) && goodSeen.CompareAndSwap(0, 1) {
 			close(goodDone)
 		}
 		return d == len(envs)
 	})
-	eventually(t, 30*time.Second, "the bad handler parks the poison event and handles the rest", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the bad handler parks the poison event and handles the rest", func() bool {
 		n, _ := bad.total()
 		return len(deadLetters(t, b.db.Pool, "svc")) == 1 && n == len(envs)-1
 	})
@@ -178,7 +179,7 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	rec := newRecorder()
 	hooks := newHookRecorder()
 	stop := run(hooks, rec)
-	eventually(t, 30*time.Second, "the first events", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the first events", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "tx")
 		n, _ := rec.total()
 		return d == 20 && n == 20
@@ -188,7 +189,7 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	more := events(t, 5, "lesson.published")
 	produce(t, b.kc.Addrs, b.topic, []envelope.Envelope{envs[3], envs[7]})
 	produce(t, b.kc.Addrs, b.topic, more)
-	eventually(t, 30*time.Second, "the new events", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new events", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "tx")
 		n, _ := rec.total()
 		return d == 25 && n == 25
@@ -207,7 +208,7 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	produce(t, b.kc.Addrs, b.topic, last)
 	hooks2 := newHookRecorder()
 	stop = run(hooks2, rec)
-	eventually(t, 30*time.Second, "the last events", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the last events", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "tx")
 		n, _ := rec.total()
 		return d == 28 && n == 28
@@ -241,7 +242,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	require.NoError(t, c.HandleTx("a", []string{"lesson.*"}, countTx("a")))
 	require.NoError(t, c.HandleTx("b", []string{"lesson.*"}, countTx("b")))
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "both handlers done", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "both handlers done", func() bool {
 		a, _ := countHandled(t, b.db.Pool, "a")
 		bb, _ := countHandled(t, b.db.Pool, "b")
 		return a == len(envs) && bb == len(envs)
@@ -261,14 +262,14 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	for _, r := range rows {
 		require.Zero(t, r.NextOffset)
 	}
-	eventually(t, 30*time.Second, "handler a re-handles every event", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "handler a re-handles every event", func() bool {
 		_, total := countHandled(t, b.db.Pool, "a")
 		return total == 2*len(envs)
 	})
 	// Handler b's reader is unaffected: give a wrong re-delivery the time
 	// a's took, then check.
 	produce(t, b.kc.Addrs, b.topic, events(t, 2, "lesson.published"))
-	eventually(t, 30*time.Second, "a later event reaches both", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a later event reaches both", func() bool {
 		a, _ := countHandled(t, b.db.Pool, "a")
 		bb, _ := countHandled(t, b.db.Pool, "b")
 		return a == len(envs)+2 && bb == len(envs)+2
@@ -351,13 +352,13 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 		"typed@5": `event type "quiz.submitted" cannot decode into`,
 		"typed@6": "payload: decode lesson.published",
 	}
-	eventually(t, 30*time.Second, "the bad messages parked", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the bad messages parked", func() bool {
 		return len(deadLetters(t, b.db.Pool, "svc")) == len(want)
 	})
 	// A message after the bad ones is handled by both.
 	later := events(t, 1, "lesson.published")
 	produce(t, b.kc.Addrs, b.topic, later)
-	eventually(t, 30*time.Second, "a later message handled", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a later message handled", func() bool {
 		n, _ := countHandled(t, b.db.Pool, "typed")
 		d, _ := rec.total()
 		return n == 3 && d == 4 // typed: 2 valid + later; plain also the bad-JSON one
@@ -416,7 +417,7 @@ func TestConsumer_BatchPoisonIsolated(t *testing.T) {
 	require.NoError(t, c.HandleBatchTx("batch", []string{"lesson.*"}, h, dispatch.WithBatchSize(20),
 		dispatch.WithRetry(dispatch.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})))
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "all but the poison event counted and the poison parked", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "all but the poison event counted and the poison parked", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "batch")
 		return d == len(envs)-1 && len(deadLetters(t, b.db.Pool, "svc")) == 1
 	})
@@ -484,7 +485,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	}
 	c := newConsumer()
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "four dead letters", func() bool { return len(deadLetters(t, b.db.Pool, "svc")) == 4 })
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "four dead letters", func() bool { return len(deadLetters(t, b.db.Pool, "svc")) == 4 })
 	stop()
 
 	broken.Store(false)
@@ -574,7 +575,7 @@ func TestConsumer_Middleware(t *testing.T) {
 		return nil
 	})))
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "all handled", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "all handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(trace) == 3*4
@@ -628,7 +629,7 @@ func TestConsumer_TypeMatching(t *testing.T) {
 	register("all", "*")
 	register("exact", "lesson")
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "all handled", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "all handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(*seen["all"]) == len(types) && len(*seen["prefix"]) == 4 && len(*seen["exact"]) == 1
@@ -654,7 +655,7 @@ func TestConsumer_StartOffsets(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.HandleTx("a", []string{"*"}, countTx("a")))
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "a handles the first events", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a handles the first events", func() bool {
 		n, _ := countHandled(t, b.db.Pool, "a")
 		return n == 10
 	})
@@ -673,13 +674,13 @@ func TestConsumer_StartOffsets(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c2.HandleTx("c", []string{"*"}, countTx("c")))
 	stop2 := start(t, c2)
-	eventually(t, 30*time.Second, "the new handlers have offset rows", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new handlers have offset rows", func() bool {
 		return len(offsetsOf(t, b.db.Pool, "svc", "b")) == 1 && len(offsetsOf(t, b.db.Pool, "fresh", "c")) == 1
 	})
 	require.Equal(t, int64(10), offsetsOf(t, b.db.Pool, "svc", "b")[0])
 	require.Equal(t, int64(10), offsetsOf(t, b.db.Pool, "fresh", "c")[0])
 	produce(t, b.kc.Addrs, b.topic, events(t, 5, "lesson.published"))
-	eventually(t, 30*time.Second, "everyone handles the new events", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "everyone handles the new events", func() bool {
 		a, _ := countHandled(t, b.db.Pool, "a")
 		bn, _ := countHandled(t, b.db.Pool, "b")
 		cn, _ := countHandled(t, b.db.Pool, "c")
@@ -828,7 +829,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 	rec := newRecorder()
 	require.NoError(t, c.Handle("plain", []string{"*"}, rec))
 	stop := start(t, c)
-	eventually(t, 30*time.Second, "a first, empty, generation", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a first, empty, generation", func() bool {
 		hooks.mu.Lock()
 		defer hooks.mu.Unlock()
 		return len(hooks.rebalances) == 1
@@ -836,7 +837,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 
 	b.kc.CreateTopic(t, b.topic, 1)
 	produce(t, b.kc.Addrs, b.topic, events(t, 10, "lesson.published"))
-	eventually(t, 30*time.Second, "the new topic consumed", func() bool { n, _ := rec.total(); return n == 10 })
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new topic consumed", func() bool { n, _ := rec.total(); return n == 10 })
 
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
@@ -848,7 +849,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 		require.NoError(t, e)
 	}
 	produce(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
-	eventually(t, 30*time.Second, "the new partitions consumed", func() bool { n, _ := rec.total(); return n == 40 })
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new partitions consumed", func() bool { n, _ := rec.total(); return n == 40 })
 	stop()
 	require.Len(t, b.kc.EndOffsets(t, b.topic), 3)
 	requireOffsetsAtEnd(t, b, "svc", "plain")

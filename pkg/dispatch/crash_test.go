@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/internal/testpoll"
 )
 
 // countStats summarises a handler's rows in handled.
@@ -56,7 +58,7 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 		lo, hi := (5*i+1)*total/30, (i+1)*total/6
 		target := lo + rng.IntN(hi-lo)
 		c := startChild(t, b, "crash", fmt.Sprintf("m%d", i), "BATCH=1", "PLAIN_FILE="+plainFile)
-		eventually(t, 90*time.Second, fmt.Sprintf("the consumer reaches %d events", target), func() bool {
+		testpoll.Until(t, 90*time.Second, 20*time.Millisecond, fmt.Sprintf("the consumer reaches %d events", target), func() bool {
 			return handledStats(t, b.db.Pool, "count").distinct >= target
 		})
 		time.Sleep(time.Duration(rng.Int64N(int64(20 * time.Millisecond))))
@@ -68,7 +70,7 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 	}
 
 	c := startChild(t, b, "crash", "final", "BATCH=1", "PLAIN_FILE="+plainFile)
-	eventually(t, 150*time.Second, "all events handled after the restarts", func() bool {
+	testpoll.Until(t, 150*time.Second, 20*time.Millisecond, "all events handled after the restarts", func() bool {
 		return handledStats(t, b.db.Pool, "count").distinct == total &&
 			handledStats(t, b.db.Pool, "batch").distinct == total &&
 			len(plainSeen()) == total
@@ -136,11 +138,11 @@ func TestConsumer_PlainAtLeastOnceAcrossKills(t *testing.T) {
 	}
 	for i, target := range []int{500 + rand.IntN(1000), 2000 + rand.IntN(1000)} {
 		c := startChild(t, b, "plain", fmt.Sprintf("m%d", i), "NO_COUNT=1", "PLAIN_FILE="+path, "FLUSH_INTERVAL=1s")
-		eventually(t, 60*time.Second, fmt.Sprintf("%d deliveries", target), func() bool { return deliveries() >= target })
+		testpoll.Until(t, 60*time.Second, 20*time.Millisecond, fmt.Sprintf("%d deliveries", target), func() bool { return deliveries() >= target })
 		c.kill()
 	}
 	c := startChild(t, b, "plain", "final", "NO_COUNT=1", "PLAIN_FILE="+path, "FLUSH_INTERVAL=1s")
-	eventually(t, 60*time.Second, "every event delivered", func() bool { return len(linesIn(t, path)) == total })
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "every event delivered", func() bool { return len(linesIn(t, path)) == total })
 	c.stop(30 * time.Second)
 	seen := linesIn(t, path)
 	for _, e := range envs {
@@ -207,7 +209,7 @@ func TestConsumer_TwoMembers_TakeOver(t *testing.T) {
 	bb := startChild(t, b, "pair", "B")
 	all := []int{0, 1, 2, 3}
 	var aParts, bParts []int
-	eventually(t, 60*time.Second, "the members share the partitions", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "the members share the partitions", func() bool {
 		// What each handled in the last second: disjoint, together all.
 		recent := dbNow(t, b.db.Pool).Add(-time.Second)
 		aParts, bParts = partitionsHandled(t, b.db.Pool, "A", recent), partitionsHandled(t, b.db.Pool, "B", recent)
@@ -218,22 +220,22 @@ func TestConsumer_TwoMembers_TakeOver(t *testing.T) {
 
 	a.signal(syscall.SIGSTOP)
 	frozen := dbNow(t, b.db.Pool)
-	eventually(t, 60*time.Second, "B takes over the frozen member's partitions", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "B takes over the frozen member's partitions", func() bool {
 		return containsAll(partitionsHandled(t, b.db.Pool, "B", frozen), all)
 	})
 	a.signal(syscall.SIGCONT)
 	resumed := dbNow(t, b.db.Pool)
-	eventually(t, 60*time.Second, "the resumed member rejoins and handles events again", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "the resumed member rejoins and handles events again", func() bool {
 		return len(partitionsHandled(t, b.db.Pool, "A", resumed)) > 0
 	})
 	a.kill()
 	killed := dbNow(t, b.db.Pool)
-	eventually(t, 60*time.Second, "B takes over the killed member's partitions", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "B takes over the killed member's partitions", func() bool {
 		return containsAll(partitionsHandled(t, b.db.Pool, "B", killed), all)
 	})
 
 	ids := prod.stop()
-	eventually(t, 60*time.Second, "every produced event is handled", func() bool {
+	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "every produced event is handled", func() bool {
 		return handledStats(t, b.db.Pool, "count").distinct == len(ids)
 	})
 	bb.stop(30 * time.Second)

@@ -163,18 +163,6 @@ func start(t *testing.T, c *dispatch.Consumer) (stop func()) {
 	return stop
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func countHandled(t *testing.T, pool *pgxpool.Pool, handler string) (distinct, total int) {
 	t.Helper()
 	require.NoError(t, pool.QueryRow(context.Background(),

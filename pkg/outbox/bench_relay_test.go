@@ -19,6 +19,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -415,7 +416,7 @@ func BenchmarkCommitToAck(b *testing.B) {
 		if err := r.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
-		waitFor(b, 30*time.Second, "relay leader", r.IsLeader)
+		testpoll.Until(b, 30*time.Second, 10*time.Millisecond, "relay leader", r.IsLeader)
 		claims0, pg0 := outbox.ClaimsForTest(r), appBackendCPU(b, db, relayApp)
 		b.StartTimer()
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -207,7 +208,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 			s := newStream(db, "lessons")
 
 			s.produce(t, 4, 250, 8, 5)
-			waitFor(t, 20*time.Second, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
+			testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
 
 			var fault *kfake.FaultHandle
 			if tc.reason == outbox.ReasonBrokerUnavailable {
@@ -217,7 +218,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 			}
 			errsBefore := b.hooks.errorCount(tc.reason)
 			s.produce(t, 4, 250, 8, 5)
-			waitFor(t, 10*time.Second, "publish errors", func() bool { return b.hooks.errorCount(tc.reason) >= errsBefore+3 })
+			testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "publish errors", func() bool { return b.hooks.errorCount(tc.reason) >= errsBefore+3 })
 
 			// Rows stay, with their failed attempts counted; the relay backs
 			// off instead of spinning: 20 ms doubling to 200 ms allows about
@@ -239,7 +240,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 			} else {
 				sw.setDown(false)
 			}
-			waitFor(t, 30*time.Second, "backlog delivered after the outage", func() bool { return outboxCount(t, db) == 0 })
+			testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "backlog delivered after the outage", func() bool { return outboxCount(t, db) == 0 })
 			dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 			require.LessOrEqual(t, dups, 200, "duplicates at most the batch in flight when the outage began")
 		})
@@ -269,7 +270,7 @@ func TestRelay_SlowBroker(t *testing.T) {
 	startRelay(t, b, outbox.RelayConfig{BatchSize: 100, WriteTimeout: 250 * time.Millisecond})
 	s := newStream(db, "lessons")
 	s.produce(t, 4, 500, 8, 10)
-	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	require.Positive(t, b.hooks.errorCount(outbox.ReasonBrokerUnavailable), "some requests timed out")
 	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 	t.Logf("%d produce requests, %d duplicates from timed-out requests", slow.Load(), dups)
@@ -295,7 +296,7 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 
 	// LISTEN works: one event, relayed without a poll.
 	s.produce(t, 1, 1, 1, 1)
-	waitFor(t, 10*time.Second, "event relayed on notification", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "event relayed on notification", func() bool { return outboxCount(t, db) == 0 })
 
 	done := make(chan struct{})
 	cuts := 0
@@ -314,13 +315,13 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, cuts, 2, "connections cut during the stream")
-	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	require.Positive(t, b.hooks.errorCount(outbox.ReasonDatabase), "the cuts hit the relay")
 
 	// LISTEN is back after the cuts.
 	terminate(t, db, app)
 	s.produce(t, 1, 1, 1, 1)
-	waitFor(t, 15*time.Second, "event relayed on notification after reconnect", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 15*time.Second, 10*time.Millisecond, "event relayed on notification after reconnect", func() bool { return outboxCount(t, db) == 0 })
 
 	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
 	require.LessOrEqual(t, dups, (cuts+1)*2*100, "duplicates at most the batches in flight at each cut")
@@ -347,11 +348,11 @@ func TestRelay_NoNotificationLost(t *testing.T) {
 			t.Cleanup(pool.Close)
 			b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
 			r := startRelay(t, b, outbox.RelayConfig{DB: pool, PollInterval: time.Minute, BacklogInterval: -1})
-			waitFor(t, 10*time.Second, "leader", r.IsLeader)
+			testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 			s := newStream(db, "lessons")
 			for round := range 5 {
 				s.produce(t, 4, 50, 4, 1)
-				waitFor(t, 10*time.Second, fmt.Sprintf("round %d relayed to the last event", round),
+				testpoll.Until(t, 10*time.Second, 10*time.Millisecond, fmt.Sprintf("round %d relayed to the last event", round),
 					func() bool { return outboxCount(t, db) == 0 })
 			}
 			testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -90,7 +91,7 @@ func TestRelay_TwoRelays(t *testing.T) {
 		m.relay = startRelay(t, b, outbox.RelayConfig{DB: m.pool.Pool, ID: id, BatchSize: 100, LeaseTTL: ttl, PollInterval: poll})
 		members[i] = m
 	}
-	waitFor(t, 10*time.Second, "a leader", func() bool { return members[0].relay.IsLeader() || members[1].relay.IsLeader() })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "a leader", func() bool { return members[0].relay.IsLeader() || members[1].relay.IsLeader() })
 	leader, follower := members[0], members[1]
 	if follower.relay.IsLeader() {
 		leader, follower = follower, leader
@@ -117,20 +118,20 @@ func TestRelay_TwoRelays(t *testing.T) {
 
 	s := newStream(db, "lessons")
 	s.produce(t, 4, 500, 8, 5)
-	waitFor(t, 30*time.Second, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
 	require.Zero(t, follower.hooks.publishedCount("lessons"), "the follower publishes nothing")
 	require.Equal(t, 2000, leader.hooks.publishedCount("lessons"))
 
 	// Cut the leader off in the middle of a stream.
 	produced := make(chan struct{})
 	go func() { defer close(produced); s.produce(t, 4, 500, 8, 5) }()
-	waitFor(t, 10*time.Second, "the stream under way", func() bool { return leader.hooks.publishedCount("lessons") > 2100 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "the stream under way", func() bool { return leader.hooks.publishedCount("lessons") > 2100 })
 	cutAt := time.Now()
 	leader.pool.partition(t, db)
-	waitFor(t, 2*ttl, "the follower takes over", follower.relay.IsLeader)
+	testpoll.Until(t, 2*ttl, 10*time.Millisecond, "the follower takes over", follower.relay.IsLeader)
 	takeover := time.Since(cutAt)
 	<-produced
-	waitFor(t, 30*time.Second, "everything relayed", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "everything relayed", func() bool { return outboxCount(t, db) == 0 })
 	require.Positive(t, follower.hooks.publishedCount("lessons"))
 	// The old leader renewed at most ttl/3 before the cut; the follower
 	// tries every poll (jittered down); allow for a loaded machine.
@@ -173,7 +174,7 @@ func TestRelay_FencedWhenTermEnds(t *testing.T) {
 	require.NoError(t, err)
 	release()
 
-	waitFor(t, 10*time.Second, "the commit fenced", func() bool { return hooksA.errorCount(outbox.ReasonLeaseLost) > 0 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "the commit fenced", func() bool { return hooksA.errorCount(outbox.ReasonLeaseLost) > 0 })
 	require.EqualValues(t, 10, kc.RecordCount("lessons"), "the broker has the batch")
 	require.Equal(t, 10, outboxCount(t, db), "but the batch was not deleted")
 	stopCtx, cancelStop := context.WithTimeout(ctx, 10*time.Second)
@@ -183,7 +184,7 @@ func TestRelay_FencedWhenTermEnds(t *testing.T) {
 
 	// The next leader publishes the rows again.
 	startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{ID: "relay-b"})
-	waitFor(t, 15*time.Second, "republished", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 15*time.Second, 10*time.Millisecond, "republished", func() bool { return outboxCount(t, db) == 0 })
 	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 10})
 	require.Equal(t, 10, dups)
 }
@@ -197,7 +198,7 @@ func TestRelay_Stop(t *testing.T) {
 	t.Run("idempotent", func(t *testing.T) {
 		t.Parallel()
 		r, _ := setupRelay(t, outbox.RelayConfig{})
-		waitFor(t, 10*time.Second, "leader", r.IsLeader)
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 		var wg sync.WaitGroup
 		for range 3 {
 			wg.Add(1)
@@ -284,7 +285,7 @@ func TestRelay_Stop(t *testing.T) {
 		// over at once and publishes the rest.
 		start := time.Now()
 		startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{})
-		waitFor(t, 10*time.Second, "rest published", func() bool { return outboxCount(t, db) == 0 })
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "rest published", func() bool { return outboxCount(t, db) == 0 })
 		require.Less(t, time.Since(start), 3*time.Second, "no wait for the lease to expire")
 		require.Zero(t, testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 12}))
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -151,18 +152,6 @@ func outboxCount(t testing.TB, db *testdb.DB) int {
 	return n
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // produce runs producers goroutines, each writing perProducer events over
 // keysPer keys of its own in transactions of 1..maxTx events, in sequence
 // order per key. It returns the expected per-key counts.
@@ -218,7 +207,7 @@ func TestRelay_FiftyThousandFromEightProducers(t *testing.T) {
 
 	start := time.Now()
 	want := produce(t, b.db, "lessons", 8, total/8, 16, 20)
-	waitFor(t, 60*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 	t.Logf("50,000 events produced and relayed in %s", time.Since(start))
 
 	dups := testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want)
@@ -238,9 +227,9 @@ func TestRelay_LateCommitterIsPublished(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, outbox.InsertTx(ctx, late, "lessons", seqEnv(t, "late", 0)))
 	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "early", 0), seqEnv(t, "early", 1)))
-	waitFor(t, 10*time.Second, "early events published", func() bool { return b.kc.RecordCount("lessons") == 2 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "early events published", func() bool { return b.kc.RecordCount("lessons") == 2 })
 	require.NoError(t, late.Commit(ctx))
-	waitFor(t, 10*time.Second, "late event published", func() bool { return b.kc.RecordCount("lessons") == 3 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "late event published", func() bool { return b.kc.RecordCount("lessons") == 3 })
 
 	recs := b.kc.ReadAll(t, "lessons")
 	require.Equal(t, "late", string(recs[2].Key), "published after the early ones: commit order")
@@ -270,7 +259,7 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", envs...))
 	startRelay(t, b, outbox.RelayConfig{})
 
-	waitFor(t, 20*time.Second, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
+	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	var (
 		parkedID    string
 		parkedError string
@@ -284,7 +273,7 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 
 	// The rest went through, in order, and later rows still flow.
 	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
-	waitFor(t, 10*time.Second, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
 	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
 }
 
@@ -300,7 +289,7 @@ func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
 
-	waitFor(t, 10*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 	var parked int
 	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked WHERE error LIKE '%invalid_envelope%'`).Scan(&parked))
 	require.Equal(t, 2, parked)
@@ -314,7 +303,7 @@ func TestRelay_MissingTopic(t *testing.T) {
 		_, b := setupRelay(t, outbox.RelayConfig{})
 		ctx := context.Background()
 		require.NoError(t, outbox.Insert(ctx, b.db.Pool, "nope", seqEnv(t, "k", 0)))
-		waitFor(t, 10*time.Second, "unknown_topic errors", func() bool {
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "unknown_topic errors", func() bool {
 			return b.hooks.get(func(h *recordingHooks) int { return h.errors[outbox.ReasonUnknownTopic] }) >= 2
 		})
 		require.Equal(t, 1, outboxCount(t, b.db))
@@ -323,13 +312,13 @@ func TestRelay_MissingTopic(t *testing.T) {
 		require.Contains(t, lastErr, "nope")
 
 		b.kc.CreateTopic(t, "nope", 1) // the operator fixes it
-		waitFor(t, 20*time.Second, "published once the topic exists", func() bool { return outboxCount(t, b.db) == 0 })
+		testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "published once the topic exists", func() bool { return outboxCount(t, b.db) == 0 })
 	})
 	t.Run("created when configured", func(t *testing.T) {
 		t.Parallel()
 		_, b := setupRelay(t, outbox.RelayConfig{AutoCreateTopics: true, TopicPartitions: 3})
 		require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "fresh", seqEnv(t, "k", 0)))
-		waitFor(t, 20*time.Second, "published", func() bool { return outboxCount(t, b.db) == 0 })
+		testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "published", func() bool { return outboxCount(t, b.db) == 0 })
 		require.Len(t, b.kc.EndOffsets(t, "fresh"), 3)
 	})
 }
@@ -342,7 +331,7 @@ func TestRelay_Compression(t *testing.T) {
 			_, b := setupRelay(t, outbox.RelayConfig{Compression: c})
 			b.kc.CreateTopic(t, "lessons", 2)
 			want := produce(t, b.db, "lessons", 2, 100, 4, 10)
-			waitFor(t, 20*time.Second, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
+			testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 			require.Zero(t, testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want))
 		})
 	}

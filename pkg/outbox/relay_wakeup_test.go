@@ -14,6 +14,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
+	"github.com/edupulse/pulsebus/internal/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -53,7 +54,7 @@ func TestRelay_SkippedNotifyCommittedLateIsPublished(t *testing.T) {
 	const pollInterval = time.Minute
 	r, b := setupRelay(t, outbox.RelayConfig{PollInterval: pollInterval})
 	b.kc.CreateTopic(t, "lessons", 1)
-	waitFor(t, 10*time.Second, "leader", r.IsLeader)
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 	ctx := context.Background()
 
 	notifier, err := b.db.Pool.Begin(ctx)
@@ -67,12 +68,12 @@ func TestRelay_SkippedNotifyCommittedLateIsPublished(t *testing.T) {
 	require.Equal(t, backendPID(t, notifier), notifyLockHolder(t, b.db), "the notifier holds the notify lock, so the skipper did not notify")
 
 	require.NoError(t, notifier.Commit(ctx))
-	waitFor(t, 10*time.Second, "the notifier's event published on its notification",
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "the notifier's event published on its notification",
 		func() bool { return b.kc.RecordCount("lessons") == 1 })
 
 	require.NoError(t, skipper.Commit(ctx))
 	committed := time.Now()
-	waitFor(t, 10*time.Second, "the skipper's event published without a notification",
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "the skipper's event published without a notification",
 		func() bool { return b.kc.RecordCount("lessons") == 2 })
 	took := time.Since(committed)
 	t.Logf("the skipper's row was published %s after its commit (poll interval %s)", took, pollInterval)
@@ -91,7 +92,7 @@ func TestRelay_ConcurrentProducersSomeSkipNotify(t *testing.T) {
 	t.Parallel()
 	r, b := setupRelay(t, outbox.RelayConfig{PollInterval: time.Minute})
 	b.kc.CreateTopic(t, "lessons", 2)
-	waitFor(t, 10*time.Second, "leader", r.IsLeader)
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 	ctx := context.Background()
 
 	// Count the notifications the producers send.
@@ -165,7 +166,7 @@ func TestRelay_ConcurrentProducersSomeSkipNotify(t *testing.T) {
 			require.NoError(t, err)
 		}
 		lastCommit := time.Now()
-		waitFor(t, 15*time.Second, fmt.Sprintf("round %d: every row published", round),
+		testpoll.Until(t, 15*time.Second, 10*time.Millisecond, fmt.Sprintf("round %d: every row published", round),
 			func() bool { return b.hooks.publishedCount("lessons") >= (round+1)*producers*perProducer })
 		t.Logf("round %d: every row published %s after the last commit", round, time.Since(lastCommit))
 	}
@@ -195,9 +196,9 @@ func TestRelay_IdleClaimsOnlyEveryPollInterval(t *testing.T) {
 	const poll = 400 * time.Millisecond
 	r, b := setupRelay(t, outbox.RelayConfig{PollInterval: poll})
 	b.kc.CreateTopic(t, "lessons", 1)
-	waitFor(t, 10*time.Second, "leader", r.IsLeader)
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 	require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "lessons", seqEnv(t, "k", 0)))
-	waitFor(t, 10*time.Second, "published", func() bool { return b.kc.RecordCount("lessons") == 1 })
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "published", func() bool { return b.kc.RecordCount("lessons") == 1 })
 
 	// Let the follow-ups back off: NotifyDebounce doubling to 400ms takes
 	// about a second. Then count the claims of an idle window.
