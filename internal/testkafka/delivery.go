@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -40,25 +39,37 @@ func CheckDelivery(t testing.TB, recs []*kgo.Record, want map[string]int) (dupli
 				id = string(h.Value)
 			}
 		}
-		require.NotEmpty(t, id, "record without ce_id")
+		if id == "" {
+			t.Fatalf("record without ce_id (partition %d offset %d)", rec.Partition, rec.Offset)
+		}
 		if seen[id] {
 			duplicates++
 			continue
 		}
 		seen[id] = true
 		var ev SeqEvent
-		require.NoError(t, json.Unmarshal(rec.Value, &ev))
-		require.Equal(t, ev.Key, string(rec.Key))
-		require.Equal(t, next[ev.Key], ev.Seq, "key %s: first occurrence of seq %d where %d was due (partition %d offset %d)",
-			ev.Key, ev.Seq, next[ev.Key], rec.Partition, rec.Offset)
+		if err := json.Unmarshal(rec.Value, &ev); err != nil {
+			t.Fatalf("decode record at partition %d offset %d: %v", rec.Partition, rec.Offset, err)
+		}
+		if ev.Key != string(rec.Key) {
+			t.Fatalf("event key %q on a record with key %q (partition %d offset %d)", ev.Key, rec.Key, rec.Partition, rec.Offset)
+		}
+		if ev.Seq != next[ev.Key] {
+			t.Fatalf("key %s: first occurrence of seq %d where %d was due (partition %d offset %d)",
+				ev.Key, ev.Seq, next[ev.Key], rec.Partition, rec.Offset)
+		}
 		next[ev.Key]++
 	}
 	total := 0
 	for k, n := range want {
-		require.Equal(t, n, next[k], "key %s: events on Kafka", k)
+		if next[k] != n {
+			t.Fatalf("key %s: %d events on Kafka, want %d", k, next[k], n)
+		}
 		total += n
 	}
-	require.Len(t, seen, total, "distinct ce_id count")
+	if len(seen) != total {
+		t.Fatalf("distinct ce_id count %d, want %d", len(seen), total)
+	}
 	return duplicates
 }
 
