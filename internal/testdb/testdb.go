@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -36,6 +37,10 @@ func ServerURL() string {
 	}
 	return DefaultURL
 }
+
+// RedactedServerURL is ServerURL with its password, if any, masked, for
+// logs.
+func RedactedServerURL() string { return redact(ServerURL()) }
 
 // DB is one test's database.
 type DB struct {
@@ -98,14 +103,8 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, ServerURL())
-		if err != nil {
-			t.Errorf("testdb: drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Errorf("testdb: drop %s: %v", name, err)
+		if err := dropDatabase(ctx, name); err != nil {
+			t.Errorf("testdb: %v", err)
 		}
 	})
 	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}
@@ -183,10 +182,63 @@ func DropTemplate() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	_ = dropDatabase(ctx, templateName)
+}
+
+// Create creates a database named prefix plus a random suffix on the
+// server of ServerURL and migrates it to the latest PulseBus schema, for
+// programs that need one outside a test (the benchmark program). Its Pool
+// has at most maxConns connections. Call Drop when done; nothing drops it
+// otherwise.
+func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", redact(ServerURL()), err)
+	}
+	defer admin.Close(context.Background())
+	name := prefix + randomHex(5)
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	db := &DB{Name: name, URL: withDatabase(ServerURL(), name)}
+	fail := func(format string, err error) (*DB, error) {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return nil, errors.Join(fmt.Errorf(format, name, err), db.Drop(dctx))
+	}
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		return fail("parse URL of %s: %w", err)
+	}
+	cfg.MaxConns = int32(maxConns)
+	if db.Pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return fail("connect %s: %w", err)
+	}
+	if _, err := migrate.Up(ctx, db.Pool); err != nil {
+		return fail("migrate %s: %w", err)
+	}
+	return db, nil
+}
+
+// Drop closes db's Pool, if any, and drops the database. It is for
+// databases from Create; those of New and NewEmpty are dropped when their
+// test ends.
+func (db *DB) Drop(ctx context.Context) error {
+	if db.Pool != nil {
+		db.Pool.Close()
+	}
+	return dropDatabase(ctx, db.Name)
+}
+
+// dropDatabase drops database name, closing its connections.
+func dropDatabase(ctx context.Context, name string) error {
 	conn, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		return
+		return fmt.Errorf("drop %s: %w", name, err)
 	}
 	defer conn.Close(context.Background())
-	_, _ = conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, templateName))
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+		return fmt.Errorf("drop %s: %w", name, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -76,7 +77,7 @@ func (b *bench) runConsumer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer db.Drop()
+	defer dropScratchDB(db)
 	for _, q := range []string{handledTable, wmOffsetsTable} {
 		if _, err := db.Pool.Exec(ctx, q); err != nil {
 			return fmt.Errorf("create bench tables: %w", err)
@@ -98,7 +99,7 @@ func (b *bench) runConsumer(ctx context.Context) error {
 	}
 	for _, tp := range topics {
 		t := time.Now()
-		if err := b.admin.CreateTopic(ctx, tp.name, b.partitions); err != nil {
+		if err := b.kc.CreateTopicErr(ctx, tp.name, b.partitions); err != nil {
 			return err
 		}
 		defer func() { _ = b.kc.DeleteTopic(tp.name) }()
@@ -139,7 +140,7 @@ func (b *bench) runConsumer(ctx context.Context) error {
 	return nil
 }
 
-func (b *bench) consumeOne(ctx context.Context, db *scratchDB, spec Spec, res *Result) {
+func (b *bench) consumeOne(ctx context.Context, db *testdb.DB, spec Spec, res *Result) {
 	c, err := startChild(ctx, spec)
 	if err != nil {
 		res.Error = err.Error()

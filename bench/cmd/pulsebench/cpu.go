@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
 )
 
 // contenderAppName is the application_name of every PostgreSQL connection
@@ -63,7 +65,7 @@ func procCPU(pid int) (time.Duration, bool) {
 // contender (by application_name) on database db.
 type backendCPU map[int]time.Duration
 
-func snapshotBackendCPU(ctx context.Context, db *scratchDB) backendCPU {
+func snapshotBackendCPU(ctx context.Context, db *testdb.DB) backendCPU {
 	out := backendCPU{}
 	rows, err := db.Pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2`, db.Name, contenderAppName)
 	if err != nil {
@@ -106,12 +108,12 @@ func selfCPU() time.Duration {
 // cpuMeter measures, around one contender's run, the CPU of its
 // PostgreSQL backends and of the parent process (the broker).
 type cpuMeter struct {
-	db      *scratchDB
+	db      *testdb.DB
 	backend backendCPU
 	self    time.Duration
 }
 
-func startCPUMeter(ctx context.Context, db *scratchDB) *cpuMeter {
+func startCPUMeter(ctx context.Context, db *testdb.DB) *cpuMeter {
 	return &cpuMeter{db: db, backend: snapshotBackendCPU(ctx, db), self: selfCPU()}
 }
 

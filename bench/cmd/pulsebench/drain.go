@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/edupulse/pulsebus/internal/testdb"
 )
 
 // fillChunk is how many rows one INSERT ... SELECT generate_series writes;
@@ -23,7 +25,7 @@ func payloadSQL(size int) string {
 // fillOutbox writes events 0..n-1 into pulsebus.outbox for topic, as
 // producers would have (same columns InsertTx writes), then vacuums and
 // analyses the table.
-func fillOutbox(ctx context.Context, db *scratchDB, topic string, n int64, payloadSize int) error {
+func fillOutbox(ctx context.Context, db *testdb.DB, topic string, n int64, payloadSize int) error {
 	if _, err := db.Pool.Exec(ctx, `TRUNCATE pulsebus.outbox`); err != nil {
 		return fmt.Errorf("truncate outbox: %w", err)
 	}
@@ -50,7 +52,7 @@ func wmTables(fwdTopic string) (messages, offsets string) {
 }
 
 // setupWatermill creates the forwarder's tables.
-func setupWatermill(ctx context.Context, db *scratchDB, fwdTopic string) error {
+func setupWatermill(ctx context.Context, db *testdb.DB, fwdTopic string) error {
 	qs, err := watermillSchemaQueries(fwdTopic)
 	if err != nil {
 		return err
@@ -69,7 +71,7 @@ func setupWatermill(ctx context.Context, db *scratchDB, fwdTopic string) error {
 // fillWatermill writes events 0..n-1 into the forwarder's table exactly as
 // forwarder.Publisher over the watermill-sql publisher would: a forwarder
 // envelope (destination topic, uuid, base64 payload, metadata) as JSON.
-func fillWatermill(ctx context.Context, db *scratchDB, fwdTopic, destTopic string, n int64, payloadSize int) error {
+func fillWatermill(ctx context.Context, db *testdb.DB, fwdTopic, destTopic string, n int64, payloadSize int) error {
 	msgs, offs := wmTables(fwdTopic)
 	if _, err := db.Pool.Exec(ctx, `TRUNCATE `+msgs+`, `+offs); err != nil {
 		return fmt.Errorf("truncate watermill tables: %w", err)
@@ -99,7 +101,7 @@ func (b *bench) runDrain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer db.Drop()
+	defer dropScratchDB(db)
 	const fwdTopic = "pulsebench_drain"
 	if err := setupWatermill(ctx, db, fwdTopic); err != nil {
 		return err
@@ -131,7 +133,7 @@ func (b *bench) runDrain(ctx context.Context) error {
 		logf("drain: %s: filled %d events in %s", name, n, time.Since(t).Round(time.Millisecond))
 		spec.Events = n
 		if name != "sql-claim-delete" {
-			if err := b.admin.CreateTopic(ctx, topic, b.partitions); err != nil {
+			if err := b.kc.CreateTopicErr(ctx, topic, b.partitions); err != nil {
 				return err
 			}
 		}
@@ -144,7 +146,7 @@ func (b *bench) runDrain(ctx context.Context) error {
 	return nil
 }
 
-func (b *bench) drainOne(ctx context.Context, db *scratchDB, spec Spec, res *Result) {
+func (b *bench) drainOne(ctx context.Context, db *testdb.DB, spec Spec, res *Result) {
 	c, err := startChild(ctx, spec)
 	if err != nil {
 		res.Error = err.Error()

@@ -5,50 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/edupulse/pulsebus/pkg/migrate"
+	"github.com/edupulse/pulsebus/internal/testdb"
 )
-
-// defaultDatabaseURL is the server used when TEST_DATABASE_URL is not set.
-const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-// serverURL returns the PostgreSQL server the benchmark creates its scratch
-// databases on.
-func serverURL() string {
-	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return defaultDatabaseURL
-}
-
-// redactURL hides the password of a connection URL for logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	return u.Redacted()
-}
-
-func withDatabase(raw, name string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.Path = "/" + name
-	return u.String()
-}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -56,59 +24,19 @@ func randomHex(n int) string {
 	return strings.ToLower(hex.EncodeToString(b))
 }
 
-// scratchDB is one scenario's database, migrated to the latest PulseBus
-// schema and dropped by Drop.
-type scratchDB struct {
-	Name string
-	URL  string
-	Pool *pgxpool.Pool
+// newScratchDB creates a database for one scenario, migrated to the latest
+// PulseBus schema, with a pool of at most maxConns connections. Drop it
+// with dropScratchDB.
+func newScratchDB(ctx context.Context, maxConns int) (*testdb.DB, error) {
+	return testdb.Create(ctx, "pulsebench_", maxConns)
 }
 
-// newScratchDB creates and migrates a fresh database.
-func newScratchDB(ctx context.Context, poolSize int) (*scratchDB, error) {
-	admin, err := pgx.Connect(ctx, serverURL())
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", redactURL(serverURL()), err)
-	}
-	defer admin.Close(context.Background())
-	name := "pulsebench_" + randomHex(5)
-	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
-		return nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	db := &scratchDB{Name: name, URL: withDatabase(serverURL(), name)}
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		db.Drop()
-		return nil, fmt.Errorf("parse database URL: %w", err)
-	}
-	cfg.MaxConns = int32(max(poolSize, 4))
-	db.Pool, err = pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		db.Drop()
-		return nil, fmt.Errorf("connect %s: %w", name, err)
-	}
-	if _, err := migrate.Up(ctx, db.Pool); err != nil {
-		db.Drop()
-		return nil, fmt.Errorf("migrate %s: %w", name, err)
-	}
-	return db, nil
-}
-
-// Drop closes the pool and drops the database.
-func (d *scratchDB) Drop() {
-	if d.Pool != nil {
-		d.Pool.Close()
-	}
+// dropScratchDB drops a database of newScratchDB, logging a failure.
+func dropScratchDB(db *testdb.DB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, serverURL())
-	if err != nil {
-		logf("drop %s: %v", d.Name, err)
-		return
-	}
-	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+d.Name+` WITH (FORCE)`); err != nil {
-		logf("drop %s: %v", d.Name, err)
+	if err := db.Drop(ctx); err != nil {
+		logf("%v", err)
 	}
 }
 
@@ -127,24 +55,6 @@ func newKafkaAdmin(addrs []string) (*kafkaAdmin, error) {
 }
 
 func (a *kafkaAdmin) Close() { a.cl.Close() }
-
-// CreateTopic creates topic with the given number of partitions.
-func (a *kafkaAdmin) CreateTopic(ctx context.Context, topic string, partitions int) error {
-	req := kmsg.NewPtrCreateTopicsRequest()
-	rt := kmsg.NewCreateTopicsRequestTopic()
-	rt.Topic = topic
-	rt.NumPartitions = int32(partitions)
-	rt.ReplicationFactor = 1
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, a.cl)
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	return nil
-}
 
 // EndOffsets returns the high watermark of each partition of topic.
 func (a *kafkaAdmin) EndOffsets(ctx context.Context, topic string, partitions int) (map[int32]int64, error) {
@@ -310,7 +220,7 @@ func logf(format string, args ...any) {
 // second. Watermill's PostgreSQL subscriber reads only rows of
 // transactions below that horizon, so such a transaction, in any database,
 // stalls it.
-func oldestSnapshotHolder(ctx context.Context, db *scratchDB) string {
+func oldestSnapshotHolder(ctx context.Context, db *testdb.DB) string {
 	var (
 		pid     int
 		datname string
@@ -330,7 +240,7 @@ func oldestSnapshotHolder(ctx context.Context, db *scratchDB) string {
 // postgresInfo describes the PostgreSQL server for the report: version and
 // the settings that bound commit rates.
 func postgresInfo(ctx context.Context) string {
-	conn, err := pgx.Connect(ctx, serverURL())
+	conn, err := pgx.Connect(ctx, testdb.ServerURL())
 	if err != nil {
 		return "?"
 	}

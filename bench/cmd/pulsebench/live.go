@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -276,7 +277,7 @@ func (b *bench) runLive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer db.Drop()
+	defer dropScratchDB(db)
 	const fwdTopic = "pulsebench_live"
 	if err := setupWatermill(ctx, db, fwdTopic); err != nil {
 		return err
@@ -307,7 +308,7 @@ func (b *bench) runLive(ctx context.Context) error {
 				}
 			}
 			topic := "live-" + lc.name + "-" + randomHex(3)
-			if err := b.admin.CreateTopic(ctx, topic, b.partitions); err != nil {
+			if err := b.kc.CreateTopicErr(ctx, topic, b.partitions); err != nil {
 				return err
 			}
 			b.liveOne(ctx, db, topic, fwdTopic, rate, lc.relay, lc.via, &res)
@@ -319,7 +320,7 @@ func (b *bench) runLive(ctx context.Context) error {
 }
 
 // liveOne runs one live case.
-func (b *bench) liveOne(ctx context.Context, db *scratchDB, topic, fwdTopic string, rate float64, relay, via string, res *Result) {
+func (b *bench) liveOne(ctx context.Context, db *testdb.DB, topic, fwdTopic string, rate float64, relay, via string, res *Result) {
 	n := int64(math.Ceil(rate*b.liveFor.Seconds())) + 1
 	tl := newLiveTimeline(n)
 	produce := func(ctx context.Context, seq int64) error {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
 )
 
@@ -191,7 +192,7 @@ func run(args []string) int {
 	}
 	defer b.admin.Close()
 	pgInfo := postgresInfo(ctx)
-	logf("kfake at %v, PostgreSQL at %s, mode %s, events %d", b.brokers, redactURL(serverURL()), b.mode(), b.events)
+	logf("kfake at %v, PostgreSQL at %s, mode %s, events %d", b.brokers, testdb.RedactedServerURL(), b.mode(), b.events)
 
 	failed := false
 	for _, sc := range b.scenarios {
