@@ -1,13 +1,11 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,30 +27,12 @@ import (
 // consumercmd's tests check the logic).
 func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds, testdb.DropTemplate) }
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // consumer runs the binary with args and a clean environment plus env.
-func consumer(t *testing.T, env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
+func consumer(t *testing.T, env []string, args ...string) (*exec.Cmd, *procharness.SyncBuffer, *procharness.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(procharness.Build(t, "github.com/edupulse/pulsebus/cmd/consumer"), args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &procharness.SyncBuffer{}, &procharness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edupulse/pulsebus/examples/demo"
 	"github.com/edupulse/pulsebus/internal/consumercmd"
+	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
 	"github.com/edupulse/pulsebus/internal/testpoll"
@@ -75,7 +76,7 @@ type running struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *procharness.SyncBuffer
 	once   sync.Once
 	err    error
 }
@@ -84,7 +85,7 @@ type running struct {
 func start(t *testing.T, args []string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	r := &running{t: t, cancel: cancel, done: make(chan error, 1), logs: &procharness.SyncBuffer{}}
 	go func() { r.done <- consumercmd.Run(ctx, args, io.Discard, r.logs) }()
 	t.Cleanup(func() { _ = r.stop() })
 	return r
@@ -110,7 +111,7 @@ func (r *running) metricsURL() string {
 	r.t.Helper()
 	var addr string
 	testpoll.Until(r.t, 30*time.Second, 25*time.Millisecond, "metrics server log line", func() bool {
-		for _, l := range r.logs.lines() {
+		for _, l := range jsonLines(r.logs) {
 			if l["msg"] == "serving /metrics, /healthz and /readyz" {
 				addr, _ = l["addr"].(string)
 				return true
@@ -136,26 +137,8 @@ func command(t *testing.T, args ...string) (string, string, error) {
 	return stdout.String(), stderr.String(), err
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-// lines decodes the JSON log lines.
-func (s *syncBuffer) lines() []map[string]any {
+// jsonLines decodes the JSON log lines in s.
+func jsonLines(s fmt.Stringer) []map[string]any {
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(s.String()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

@@ -86,7 +86,7 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 
 	// The log handler: one line per event with where it was read from.
 	logged := map[string]map[string]any{}
-	for _, l := range r.logs.lines() {
+	for _, l := range jsonLines(r.logs) {
 		if l["msg"] == "event" && l["handler"] == "audit" {
 			logged[l["id"].(string)] = l
 		}

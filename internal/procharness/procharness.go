@@ -127,8 +127,8 @@ type Options struct {
 type Process struct {
 	opts   Options
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *SyncBuffer
+	stderr *SyncBuffer
 	exited chan struct{}
 	state  *os.ProcessState
 	client *http.Client
@@ -144,8 +144,8 @@ func Start(t testing.TB, bin string, opts Options) *Process {
 	p := &Process{
 		opts:   opts,
 		cmd:    exec.Command(bin, opts.Args...),
-		stdout: &syncBuffer{},
-		stderr: &syncBuffer{},
+		stdout: &SyncBuffer{},
+		stderr: &SyncBuffer{},
 		exited: make(chan struct{}),
 		client: &http.Client{Timeout: 5 * time.Second},
 	}
@@ -340,19 +340,23 @@ func hasLabels(mt *dto.Metric, pairs []string) bool {
 	return true
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
+// output of a process or of an in-process command, written by its
+// goroutines while the test reads it. The zero value is empty and ready.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testmain"
@@ -30,39 +31,20 @@ func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return out.String(), errOut.String(), err
 }
 
-// syncBuffer is a bytes.Buffer safe for a writing goroutine and a reading
-// test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // background is "relay run" running in-process until stop.
 type background struct {
 	t      *testing.T
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
-	stderr *syncBuffer
+	stderr *procharness.SyncBuffer
 }
 
 func startBackground(t *testing.T, args ...string) *background {
 	t.Helper()
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{t: t, addr: addr, cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	b := &background{t: t, addr: addr, cancel: cancel, done: make(chan error, 1), stderr: &procharness.SyncBuffer{}}
 	go func() {
 		b.done <- relaycmd.Run(ctx, append([]string{"run", "--metrics-addr", addr, "--log-format", "text"}, args...), io.Discard, b.stderr)
 	}()

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
@@ -277,7 +278,7 @@ func TestRun_SignalDuringStartIsCleanStop(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var stderr syncBuffer
+	var stderr procharness.SyncBuffer
 	go func() {
 		done <- relaycmd.Run(ctx, []string{"run", "--database-url", "postgres://u@" + silentListener(t) + "/x",
 			"--connect-timeout", "30s", "--metrics-addr", "127.0.0.1:0"}, io.Discard, &stderr)

@@ -1,14 +1,12 @@
 package dispatch_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
@@ -135,26 +134,9 @@ type child struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *procharness.SyncBuffer
 	exited chan struct{}
 	err    error // after exited
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startChild starts childMain as member name of group on b's topic.
@@ -165,7 +147,7 @@ func startChild(t *testing.T, b *bundle, group, name string, extra ...string) *c
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{t: t, name: name, out: &syncBuffer{}, exited: make(chan struct{})}
+	c := &child{t: t, name: name, out: &procharness.SyncBuffer{}, exited: make(chan struct{})}
 	c.cmd = exec.Command(exe, "-test.run=^$")
 	c.cmd.Env = append(os.Environ(), childEnv+"=1",
 		"CHILD_BROKERS="+strings.Join(b.kc.Addrs, ","), "CHILD_DB_URL="+b.db.URL,
