@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -108,7 +107,7 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		return nil
 	}
 	var (
-		ids          = make([]uuid.UUID, len(envs))
+		ids          = make([][16]byte, len(envs)) // not []uuid.UUID: pgx encodes those through driver.Valuer and text, 35% of the call's CPU
 		keys         = make([]string, len(envs))
 		types        = make([]string, len(envs))
 		sources      = make([]string, len(envs))
