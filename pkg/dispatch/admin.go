@@ -316,12 +316,17 @@ type RedriveResult struct {
 // errRedriveBusy reports a dead letter another redrive holds or removed.
 var errRedriveBusy = errors.New("dispatch: dead letter is being redriven elsewhere or is gone")
 
+// errNotRegistered reports a dead letter whose handler this consumer does
+// not have: the row is left as it is, its error and attempts untouched.
+var errNotRegistered = errors.New("handler is not registered in this consumer")
+
 // Redrive runs the registered handler once more on each selected dead
 // letter of this consumer's group and deletes the row on success (for a
 // transactional handler, in the handler's transaction). Each row is locked
 // while its handler runs, so concurrent redrives never run a handler twice
 // on it. On failure the row stays, with the new error and one more
-// attempt. Offsets are not touched. It does not need Run.
+// attempt. A row whose handler is not registered in c counts as failed and
+// is left untouched. Offsets are not touched. It does not need Run.
 func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
 	var res RedriveResult
 	if p.ID <= 0 && p.Handler == "" {
@@ -357,6 +362,9 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				}
 				res.Failed++
 				res.Errors = append(res.Errors, fmt.Sprintf("id %d: %v", d.ID, err))
+				if errors.Is(err, errNotRegistered) {
+					continue
+				}
 				if _, uerr := c.cfg.Pool.Exec(ctx, `UPDATE pulsebus.dead_letters
 					SET error = $2, attempts = attempts + 1, last_failed_at = clock_timestamp() WHERE id = $1`,
 					d.ID, truncateErr(err)); uerr != nil {
@@ -372,7 +380,7 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 	r := c.byName[d.Handler]
 	if r == nil {
-		return fmt.Errorf("handler %s is not registered in this consumer", d.Handler)
+		return fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
 	}
 	msg := d.Message()
 	env, err := c.cfg.Limits.FromMessage(msg)

@@ -532,6 +532,22 @@ func TestConsumer_Redrive(t *testing.T) {
 	require.Equal(t, envs[4].ID, *left[0].EventID)
 	require.Equal(t, byEvent[envs[4].ID].Attempts+1, left[0].Attempts)
 
+	// A consumer without the plain handler reports its row as failed and
+	// leaves it as it was.
+	onlyTx, err := dispatch.New(b.config("svc"))
+	require.NoError(t, err)
+	require.NoError(t, onlyTx.HandleTx("tx", []string{"lesson.*"}, txh))
+	res, err = onlyTx.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Failed)
+	require.Len(t, res.Errors, 1)
+	require.Contains(t, res.Errors[0], "plain: handler is not registered")
+	kept, err := dispatch.ListDeadLetters(ctx, b.db.Pool, dispatch.ListDeadLettersParams{Group: "svc", Handler: "plain"})
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	require.Equal(t, byEvent[envs[3].ID].Error, kept[0].Error)
+	require.Equal(t, byEvent[envs[3].ID].Attempts, kept[0].Attempts)
+
 	// The plain handler's, by id.
 	res, err = c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
 	require.NoError(t, err)
