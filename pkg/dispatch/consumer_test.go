@@ -559,6 +559,50 @@ func TestConsumer_Redrive(t *testing.T) {
 	require.Len(t, deadLetters(t, b.db.Pool, "svc"), 1)
 }
 
+// The lag reaches 0 once a handler caught up, and is reported where no
+// fetch returns a high watermark: a topic nobody wrote to yet, and a
+// restart with nothing new (and no dedupe window to rebuild).
+func TestConsumer_LagReported(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.kc.CreateTopic(t, "quiet", 1)
+	produce(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
+	run := func(hooks *hookRecorder, dedupeWindow int) (stop func()) {
+		cfg := b.config("svc")
+		cfg.Topics = append(cfg.Topics, "quiet")
+		cfg.Hooks = hooks
+		cfg.DedupeWindow = dedupeWindow
+		c, err := dispatch.New(cfg)
+		require.NoError(t, err)
+		require.NoError(t, c.HandleTx("tx", []string{"lesson.*"}, countTx("tx")))
+		return start(t, c)
+	}
+	caughtUp := func(hooks *hookRecorder) func() bool {
+		return func() bool {
+			for _, tp := range []struct {
+				topic     string
+				partition int
+			}{{b.topic, 0}, {b.topic, 1}, {"quiet", 0}} {
+				if lag, ok := hooks.lagOf("tx", tp.topic, tp.partition); !ok || lag != 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	first := newHookRecorder()
+	stop := run(first, 0)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "lag 0 on every partition", caughtUp(first))
+	stop()
+	d, _ := countHandled(t, b.db.Pool, "tx")
+	require.Equal(t, 30, d)
+
+	again := newHookRecorder()
+	stop = run(again, -1)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "lag 0 after a restart with nothing new", caughtUp(again))
+	stop()
+}
+
 // Middleware wraps plain and per-event transactional handlers, consumer-wide
 // first, and sees the transaction and the Kafka message.
 func TestConsumer_Middleware(t *testing.T) {

@@ -267,9 +267,12 @@ type hookRecorder struct {
 	retries    map[string]int
 	dead       []dispatch.DeadLetterEvent
 	rebalances []map[string][]int
+	lag        map[string]int64 // by "handler topic/partition", the last reported
 }
 
-func newHookRecorder() *hookRecorder { return &hookRecorder{retries: map[string]int{}} }
+func newHookRecorder() *hookRecorder {
+	return &hookRecorder{retries: map[string]int{}, lag: map[string]int64{}}
+}
 
 func (h *hookRecorder) OnHandled(e dispatch.HandledEvent) {
 	h.mu.Lock()
@@ -295,7 +298,20 @@ func (h *hookRecorder) OnRebalance(assigned map[string][]int) {
 	h.rebalances = append(h.rebalances, assigned)
 }
 
-func (h *hookRecorder) OnLag(string, string, int, int64) {}
+func (h *hookRecorder) OnLag(handler, topic string, partition int, lag int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lag[fmt.Sprintf("%s %s/%d", handler, topic, partition)] = lag
+}
+
+// lagOf returns the last lag reported for handler on topic/partition, and
+// whether any was.
+func (h *hookRecorder) lagOf(handler, topic string, partition int) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lag, ok := h.lag[fmt.Sprintf("%s %s/%d", handler, topic, partition)]
+	return lag, ok
+}
 
 // outcomes counts a handler's reported outcomes.
 func (h *hookRecorder) outcomes(handler string) map[dispatch.Outcome]int {

@@ -201,6 +201,7 @@ func (w *worker) session(ctx context.Context) error {
 	tick := time.NewTicker(cfg.FlushInterval)
 	defer tick.Stop()
 	hwm := int64(-1)
+	askedHWM := false
 	first := true
 	batch := make([]kafka.Message, 0, max)
 	for {
@@ -221,6 +222,13 @@ func (w *worker) session(ctx context.Context) error {
 		case <-tick.C:
 			if err := w.flush(&cur); err != nil {
 				return err
+			}
+			if hwm < 0 && !askedHWM {
+				// Nothing fetched yet (a caught-up handler after a start):
+				// ask the broker once, so the lag series exists at 0
+				// rather than not at all.
+				askedHWM = true
+				hwm = w.highWatermark(ctx)
 			}
 			w.reportLag(hwm, &cur)
 		case m := <-msgs:
@@ -278,6 +286,20 @@ func (w *worker) flush(cur *cursor) error {
 	}
 	w.durable.Store(cur.durable)
 	return nil
+}
+
+// highWatermark asks the partition's leader for its high watermark; -1 if
+// it cannot tell within a few seconds.
+func (w *worker) highWatermark(ctx context.Context) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	off, err := w.c.offs.resolve(ctx, w.key.topic, w.key.partition, kafka.LastOffset)
+	if err != nil {
+		w.c.log.Debug("high watermark for the lag gauge", "handler", w.key.handler,
+			"topic", w.key.topic, "partition", w.key.partition, "err", err)
+		return -1
+	}
+	return off
 }
 
 func (w *worker) reportLag(hwm int64, cur *cursor) {
