@@ -267,11 +267,17 @@ type hookRecorder struct {
 	retries    map[string]int
 	dead       []dispatch.DeadLetterEvent
 	rebalances []map[string][]int
-	lag        map[string]int64 // by "handler topic/partition", the last reported
+	lag        map[lagKey]int64 // the last reported
+}
+
+// lagKey names the lag of one handler on one partition.
+type lagKey struct {
+	handler, topic string
+	partition      int
 }
 
 func newHookRecorder() *hookRecorder {
-	return &hookRecorder{retries: map[string]int{}, lag: map[string]int64{}}
+	return &hookRecorder{retries: map[string]int{}, lag: map[lagKey]int64{}}
 }
 
 func (h *hookRecorder) OnHandled(e dispatch.HandledEvent) {
@@ -301,7 +307,7 @@ func (h *hookRecorder) OnRebalance(assigned map[string][]int) {
 func (h *hookRecorder) OnLag(handler, topic string, partition int, lag int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lag[fmt.Sprintf("%s %s/%d", handler, topic, partition)] = lag
+	h.lag[lagKey{handler, topic, partition}] = lag
 }
 
 // lagOf returns the last lag reported for handler on topic/partition, and
@@ -309,7 +315,7 @@ func (h *hookRecorder) OnLag(handler, topic string, partition int, lag int64) {
 func (h *hookRecorder) lagOf(handler, topic string, partition int) (int64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	lag, ok := h.lag[fmt.Sprintf("%s %s/%d", handler, topic, partition)]
+	lag, ok := h.lag[lagKey{handler, topic, partition}]
 	return lag, ok
 }
 
