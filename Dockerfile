@@ -3,7 +3,8 @@
 #   docker build -t pulsebus .
 #   docker run --rm pulsebus --help                          # the relay
 #   docker run --rm --entrypoint consumer pulsebus --help    # the consumer
-FROM golang:1.26-bookworm AS build
+# The builder is pinned to the exact toolchain go.mod names (toolchain line).
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

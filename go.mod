@@ -2,6 +2,8 @@ module github.com/edupulse/pulsebus
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/google/uuid v1.6.0

@@ -2,6 +2,8 @@ module github.com/edupulse/pulsebus/bench
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/IBM/sarama v1.43.3
 	github.com/ThreeDotsLabs/watermill v1.5.1
