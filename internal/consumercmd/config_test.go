@@ -152,6 +152,23 @@ func TestParseHandlerSpec(t *testing.T) {
 	require.Equal(t, "--handler #3", ce.Setting)
 }
 
+// A parse error never quotes a header value: a comma inside one (a token
+// such as "Bearer abc,def-s3cret") splits it into a field that is not
+// key=value, and that field is a piece of the secret.
+func TestParseHandlerSpec_ErrorsNeverEchoHeaderValues(t *testing.T) {
+	for _, spec := range []string{
+		"name=crm,types=*,webhook=https://crm/hook,header=Authorization:Bearer abc,def-s3cret",
+		"name=crm,types=*,webhook=https://crm/hook,header=Authorization:Bearer abc,def-s3cret,timeout=5s",
+		"name=crm,types=*,webhook=https://crm/hook,header=X-Token: s3cret\x00",
+	} {
+		_, err := consumercmd.ParseHandlerSpec("--handler", spec)
+		require.Error(t, err, spec)
+		require.NotContains(t, err.Error(), "s3cret", spec)
+	}
+	_, err := consumercmd.ParseHandlerSpec("--handler", "name=crm,types=*,webhook=https://crm/hook,header=Authorization:Bearer abc,def-s3cret")
+	require.ErrorContains(t, err, "a header value cannot contain a comma")
+}
+
 // The metrics address in use: a run time failure (exit 1) naming the
 // address. Uses the real database so it gets past the schema check.
 func TestRun_MetricsAddrInUse(t *testing.T) {

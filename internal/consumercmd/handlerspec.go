@@ -64,13 +64,20 @@ func ParseHandlerSpec(setting, spec string) (HandlerSpec, error) {
 	if spec == "" {
 		return s, bad("empty handler spec")
 	}
+	prevKey := ""
 	for _, field := range strings.Split(spec, ",") {
 		field = strings.TrimSpace(field)
 		key, value, ok := strings.Cut(field, "=")
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if (!ok || key == "") && prevKey == "header" {
+			// Most likely the rest of a header value that held a comma: a
+			// secret (a token), so it is not quoted.
+			return s, bad("a field after header= is not key=value; a header value cannot contain a comma (keys: %s)", strings.Join(specKeys, ", "))
+		}
 		if !ok || key == "" {
 			return s, bad("%q is not key=value (keys: %s; a comma in a URL must be written %%2C)", field, strings.Join(specKeys, ", "))
 		}
+		prevKey = key
 		if !slices.Contains(specKeys, key) {
 			return s, bad("unknown key %q (keys: %s)", key, strings.Join(specKeys, ", "))
 		}
