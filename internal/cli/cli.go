@@ -85,11 +85,16 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // Connect opens a pool on databaseURL and checks it answers. Errors never
-// contain the password.
-func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+// contain the password. Its sessions carry application name appName
+// ("pulsebus-relay", "pulsebus-consumer-cli") in pg_stat_activity unless
+// the URL sets application_name itself.
+func Connect(ctx context.Context, databaseURL, appName string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, &ConfigError{Setting: "--database-url (DATABASE_URL)", Reason: "not a valid PostgreSQL URL or DSN"}
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -100,6 +105,17 @@ func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
 	}
 	return pool, nil
+}
+
+// AppName is the PostgreSQL application_name of program prog's sessions:
+// "pulsebus-relay" for a long-running service (role ""), and
+// "pulsebus-relay-cli" for its operator commands (role "cli"), so that
+// pg_stat_activity tells them apart.
+func AppName(prog, role string) string {
+	if role == "" {
+		return "pulsebus-" + prog
+	}
+	return "pulsebus-" + prog + "-" + role
 }
 
 // RunMigrate is the migrate subcommand of both binaries: it applies pending
@@ -121,7 +137,10 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
-	pool, err := Connect(ctx, databaseURL)
+	for _, w := range cmd.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	pool, err := Connect(ctx, databaseURL, AppName(prog, "cli"))
 	if err != nil {
 		return err
 	}

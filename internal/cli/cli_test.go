@@ -219,3 +219,23 @@ func TestRunMigrate_HelpHidesThePasswordOfDatabaseURL(t *testing.T) {
 	require.NotContains(t, out+stderr, "hunter2")
 	require.NotContains(t, out+stderr, "db.internal", "help shows the default, never the environment's value")
 }
+
+// Sessions of the binaries are told apart in pg_stat_activity by their
+// application name; a URL that sets its own keeps it.
+func TestConnect_SetsApplicationName(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	appName := func(url string) string {
+		t.Helper()
+		pool, err := cli.Connect(ctx, url, cli.AppName("relay", "cli"))
+		require.NoError(t, err)
+		defer pool.Close()
+		var got string
+		require.NoError(t, pool.QueryRow(ctx, `SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&got))
+		return got
+	}
+	require.Equal(t, "pulsebus-relay-cli", appName(db.URL))
+	require.Equal(t, "mine", appName(db.URL+"&application_name=mine"))
+	require.Equal(t, "pulsebus-consumer", cli.AppName("consumer", ""))
+}

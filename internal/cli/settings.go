@@ -89,8 +89,41 @@ func (ss *Settings) lookup(name string) *setting {
 func (ss *Settings) ShowDefault(def string) { ss.last().shownDef = def }
 
 // Secret marks the setting defined last as secret: errors never quote its
-// value. (Help never shows environment values anyway.)
+// value (help never shows environment values anyway), and
+// [Settings.Warnings] warns when the command line carried it.
 func (ss *Settings) Secret() { ss.last().secret = true }
+
+// Warnings says, after Resolve, what in the settings is unsafe without being
+// wrong: a secret given as a flag, which every user of the machine can read
+// in the process list (ps, /proc/PID/cmdline), where its environment
+// variable would not be. A connection URL counts as secret only when it
+// holds a password. Commands log each warning once they have a logger.
+func (ss *Settings) Warnings() []string {
+	var warnings []string
+	for _, s := range ss.list {
+		if !s.secret || s.from != "--"+s.name || !holdsSecret(s.raw) {
+			continue
+		}
+		w := fmt.Sprintf("--%s was given on the command line, where other users of this machine can read it in the process list", s.name)
+		if s.env != "" {
+			w += "; set " + s.env + " instead"
+		}
+		warnings = append(warnings, w)
+	}
+	return warnings
+}
+
+// holdsSecret reports whether a secret setting's values hold one: a
+// password in a connection URL or DSN, or any value that is not one.
+func holdsSecret(vals []string) bool {
+	for _, v := range vals {
+		looksLikeURL := strings.Contains(v, "://") || strings.Contains(v, "=")
+		if v != "" && (!looksLikeURL || RedactURL(v) != v) {
+			return true
+		}
+	}
+	return false
+}
 
 // One defines a setting of any type: apply parses a value (trimmed of
 // spaces) and stores it, returning why it is bad otherwise. def is the

@@ -333,3 +333,35 @@ func TestExitCode(t *testing.T) {
 	require.Equal(t, 2, cli.ExitCode(fmt.Errorf("start: %w", &cli.ConfigError{Setting: "--x", Reason: "bad"})))
 	require.Equal(t, 1, cli.ExitCode(errors.New("connect: refused")))
 }
+
+// A secret on the command line is visible to every user of the machine
+// (ps); the same secret in the environment is not. A connection URL is a
+// secret only when it holds a password.
+func TestSettings_WarningsForSecretsOnTheCommandLine(t *testing.T) {
+	clearExampleEnv(t)
+	cases := []struct {
+		name string
+		args []string
+		env  string
+		want []string
+	}{
+		{"URL with a password as a flag", []string{"--url", "postgres://u:s3cret@db/x"}, "",
+			[]string{"--url was given on the command line, where other users of this machine can read it in the process list; set " + envURL + " instead"}},
+		{"DSN with a password as a flag", []string{"--url", "host=db password=s3cret"}, "",
+			[]string{"--url was given on the command line, where other users of this machine can read it in the process list; set " + envURL + " instead"}},
+		{"URL without a password as a flag", []string{"--url", "postgres://u@db/x"}, "", nil},
+		{"URL with a password in the environment", nil, "postgres://u:s3cret@db/x", nil},
+		{"default", nil, "", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(envURL, tc.env)
+			_, c, err := parseExample(t, tc.args...)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, c.Warnings())
+			for _, w := range c.Warnings() {
+				require.NotContains(t, w, "s3cret")
+			}
+		})
+	}
+}

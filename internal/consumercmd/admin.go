@@ -54,7 +54,7 @@ func (ac *adminConfig) admin(ctx context.Context) (*dispatch.Admin, *pgxpool.Poo
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL)
+	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -96,7 +96,7 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	if limit < 1 {
 		return &cli.ConfigError{Setting: "--limit", Reason: fmt.Sprintf("%d: want at least 1", limit)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL)
+	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		return &cli.ConfigError{Setting: cmd.Label("handler-spec"),
 			Reason: fmt.Sprintf("handler %s is not configured; give its spec to run it", handler)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL)
+	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,9 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 	if rc.log, err = cli.NewLogger(stderr, rc.logFormat, rc.logLevel); err != nil {
 		return err
 	}
+	for _, w := range append(c.Warnings(), rc.kafka.Warnings()...) {
+		rc.log.Warn(w)
+	}
 	if rc.group == "" {
 		return c.Invalid("group", "required")
 	}
@@ -176,7 +179,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	pool, err := cli.Connect(ctx, rc.databaseURL)
+	pool, err := cli.Connect(ctx, rc.databaseURL, cli.AppName("consumer", ""))
 	if err != nil {
 		return err
 	}

@@ -123,6 +123,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Warnings says what in valid settings is still unsafe: SASL PLAIN without
+// TLS sends the password to every broker in clear text.
+func (c *Config) Warnings() []string {
+	tls := c.TLS || c.TLSCAFile != "" || c.TLSCertFile != ""
+	if strings.EqualFold(c.SASLMechanism, SASLPlain) && !tls {
+		return []string{"SASL PLAIN without TLS sends the Kafka password in clear text; set --kafka-tls (KAFKA_TLS) or use SCRAM-SHA-512"}
+	}
+	return nil
+}
+
 // String describes the settings without the password.
 func (c *Config) String() string {
 	s := fmt.Sprintf("brokers=%s client_id=%s tls=%t", strings.Join(c.Brokers, ","), c.ClientID, c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "")

@@ -116,3 +116,17 @@ func TestRegister_BadBooleanInTheEnvironment(t *testing.T) {
 	t.Setenv("KAFKA_TLS", "1")
 	require.True(t, parse(t).TLS)
 }
+
+// SASL PLAIN sends the password as it is; without TLS anyone on the path
+// reads it. SCRAM does not, and TLS protects PLAIN.
+func TestWarnings_SASLPlainWithoutTLS(t *testing.T) {
+	t.Setenv("KAFKA_SASL_PASSWORD", "s3cret")
+	plain := parse(t, "--kafka-brokers", "k:9092", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", "u")
+	require.Len(t, plain.Warnings(), 1)
+	require.Contains(t, plain.Warnings()[0], "SASL PLAIN without TLS")
+
+	withTLS := parse(t, "--kafka-brokers", "k:9092", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-username", "u", "--kafka-tls")
+	require.Empty(t, withTLS.Warnings())
+	scram := parse(t, "--kafka-brokers", "k:9092", "--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username", "u")
+	require.Empty(t, scram.Warnings())
+}

@@ -36,6 +36,7 @@ type runConfig struct {
 	databaseURL       string
 	kafka             kafkaconfig.Config
 	name, id          string
+	warnings          []string // unsafe but valid settings, logged at start
 	batchSize         int
 	pollInterval      time.Duration
 	pollOnly          bool
@@ -134,6 +135,7 @@ too. Every flag has an environment variable fallback.`)
 	if c.writeTimeout >= c.leaseTTL {
 		return c, cmd.Invalid("write-timeout", fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL))
 	}
+	c.warnings = append(cmd.Warnings(), c.kafka.Warnings()...)
 	return c, nil
 }
 
@@ -145,6 +147,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log, err := cli.NewLogger(stderr, c.logFormat, c.logLevel)
 	if err != nil {
 		return err
+	}
+	for _, w := range c.warnings {
+		log.Warn(w)
 	}
 	err = runRelay(ctx, c, log)
 	if err != nil && ctx.Err() != nil {
@@ -182,7 +187,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
-	pool, err := connectDB(startCtx, c.databaseURL, c.connectTimeout)
+	pool, err := connectDB(startCtx, c.databaseURL, cli.AppName(prog, ""), c.connectTimeout)
 	if err != nil {
 		return err
 	}
@@ -312,11 +317,11 @@ func stopRelay(relay *outbox.Relay, timeout time.Duration, log *slog.Logger) boo
 
 // connectDB opens the pool, bounding every new connection's dial by
 // timeout, and checks the schema is migrated.
-func connectDB(ctx context.Context, databaseURL string, timeout time.Duration) (*pgxpool.Pool, error) {
+func connectDB(ctx context.Context, databaseURL, appName string, timeout time.Duration) (*pgxpool.Pool, error) {
 	if _, err := pgxpool.ParseConfig(databaseURL); err != nil {
 		return nil, &cli.ConfigError{Setting: "--database-url (DATABASE_URL)", Reason: "not a valid PostgreSQL URL or DSN"}
 	}
-	pool, err := cli.Connect(ctx, databaseURL)
+	pool, err := cli.Connect(ctx, databaseURL, appName)
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
 			err = fmt.Errorf("%w (no answer within --connect-timeout %s)", err, timeout)

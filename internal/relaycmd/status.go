@@ -221,7 +221,7 @@ func (d *dbFlags) register(ss *cli.Settings) {
 func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	return connectDB(cctx, d.databaseURL, d.timeout)
+	return connectDB(cctx, d.databaseURL, cli.AppName(prog, "cli"), d.timeout)
 }
 
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
