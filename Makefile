@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= go1.27.3
 VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
 VULNCHECK      := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
-.PHONY: help build test lint fmt fuzz bench bench-quick bench-go demo clean up down compose-check vulncheck
+.PHONY: help build test lint fmt fuzz bench bench-quick bench-go demo dev clean up down compose-check vulncheck
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,8 +68,15 @@ bench-go: ## run the packages' Go benchmarks (PostgreSQL needed)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 demo: ## run relay, consumer, handlers and a load generator on an embedded broker (DATABASE_URL; ARGS="--duration 30s --rate 500")
-	@echo "==> pulsebus-demo $(ARGS) (PostgreSQL at $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}; Ctrl-C stops)"
-	$(GO) run ./examples/demo/cmd/pulsebus-demo $(ARGS)
+	@echo "==> building pulsebus-demo (the first build compiles every dependency: a few minutes on 2 cores)"
+	$(GO) build -o $(BIN)/pulsebus-demo ./examples/demo/cmd/pulsebus-demo
+	@echo "==> pulsebus-demo $(ARGS) (PostgreSQL at $${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}; Ctrl-C stops and drains, a second Ctrl-C aborts)"
+	@$(BIN)/pulsebus-demo $(ARGS) || { status=$$?; [ $$status -eq 130 ] || exit $$status; }
+
+dev: ## dev mode: embedded broker, relay and consumer without load; prints commands to publish and consume yourself
+	@echo "==> building pulsebus-demo (the first build compiles every dependency: a few minutes on 2 cores)"
+	$(GO) build -o $(BIN)/pulsebus-demo ./examples/demo/cmd/pulsebus-demo
+	@$(BIN)/pulsebus-demo --dev $(ARGS)
 
 up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
 	@echo "==> docker compose up; Grafana on http://localhost:3000"

@@ -45,7 +45,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -54,6 +54,39 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "pulsebus-demo: %v\n", err)
 		os.Exit(cli.ExitCode(err))
+	}
+}
+
+// exitAborted is the exit status after a second interrupt, as a shell
+// reports a process killed by SIGINT.
+const exitAborted = 130
+
+// interruptible returns a context cancelled by the first SIGINT or SIGTERM:
+// the demo then stops producing and drains. A second signal aborts at once
+// with status 130, without waiting for the drain. stop ends the watch.
+func interruptible() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-signals:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-signals:
+			fmt.Fprintln(os.Stderr, "\npulsebus-demo: aborted; events not yet handled wait in the outbox, on Kafka and in the handler offsets")
+			os.Exit(exitAborted)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(signals)
+		close(done)
+		cancel()
 	}
 }
 
@@ -68,6 +101,7 @@ type config struct {
 	partitions  int
 	producers   int
 	logLevel    string
+	dev         bool
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
@@ -76,7 +110,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 		"Runs relay, consumer, handlers and a load generator on an embedded Kafka-protocol broker\nand prints a live summary. See the README's quick start.")
 	cmd.String(&c.databaseURL, "database-url", "DATABASE_URL", cli.DefaultDatabaseURL,
 		"PostgreSQL server to use; the demo works in a database of its own on it", nil)
-	cmd.String(&c.database, "database", "", "pulsebus_demo", "name of the demo's database, dropped and created at start", nil)
+	cmd.String(&c.database, "database", "", "pulsebus_demo", "name of the demo's database, dropped and created at start (refused while another session uses it); pulsebus_dev with --dev", nil)
+	cmd.Bool(&c.dev, "dev", "", false, "dev mode: embedded broker, relay and consumer without load; prints the commands to publish and consume yourself")
 	var brokers string
 	cmd.String(&brokers, "brokers", "", "", "comma-separated Kafka brokers host:port; empty runs an embedded in-process broker", nil)
 	cmd.One("rate", "", "200", "float", "business transactions per second the load generator commits (about 1.1 events each)", func(v string) error {
@@ -96,6 +131,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 	cmd.Enum(&c.logLevel, "log-level", "", "warn", []string{"debug", "info", "warn", "error"}, "level of the relay and consumer logs on stderr")
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return c, err
+	}
+	if c.dev && cmd.From("database") == "" {
+		c.database = "pulsebus_dev"
 	}
 	for _, b := range strings.Split(brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -131,6 +169,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log, err := cli.NewLogger(stderr, "text", cfg.logLevel)
 	if err != nil {
 		return err
+	}
+	if cfg.dev {
+		return runDev(ctx, cfg, stdout, log)
 	}
 
 	serverURL, stopPG, err := reachServer(ctx, cfg.databaseURL, log)
@@ -175,7 +216,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := relay.Start(ctx); err != nil {
+	// The relay and the consumer outlive an interrupt: they must carry the
+	// backlog to the handlers while the demo drains. The deferred stops end
+	// them.
+	if err := relay.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	defer func() {
@@ -334,24 +378,45 @@ func waitForAssignment(ctx context.Context, pool *pgxpool.Pool, group string, wa
 	}
 }
 
-// liveWriter redraws the live block in place on a terminal and appends it
-// otherwise.
+// liveWriter shows the running counters: on a terminal it redraws a block
+// in place, fitted to the terminal's width (read at every redraw, so a
+// resize takes effect); otherwise it writes one plain line every
+// plainEvery calls, which reads well in a log file.
 type liveWriter struct {
-	w     io.Writer
-	tty   bool
-	lines int
+	w       io.Writer
+	columns func() int // the terminal's width; nil when w is not a terminal
+	lines   int        // lines of the block drawn last
+	calls   int
 }
 
+// plainEvery is how many one-second ticks pass between two plain lines.
+const plainEvery = 5
+
 func newLiveWriter(w io.Writer) *liveWriter {
-	f, ok := w.(*os.File)
-	return &liveWriter{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
+	l := &liveWriter{w: w}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		l.columns = func() int {
+			if width, _, err := term.GetSize(int(f.Fd())); err == nil && width > 0 {
+				return width
+			}
+			return 80
+		}
+	}
+	return l
 }
 
 func (l *liveWriter) write(s snapshot, header string) {
-	if l.tty && l.lines > 0 {
-		fmt.Fprintf(l.w, "\033[%dA\033[J", l.lines)
+	l.calls++
+	if l.columns == nil {
+		if l.calls%plainEvery == 1 {
+			s.writeLine(l.w)
+		}
+		return
 	}
-	l.lines = s.writeLive(l.w, header)
+	if l.lines > 0 {
+		fmt.Fprintf(l.w, "\033[%dA\033[J", l.lines) // up to the block's first line, clear to the end
+	}
+	l.lines = s.writeLive(l.w, header, l.columns())
 }
 
 // ensureTopic creates topic on a real cluster unless it exists.

@@ -121,7 +121,17 @@ func recreateDatabase(ctx context.Context, serverURL, name string, maxConns int3
 	if admin.Config().Database == name {
 		return nil, &cli.ConfigError{Setting: "--database", Reason: fmt.Sprintf("%q is the database of --database-url; the demo needs a database of its own, which it recreates", name)}
 	}
-	for _, q := range []string{`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`, `CREATE DATABASE ` + name} {
+	// Another demo (another user on the same server, or a second terminal)
+	// works in it: dropping it would wipe that run.
+	var sessions int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, name).Scan(&sessions); err != nil {
+		return nil, fmt.Errorf("check whether database %s is in use: %w", name, err)
+	}
+	if sessions > 0 {
+		return nil, &cli.ConfigError{Setting: "--database", Reason: fmt.Sprintf(
+			"database %s is in use (%d sessions: another demo?); the demo drops and recreates its database, so pick another name with --database", name, sessions)}
+	}
+	for _, q := range []string{`DROP DATABASE IF EXISTS ` + name, `CREATE DATABASE ` + name} {
 		if _, err := admin.Exec(ctx, q); err != nil {
 			return nil, fmt.Errorf("%s: %w", q, err)
 		}

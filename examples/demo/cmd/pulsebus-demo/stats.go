@@ -215,8 +215,13 @@ func (s snapshot) complete() bool {
 	return true
 }
 
-// writeLive prints the live block and returns its line count.
-func (s snapshot) writeLive(w io.Writer, header string) int {
+// wideColumns is the terminal width from which the live block uses its wide
+// layout (about 100 columns); below it the narrow layout fits 80.
+const wideColumns = 100
+
+// writeLive prints the live block for a terminal width columns wide and
+// returns its line count.
+func (s snapshot) writeLive(w io.Writer, header string, columns int) int {
 	lines := 0
 	p := func(format string, args ...any) {
 		fmt.Fprintf(w, format+"\n", args...)
@@ -227,17 +232,43 @@ func (s snapshot) writeLive(w io.Writer, header string) int {
 	if s.leader {
 		leader = "yes"
 	}
-	p("  produced %-9d relayed %-9d backlog %d rows (oldest %s)   relay leader %s   parked %d   publish errors %d",
-		s.producedTotal, s.relayed, s.backlogRows, fmtDur(s.backlogAge), leader, s.parked, s.errors)
-	p("  %-16s %9s %9s %6s %6s %9s %9s   (commit→handle, last second)", "handler", "expected", "handled", "dead", "lag", "p50", "p99")
-	for _, h := range s.handlers {
-		p50, p99 := "-", "-"
-		if h.intervalCount > 0 {
-			p50, p99 = fmtDur(h.intervalP50), fmtDur(h.intervalP99)
+	interval := func(h handlerSnapshot) (p50, p99 string) {
+		if h.intervalCount == 0 {
+			return "-", "-"
 		}
+		return fmtDur(h.intervalP50), fmtDur(h.intervalP99)
+	}
+	p("  produced %d  relayed %d  backlog %d (oldest %s)", s.producedTotal, s.relayed, s.backlogRows, fmtDur(s.backlogAge))
+	p("  relay leader %s  parked %d  publish errors %d", leader, s.parked, s.errors)
+	if columns < wideColumns {
+		p("  %-16s %9s %6s %6s %9s", "handler", "handled", "dead", "lag", "p99")
+		for _, h := range s.handlers {
+			_, p99 := interval(h)
+			p("  %-16s %9d %6d %6d %9s", h.name, h.handled, h.dead, h.lag, p99)
+		}
+		return lines
+	}
+	p("  %-16s %9s %9s %6s %6s %9s %9s  (commit→handle, last 1s)", "handler", "expected", "handled", "dead", "lag", "p50", "p99")
+	for _, h := range s.handlers {
+		p50, p99 := interval(h)
 		p("  %-16s %9d %9d %6d %6d %9s %9s", h.name, h.expected, h.handled, h.dead, h.lag, p50, p99)
 	}
 	return lines
+}
+
+// writeLine prints the snapshot as one line, for output that is not a
+// terminal (a log file, CI): "12s produced 2400 relayed 2400 backlog 0 ·
+// search-indexer 1800/1800 ...".
+func (s snapshot) writeLine(w io.Writer) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s produced %d relayed %d backlog %d parked %d ·", fmtElapsed(s.elapsed), s.producedTotal, s.relayed, s.backlogRows, s.parked)
+	for _, h := range s.handlers {
+		fmt.Fprintf(&b, " %s %d/%d", h.name, h.handled, h.expected)
+		if h.dead > 0 {
+			fmt.Fprintf(&b, " (%d dead)", h.dead)
+		}
+	}
+	fmt.Fprintln(w, b.String())
 }
 
 // writeFinal prints the end-of-run summary.
