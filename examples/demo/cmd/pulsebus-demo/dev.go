@@ -57,23 +57,14 @@ func runDev(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 
-	relay, err := outbox.NewRelay(outbox.RelayConfig{
+	stopRelay, err := startRelay(ctx, outbox.RelayConfig{
 		DB: pool, Brokers: brokers, Name: relayName, Logger: log,
 		AutoCreateTopics: true, TopicPartitions: cfg.partitions,
 	})
 	if err != nil {
 		return err
 	}
-	if err := relay.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := relay.Stop(sctx); err != nil {
-			log.Warn("stop relay", "err", err)
-		}
-	}()
+	defer stopRelay()
 
 	consumer, err := dispatch.New(dispatch.Config{
 		Brokers: brokers, Group: devGroup, Topics: []string{demoTopic}, Pool: pool, Logger: log,

@@ -209,26 +209,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		st.addHandler(h.name, h.types)
 	}
 
-	relay, err := outbox.NewRelay(outbox.RelayConfig{
+	stopRelay, err := startRelay(ctx, outbox.RelayConfig{
 		DB: pool, Brokers: brokers, Name: relayName, Logger: log, Hooks: relayHooks{s: st},
 		PollInterval: 500 * time.Millisecond, BacklogInterval: time.Second,
 	})
 	if err != nil {
 		return err
 	}
-	// The relay and the consumer outlive an interrupt: they must carry the
-	// backlog to the handlers while the demo drains. The deferred stops end
-	// them.
-	if err := relay.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := relay.Stop(sctx); err != nil {
-			log.Warn("stop relay", "err", err)
-		}
-	}()
+	defer stopRelay()
 
 	// A group of its own per run: with a real broker, an earlier run's
 	// committed offsets must not decide where this one starts.
@@ -324,6 +312,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return errIncomplete
 	}
+}
+
+// startRelay starts a relay that outlives ctx: after an interrupt it must
+// carry the backlog to the handlers while the demo drains. stop ends it.
+func startRelay(ctx context.Context, cfg outbox.RelayConfig) (stop func(), err error) {
+	relay, err := outbox.NewRelay(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := relay.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, err
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := relay.Stop(sctx); err != nil {
+			cfg.Logger.Warn("stop relay", "err", err)
+		}
+	}, nil
 }
 
 func registerHandlers(c *dispatch.Consumer, pool *pgxpool.Pool) error {
