@@ -17,9 +17,14 @@ VULNCHECK      := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## build bin/relay and bin/consumer
-	@echo "==> building $(BIN)/relay and $(BIN)/consumer"
-	$(GO) build -o $(BIN)/ ./cmd/relay ./cmd/consumer
+# VERSION is stamped into the binaries (relay --version): the nearest tag
+# and the commit, from git.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS  = -X github.com/edupulse/pulsebus/internal/cli.release=$(VERSION)
+
+build: ## build bin/relay and bin/consumer, stamped with VERSION (git describe)
+	@echo "==> building $(BIN)/relay and $(BIN)/consumer $(VERSION)"
+	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/relay ./cmd/consumer
 
 test: ## go vet, then every test with the race detector (needs PostgreSQL, see TEST_DATABASE_URL)
 	@echo "==> go vet"

@@ -10,11 +10,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/consumercmd"
 )
 
@@ -22,9 +22,6 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := consumercmd.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	code := consumercmd.ExitCode(err)
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "consumer: %v\n", err)
-	}
-	os.Exit(code)
+	cli.ReportError(os.Stderr, "consumer", err)
+	os.Exit(consumercmd.ExitCode(err))
 }

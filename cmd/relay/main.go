@@ -9,13 +9,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 )
 
@@ -27,8 +25,6 @@ func main() {
 	}()
 	err := relaycmd.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
-	}
+	cli.ReportError(os.Stderr, "relay", err)
 	os.Exit(relaycmd.ExitCode(err))
 }

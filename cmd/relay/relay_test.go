@@ -282,7 +282,7 @@ func TestRelayBinary_ExitCodes(t *testing.T) {
 		{[]string{"run", "--batch-size", "lots"}, nil, 2, `relay: config: --batch-size (RELAY_BATCH_SIZE): "lots" (from --batch-size) is not a whole number`},
 		{nil, []string{"RELAY_LEASE_TTL=1s"}, 2, "--lease-ttl (RELAY_LEASE_TTL)"},
 		{[]string{"status", "--nope"}, nil, 2, "flag provided but not defined: -nope"},
-		{[]string{"run", "--database-url", "postgres://u:pw-s3cr3t@" + procharness.FreeAddr(t) + "/x", "--connect-timeout", "2s"}, nil, 1, "relay: connect to PostgreSQL at postgres://u:xxxxx@"},
+		{[]string{"run", "--database-url", "postgres://u:pw-s3cr3t@" + procharness.FreeAddr(t) + "/x", "--connect-timeout", "2s"}, nil, 1, "connect to PostgreSQL at postgres://u:xxxxx@"},
 	}
 	for _, tc := range cases {
 		p := procharness.Start(t, bin, procharness.Options{Args: tc.args, Env: tc.env})
@@ -290,6 +290,9 @@ func TestRelayBinary_ExitCodes(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.code, code, "%v %v: %s", tc.args, tc.env, p.Stderr())
 		require.Contains(t, p.Stderr(), tc.stderr)
+		if tc.stderr != "" {
+			require.Equal(t, 1, strings.Count(p.Stderr(), tc.stderr), "printed once: %s", p.Stderr())
+		}
 		require.NotContains(t, p.Stderr(), "s3cr3t")
 		if tc.code == 0 {
 			require.True(t, strings.HasPrefix(p.Stdout(), "Usage: relay"))

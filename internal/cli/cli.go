@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -69,19 +70,47 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, &ConfigError{Setting: "--log-level (LOG_LEVEL)", Reason: fmt.Sprintf("%q is not debug, info, warn or error", level)}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	jsonOpts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationAsText}
 	switch strings.ToLower(format) {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, jsonOpts)), nil
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "auto", "":
 		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return slog.New(slog.NewTextHandler(w, opts)), nil
 		}
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, jsonOpts)), nil
 	default:
 		return nil, &ConfigError{Setting: "--log-format (LOG_FORMAT)", Reason: fmt.Sprintf("%q is not auto, json or text", format)}
 	}
+}
+
+// durationAsText writes durations in JSON logs as Go writes them ("1s",
+// "1m30s"), as the text format and the flags do, instead of nanoseconds.
+func durationAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
+// LoggedError is an error the command has already logged: the program's
+// main must not print it a second time.
+type LoggedError struct{ Err error }
+
+func (e *LoggedError) Error() string { return e.Err.Error() }
+func (e *LoggedError) Unwrap() error { return e.Err }
+
+// ReportError prints a command's error for program prog to w, once: not
+// for a help request, nor for an error already logged or printed
+// ([LoggedError]; [Command.Parse] returns one for an unknown flag).
+func ReportError(w io.Writer, prog string, err error) {
+	var logged *LoggedError
+	if err == nil || errors.Is(err, flag.ErrHelp) || errors.As(err, &logged) {
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", prog, err)
 }
 
 // Connect opens a pool on databaseURL and checks it answers. Errors never

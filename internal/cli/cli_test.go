@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -98,7 +99,7 @@ func TestRunMigrate_BadCommandLines(t *testing.T) {
 		_, stderr, err := runMigrate(t, "--nope")
 		require.ErrorIs(t, err, cli.ErrUsage)
 		require.Contains(t, stderr, "flag provided but not defined: -nope")
-		require.Contains(t, stderr, "Usage: relay migrate")
+		require.Contains(t, stderr, "Run 'relay migrate --help' for the flags.")
 	})
 	t.Run("extra argument", func(t *testing.T) {
 		t.Parallel()
@@ -185,6 +186,20 @@ func TestNewLogger(t *testing.T) {
 				require.Contains(t, lines[len(lines)-1], "level=ERROR msg=boom")
 			}
 		})
+	}
+}
+
+// JSON logs write durations as the flags take them ("1s"), not as
+// nanoseconds (1000000000); so does the text format.
+func TestNewLogger_DurationsAsText(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		log, err := cli.NewLogger(&buf, format, "info")
+		require.NoError(t, err)
+		log.Info("relay starting", "poll_interval", time.Second, "lease_ttl", 90*time.Second)
+		require.Contains(t, buf.String(), map[string]string{"json": `"poll_interval":"1s"`, "text": "poll_interval=1s"}[format])
+		require.Contains(t, buf.String(), map[string]string{"json": `"lease_ttl":"1m30s"`, "text": "lease_ttl=1m30s"}[format])
 	}
 }
 

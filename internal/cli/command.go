@@ -30,6 +30,18 @@ func NewCommand(name, usage, about string) *Command {
 	return &Command{Settings: NewSettings(fs), fs: fs, usage: usage, about: about}
 }
 
+// NewRunCommand returns the command name ("relay run") of a group whose
+// default it is. Run as the default ("relay --help"), its help is the
+// group's (usage, commands) followed by about; named ("relay run --help"),
+// only its own usage and about.
+func NewRunCommand(ctx context.Context, name, about string) *Command {
+	if g := GroupOfDefault(ctx); g != nil {
+		sub := strings.TrimPrefix(name, g.Name+" ")
+		return NewCommand(name, g.Synopsis(), g.Description()+"\n\nThe "+sub+" command (the default):\n"+about)
+	}
+	return NewCommand(name, name+" [flags]", about)
+}
+
 // FlagSet returns the command's flag set, for flags defined without
 // [Settings] (help lists them after the settings).
 func (c *Command) FlagSet() *flag.FlagSet { return c.fs }
@@ -46,8 +58,9 @@ func (c *Command) PrintHelp(w io.Writer) {
 
 // Parse parses args (flags only) and resolves the settings:
 //   - -h or --help: the help goes to stdout and Parse returns flag.ErrHelp;
-//   - an unknown flag or a missing value: the error and the help go to
-//     stderr and the error wraps [ErrUsage];
+//   - an unknown flag or a missing value: the error, a guess at the flag
+//     meant and a pointer to --help go to stderr, and the error, a
+//     [LoggedError] (printed already), wraps [ErrUsage];
 //   - an argument that is not a flag, or a bad value: a *ConfigError.
 func (c *Command) Parse(args []string, stdout, stderr io.Writer) error {
 	err := c.fs.Parse(args)
@@ -56,14 +69,62 @@ func (c *Command) Parse(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n\n", c.fs.Name(), err)
-		c.PrintHelp(stderr)
-		return fmt.Errorf("%w: %s: %w", ErrUsage, c.fs.Name(), err)
+		// The error, a guess at what was meant, and where the help is: the
+		// whole help would bury the one line that matters.
+		fmt.Fprintf(stderr, "%s: %v\n", c.fs.Name(), err)
+		if guess := c.didYouMean(err); guess != "" {
+			fmt.Fprintf(stderr, "did you mean --%s?\n", guess)
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for the flags.\n", c.fs.Name())
+		return &LoggedError{fmt.Errorf("%w: %s: %w", ErrUsage, c.fs.Name(), err)}
 	}
 	if c.fs.NArg() > 0 {
 		return &ConfigError{Setting: "arguments", Reason: fmt.Sprintf("unexpected %q; flags only", c.fs.Args())}
 	}
 	return c.Resolve()
+}
+
+// didYouMean returns the defined flag closest to the unknown one err names
+// (by edit distance, at most 2 edits, or a prefix), or "".
+func (c *Command) didYouMean(err error) string {
+	const prefix = "flag provided but not defined: "
+	msg := err.Error()
+	if !strings.HasPrefix(msg, prefix) {
+		return ""
+	}
+	unknown := strings.TrimLeft(strings.TrimPrefix(msg, prefix), "-")
+	best, bestDist := "", 3
+	c.fs.VisitAll(func(f *flag.Flag) {
+		d := editDistance(unknown, f.Name)
+		if strings.HasPrefix(f.Name, unknown) && len(unknown) >= 3 {
+			d = min(d, 1)
+		}
+		if d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // ExitCode maps a command's error to the process exit status: 0 for nil
@@ -112,9 +173,13 @@ type Group struct {
 // as "help <command>", the command's); a missing or unknown subcommand
 // prints the help to stderr and returns an error wrapping [ErrUsage].
 func (g *Group) Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") && !strings.Contains(g.Name, " ") {
+		fmt.Fprintf(stdout, "%s %s\n", g.Name, Version())
+		return nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if g.Default != "" {
-			return g.find(g.Default).Run(ctx, args, stdout, stderr)
+			return g.find(g.Default).Run(context.WithValue(ctx, asDefaultKey{}, g), args, stdout, stderr)
 		}
 		if len(args) > 0 && isHelp(args[0]) {
 			g.PrintHelp(stdout)
@@ -136,6 +201,19 @@ func (g *Group) Run(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	g.PrintHelp(stderr)
 	return fmt.Errorf("%w: %s: unknown command %q (want %s)", ErrUsage, g.Name, args[0], g.names())
+}
+
+// asDefaultKey marks the context of a subcommand run as its group's
+// default: "relay --help" rather than "relay run --help".
+type asDefaultKey struct{}
+
+// GroupOfDefault returns the group that ran the current subcommand as its
+// default command ("relay --batch-size 10"), or nil when the command line
+// named the subcommand ("relay run --batch-size 10"). A default command's
+// help describes the whole group; a named one's only itself.
+func GroupOfDefault(ctx context.Context) *Group {
+	g, _ := ctx.Value(asDefaultKey{}).(*Group)
+	return g
 }
 
 func (g *Group) find(name string) *Subcommand {
@@ -189,7 +267,11 @@ func (g *Group) Description() string {
 	}
 	fmt.Fprintf(tw, "  help\tprint this, or %q for a command's flags\n", g.Name+" help <command>")
 	_ = tw.Flush()
-	fmt.Fprintf(&b, "\nRun %q for a command's flags.", g.Name+" <command> --help")
+	fmt.Fprintf(&b, "\nRun %q for a command's flags", g.Name+" <command> --help")
+	if !strings.Contains(g.Name, " ") {
+		fmt.Fprintf(&b, ", %q for the version", g.Name+" --version")
+	}
+	b.WriteString(".")
 	return b.String()
 }
 

@@ -231,7 +231,13 @@ func TestCommand_Parse(t *testing.T) {
 	require.Equal(t, 2, cli.ExitCode(err))
 	require.Equal(t, "usage: tool run: flag provided but not defined: -sise", err.Error())
 	require.Empty(t, out)
-	require.True(t, strings.HasPrefix(stderr, "tool run: flag provided but not defined: -sise\n\nUsage: tool run [flags]"), stderr)
+	require.Equal(t, "tool run: flag provided but not defined: -sise\ndid you mean --size?\nRun 'tool run --help' for the flags.\n", stderr)
+
+	// No guess when nothing is close.
+	_, stderr, _ = run("--frobnicate")
+	require.Equal(t, "tool run: flag provided but not defined: -frobnicate\nRun 'tool run --help' for the flags.\n", stderr)
+	_, stderr, _ = run("--form", "json")
+	require.Contains(t, stderr, "did you mean --format?", "a prefix counts")
 
 	_, _, err = run("--size")
 	require.ErrorIs(t, err, cli.ErrUsage)
@@ -289,7 +295,7 @@ Commands:
   parked   the parked command
   help     print this, or "tool help <command>" for a command's flags
 
-Run "tool <command> --help" for a command's flags.
+Run "tool <command> --help" for a command's flags, "tool --version" for the version.
 `
 	out, _, err := run(g, "help")
 	require.NoError(t, err)

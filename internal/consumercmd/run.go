@@ -165,7 +165,7 @@ retries network errors, timeouts, 5xx, 408 and 429; other statuses park the
 event at once. ${VAR} in a header value is read from the environment.`
 
 func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("consumer run", "consumer [command] [flags]", commands().Description()+"\n\nThe run command (the default):\n"+runAbout)
+	cmd := cli.NewRunCommand(ctx, "consumer run", runAbout)
 	var rc runConfig
 	rc.register(cmd)
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
@@ -213,7 +213,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	log.Info("consumer configuration", "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
+	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
 		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
 		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "drain_timeout", rc.drainTimeout)
 

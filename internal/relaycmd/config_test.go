@@ -1,8 +1,8 @@
 package relaycmd
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"io"
 	"strings"
 	"testing"
@@ -20,7 +20,7 @@ func TestParseRun_Defaults(t *testing.T) {
 	for _, env := range []string{"DATABASE_URL", "KAFKA_BROKERS", "RELAY_BATCH_SIZE", "RELAY_LEASE_TTL", "METRICS_ADDR", "LOG_FORMAT", "RELAY_CREATE_TOPICS", "RELAY_WRITE_TIMEOUT"} {
 		t.Setenv(env, "")
 	}
-	c, err := parseRun(nil, io.Discard, io.Discard)
+	c, err := parseRun(context.Background(), nil, io.Discard, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, cli.DefaultDatabaseURL, c.databaseURL)
 	require.Equal(t, []string{"127.0.0.1:9092"}, c.kafka.Brokers)
@@ -46,7 +46,7 @@ func TestParseRun_FlagWinsOverEnvWinsOverDefault(t *testing.T) {
 	t.Setenv("RELAY_COMPRESSION", "ZSTD")
 	t.Setenv("LOG_FORMAT", "json")
 
-	c, err := parseRun(nil, io.Discard, io.Discard)
+	c, err := parseRun(context.Background(), nil, io.Discard, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, 50, c.batchSize)
 	require.Equal(t, 250*time.Millisecond, c.pollInterval)
@@ -56,7 +56,7 @@ func TestParseRun_FlagWinsOverEnvWinsOverDefault(t *testing.T) {
 	require.Equal(t, "zstd", c.compression)
 	require.Equal(t, kafka.Zstd, compressions[c.compression])
 
-	c, err = parseRun([]string{"--batch-size", "70", "--poll-interval=2s", "--create-topics=false", "--poll-only=false",
+	c, err = parseRun(context.Background(), []string{"--batch-size", "70", "--poll-interval=2s", "--create-topics=false", "--poll-only=false",
 		"--kafka-brokers", "c:3", "--compression", "lz4", "--log-format", "text"}, io.Discard, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, 70, c.batchSize)
@@ -70,7 +70,7 @@ func TestParseRun_FlagWinsOverEnvWinsOverDefault(t *testing.T) {
 	// A bare boolean flag means true; a bad env value is ignored when the
 	// flag is given.
 	t.Setenv("RELAY_POLL_ONLY", "maybe")
-	c, err = parseRun([]string{"--poll-only"}, io.Discard, io.Discard)
+	c, err = parseRun(context.Background(), []string{"--poll-only"}, io.Discard, io.Discard)
 	require.NoError(t, err)
 	require.True(t, c.pollOnly)
 }
@@ -115,7 +115,7 @@ func TestParseRun_BadValuesNameFlagAndEnv(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			_, err := parseRun(tc.args, io.Discard, io.Discard)
+			_, err := parseRun(context.Background(), tc.args, io.Discard, io.Discard)
 			var ce *cli.ConfigError
 			require.True(t, errors.As(err, &ce), "want a *cli.ConfigError, got %v", err)
 			require.Equal(t, tc.setting, ce.Setting)
@@ -127,17 +127,38 @@ func TestParseRun_BadValuesNameFlagAndEnv(t *testing.T) {
 
 func TestParseRun_UnknownFlagIsUsageError(t *testing.T) {
 	var stderr, stdout syncBuf
-	_, err := parseRun([]string{"--batch"}, &stdout, &stderr)
+	_, err := parseRun(context.Background(), []string{"--batch"}, &stdout, &stderr)
 	require.ErrorIs(t, err, cli.ErrUsage)
 	require.Equal(t, 2, ExitCode(err))
 	require.Contains(t, stderr.String(), "flag provided but not defined: -batch")
-	require.Contains(t, stderr.String(), "--batch-size int  (env RELAY_BATCH_SIZE, default 1000)")
+	require.Contains(t, stderr.String(), "did you mean --batch-size?\nRun 'relay run --help' for the flags.\n")
+	require.NotContains(t, stderr.String(), "RELAY_BATCH_SIZE", "not the whole help")
 	require.Empty(t, stdout.String())
+}
 
-	_, err = parseRun([]string{"--help"}, &stdout, &stderr)
-	require.ErrorIs(t, err, flag.ErrHelp)
-	require.Equal(t, 0, ExitCode(err))
-	require.Contains(t, stdout.String(), "Usage: relay [command] [flags]")
+// "relay --help" describes the whole command (run is its default);
+// "relay run --help" only run; --version prints the build.
+func TestRun_HelpOfTheDefaultCommandAndVersion(t *testing.T) {
+	help := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr syncBuf
+		err := Run(context.Background(), args, &stdout, &stderr)
+		require.Equal(t, 0, ExitCode(err), "%v: %v", args, err)
+		return stdout.String()
+	}
+	top := help("--help")
+	require.True(t, strings.HasPrefix(top, "Usage: relay [command] [flags]\n"), top)
+	require.Contains(t, top, "Commands:")
+	require.Contains(t, top, `"relay --version" for the version`)
+	require.Contains(t, top, "--batch-size int")
+
+	run := help("run", "--help")
+	require.True(t, strings.HasPrefix(run, "Usage: relay run [flags]\n\nRelays events from the outbox"), run)
+	require.NotContains(t, run, "Commands:")
+	require.Contains(t, run, "--batch-size int")
+
+	v := help("--version")
+	require.Regexp(t, `^relay \S+ \(.*go1\.\d+.*\)\n$`, v)
 }
 
 type syncBuf struct{ b []byte }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -116,12 +115,12 @@ func checkAddr(s string) error {
 }
 
 // parseRun parses and checks the run command's flags.
-func parseRun(args []string, stdout, stderr io.Writer) (runConfig, error) {
+func parseRun(ctx context.Context, args []string, stdout, stderr io.Writer) (runConfig, error) {
 	var c runConfig
-	cmd := cli.NewCommand(prog+" run", prog+" [command] [flags]", commands().Description()+`
-
-The flags below are the run command's; they work without the command name
-too. Every flag has an environment variable fallback.`)
+	cmd := cli.NewRunCommand(ctx, prog+" run", `Relays events from the outbox to Kafka until SIGTERM or SIGINT, then
+finishes the batch in hand, releases the leader lease and exits 0. The flags
+work without the command name too. Every flag has an environment variable
+fallback.`)
 	runFlags(cmd.Settings, &c)
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return c, err
@@ -140,7 +139,7 @@ too. Every flag has an environment variable fallback.`)
 }
 
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, err := parseRun(args, stdout, stderr)
+	c, err := parseRun(ctx, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -159,13 +158,14 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err != nil {
 		log.Error("relay failed", "err", err)
+		return &cli.LoggedError{Err: err}
 	}
-	return err
+	return nil
 }
 
 func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	log.Info("relay starting",
-		"version", version(),
+		"version", cli.Version(),
 		"database", cli.RedactURL(c.databaseURL),
 		"kafka", c.kafka.String(),
 		"name", c.name,
@@ -347,20 +347,3 @@ func pingKafka(ctx context.Context, client *kafka.Client) error {
 	return resp.Error
 }
 
-// version is the module version and VCS revision the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
-		}
-		if s.Key == "vcs.modified" && s.Value == "true" {
-			v += "+dirty"
-		}
-	}
-	return v
-}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -229,13 +230,21 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		db     dbFlags
 		name   string
 		asJSON bool
+		check  bool
+		maxAge time.Duration
 	)
-	cmd := cli.NewCommand(prog+" status", prog+" status [--json] [flags]", `Prints the outbox backlog (rows, age of the oldest, per topic), the parked
+	cmd := cli.NewCommand(prog+" status", prog+" status [--json] [--check] [flags]", `Prints the outbox backlog (rows, age of the oldest, per topic), the parked
 rows (per topic; "relay parked list" shows them one by one) and the relay
-group's leader lease, read from the tables.`)
+group's leader lease, read from the tables.
+
+With --check it also exits 1, naming each problem on stderr, when no relay
+holds the lease, when rows are parked, or when the oldest waiting row is
+older than --max-backlog-age: for scripts and probes.`)
 	db.register(cmd.Settings)
 	cmd.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", cli.NonEmpty)
 	cmd.Bool(&asJSON, "json", "", false, "print JSON instead of text")
+	cmd.Bool(&check, "check", "", false, "exit 1 without a leader, with parked rows, or with a backlog older than --max-backlog-age")
+	cmd.Duration(&maxAge, "max-backlog-age", "", DefaultMaxBacklogAge, time.Second, 24*time.Hour, "with --check, the oldest waiting row's age that counts as a problem")
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
@@ -249,7 +258,41 @@ group's leader lease, read from the tables.`)
 		return err
 	}
 	if asJSON {
-		return writeJSON(stdout, st)
+		err = writeJSON(stdout, st)
+	} else {
+		err = st.WriteText(stdout)
 	}
-	return st.WriteText(stdout)
+	if err != nil || !check {
+		return err
+	}
+	if problems := st.Problems(maxAge); len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "check: %s\n", p)
+		}
+		return &cli.LoggedError{Err: fmt.Errorf("relay status --check: %d problem(s): %s", len(problems), strings.Join(problems, "; "))}
+	}
+	return nil
+}
+
+// DefaultMaxBacklogAge is the default of relay status --max-backlog-age.
+const DefaultMaxBacklogAge = time.Minute
+
+// Problems lists what --check counts as unhealthy in st: no relay holding
+// the lease, parked rows, and a backlog whose oldest row is older than
+// maxAge. Empty when all is well.
+func (st Status) Problems(maxAge time.Duration) []string {
+	var problems []string
+	switch {
+	case st.Lease == nil:
+		problems = append(problems, fmt.Sprintf("no relay of group %s has ever held the lease", st.Relay))
+	case !st.Lease.Held:
+		problems = append(problems, fmt.Sprintf("no relay of group %s holds the lease (expired %.0fs ago)", st.Relay, -st.Lease.ExpiresInSeconds))
+	}
+	if st.Parked.Rows > 0 {
+		problems = append(problems, fmt.Sprintf("%d parked row(s): relay parked list", st.Parked.Rows))
+	}
+	if age := time.Duration(st.Backlog.OldestAgeSeconds * float64(time.Second)); st.Backlog.Rows > 0 && age > maxAge {
+		problems = append(problems, fmt.Sprintf("the oldest of %d waiting row(s) is %s old (over --max-backlog-age %s)", st.Backlog.Rows, age.Round(time.Second), maxAge))
+	}
+	return problems
 }

@@ -137,7 +137,7 @@ func TestStatus_Errors(t *testing.T) {
 		t.Parallel()
 		_, stderr, err := run(t, "status", "--jsn")
 		require.Equal(t, 2, relaycmd.ExitCode(err))
-		require.Contains(t, stderr, "Usage: relay status")
+		require.Contains(t, stderr, "did you mean --json?")
 	})
 	t.Run("help", func(t *testing.T) {
 		t.Parallel()
@@ -146,4 +146,47 @@ func TestStatus_Errors(t *testing.T) {
 		require.Contains(t, out, "--json")
 		require.Contains(t, out, "--database-url string  (env DATABASE_URL")
 	})
+}
+
+// --check turns status into a probe: exit 0 only with a leader, no parked
+// rows and no backlog older than --max-backlog-age; each problem named.
+func TestStatus_Check(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	check := func(args ...string) (stderr string, code int) {
+		t.Helper()
+		_, stderr, err := run(t, append([]string{"status", "--database-url", db.URL, "--check"}, args...)...)
+		return stderr, relaycmd.ExitCode(err)
+	}
+
+	stderr, code := check()
+	require.Equal(t, 1, code)
+	require.Equal(t, "check: no relay of group default has ever held the lease\n", stderr)
+
+	exec(t, db, `INSERT INTO pulsebus.relay_leader (name, leader_id, term, acquired_at, expires_at)
+		VALUES ('default', 'relay-a-1', 7, clock_timestamp(), clock_timestamp() + interval '1 minute')`)
+	insertEvents(t, db, "lessons", 2)
+	stderr, code = check()
+	require.Equal(t, 0, code, stderr)
+	require.Empty(t, stderr)
+
+	exec(t, db, `UPDATE pulsebus.outbox SET created_at = clock_timestamp() - interval '90 seconds'`)
+	exec(t, db, `INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+		VALUES (1001, gen_random_uuid(), 'lessons', '', 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'too big')`)
+	stderr, code = check()
+	require.Equal(t, 1, code)
+	require.Regexp(t, `^check: 1 parked row\(s\): relay parked list
+check: the oldest of 2 waiting row\(s\) is 1m3\ds old \(over --max-backlog-age 1m0s\)
+$`, stderr)
+	stderr, code = check("--max-backlog-age", "5m")
+	require.Equal(t, 1, code)
+	require.NotContains(t, stderr, "oldest")
+
+	exec(t, db, `UPDATE pulsebus.relay_leader SET expires_at = clock_timestamp() - interval '10 seconds'`)
+	stderr, _ = check("--max-backlog-age", "5m")
+	require.Contains(t, stderr, "check: no relay of group default holds the lease (expired 10s ago)")
+
+	// Without --check the same state exits 0: status only reports.
+	_, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
 }
