@@ -346,4 +346,3 @@ func pingKafka(ctx context.Context, client *kafka.Client) error {
 	}
 	return resp.Error
 }
-
