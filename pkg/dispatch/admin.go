@@ -240,6 +240,11 @@ type DeadLetter struct {
 	Attempts      int
 	FirstFailedAt time.Time
 	LastFailedAt  time.Time
+	// MessageStored is false for a row that records only where the message
+	// was: storing the message itself failed (Error says why), so Key,
+	// Headers and Value are empty and it cannot be redriven; replay the
+	// handler to Offset instead.
+	MessageStored bool
 }
 
 // Message rebuilds the Kafka message byte for byte.
@@ -259,7 +264,8 @@ type ListDeadLettersParams struct {
 }
 
 const deadLetterColumns = `id, group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key,
-	message_headers, message_value, error, attempts, first_failed_at, last_failed_at`
+	message_headers, message_header_keys, message_header_values, message_value, error, attempts, first_failed_at,
+	last_failed_at, message_stored`
 
 // ListDeadLetters returns parked messages, oldest first.
 func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]DeadLetter, error) {
@@ -282,10 +288,24 @@ func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]D
 func scanDeadLetter(r pgx.CollectableRow) (DeadLetter, error) {
 	var d DeadLetter
 	var hj []byte
+	var keys, values [][]byte
 	if err := r.Scan(&d.ID, &d.Group, &d.Handler, &d.Topic, &d.Partition, &d.Offset, &d.EventID, &d.EventType,
-		&d.Key, &hj, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt); err != nil {
+		&d.Key, &hj, &keys, &values, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt,
+		&d.MessageStored); err != nil {
 		return d, err
 	}
+	if keys != nil {
+		if len(values) != len(keys) {
+			return d, fmt.Errorf("dead letter %d: %d header keys but %d values", d.ID, len(keys), len(values))
+		}
+		d.Headers = make([]kafka.Header, len(keys))
+		for i := range keys {
+			d.Headers[i] = kafka.Header{Key: string(keys[i]), Value: values[i]}
+		}
+		return d, nil
+	}
+	// Written before schema version 2, or by an older binary: only the
+	// readable copy.
 	var hs []headerJSON
 	if err := json.Unmarshal(hj, &hs); err != nil {
 		return d, fmt.Errorf("dead letter %d: headers: %w", d.ID, err)
@@ -320,13 +340,19 @@ var errRedriveBusy = errors.New("dispatch: dead letter is being redriven elsewhe
 // not have: the row is left as it is, its error and attempts untouched.
 var errNotRegistered = errors.New("handler is not registered in this consumer")
 
+// errNotStored reports a dead letter that holds only its message's
+// position: there is nothing to run the handler on. The row is left as it
+// is.
+var errNotStored = errors.New("the message itself was not stored (see the row's error); replay the handler to its offset to handle it again")
+
 // Redrive runs the registered handler once more on each selected dead
 // letter of this consumer's group and deletes the row on success (for a
 // transactional handler, in the handler's transaction). Each row is locked
 // while its handler runs, so concurrent redrives never run a handler twice
 // on it. On failure the row stays, with the new error and one more
-// attempt. A row whose handler is not registered in c counts as failed and
-// is left untouched. Offsets are not touched. It does not need Run.
+// attempt. A row whose handler is not registered in c, or that holds only
+// the message's position (DeadLetter.MessageStored false), counts as
+// failed and is left untouched. Offsets are not touched. It does not need Run.
 func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
 	var res RedriveResult
 	if p.ID <= 0 && p.Handler == "" {
@@ -362,12 +388,12 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				}
 				res.Failed++
 				res.Errors = append(res.Errors, fmt.Sprintf("id %d: %v", d.ID, err))
-				if errors.Is(err, errNotRegistered) {
+				if errors.Is(err, errNotRegistered) || errors.Is(err, errNotStored) {
 					continue
 				}
 				if _, uerr := c.cfg.Pool.Exec(ctx, `UPDATE pulsebus.dead_letters
 					SET error = $2, attempts = attempts + 1, last_failed_at = clock_timestamp() WHERE id = $1`,
-					d.ID, truncateErr(err)); uerr != nil {
+					d.ID, errText(err)); uerr != nil {
 					return res, fmt.Errorf("redrive: record failure of %d: %w", d.ID, uerr)
 				}
 				continue
@@ -381,6 +407,9 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 	r := c.byName[d.Handler]
 	if r == nil {
 		return fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
+	}
+	if !d.MessageStored {
+		return fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
 	}
 	msg := d.Message()
 	env, err := c.cfg.Limits.FromMessage(msg)

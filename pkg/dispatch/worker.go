@@ -612,7 +612,11 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 	}
 }
 
-func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Time) error {
+// park stores the message in the dead letters for this handler. It fails
+// only when the database cannot be reached (see insertDeadLetter); a
+// message that cannot be stored whole is recorded by its position, logged
+// at error.
+func (w *worker) park(db txBeginner, it item, cause error, attempts int, first time.Time) error {
 	d := deadLetterRow{key: w.key, offset: it.msg.Offset, msg: it.msg, err: cause, attempts: attempts,
 		first: first, last: time.Now()}
 	if it.bad == nil {
@@ -627,7 +631,12 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 			d.eventID = &id
 		}
 	}
-	return insertDeadLetter(w.workCtx, db, d)
+	stored, err := insertDeadLetter(w.workCtx, db, d)
+	if err == nil && !stored {
+		w.c.log.Error("dead letter stored without its message: storing the message failed; the row keeps its position",
+			"handler", w.key.handler, "topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset)
+	}
+	return err
 }
 
 func headerValue(m kafka.Message, key string) string {
