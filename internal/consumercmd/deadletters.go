@@ -1,6 +1,7 @@
 package consumercmd
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -32,6 +33,8 @@ the event id and type when readable, the attempts, and the last error.`
 
 // deadLetterJSON is one row of "dead-letters list --json". Key and value are
 // strings when they are valid UTF-8, else base64 in key_base64/value_base64.
+// Headers is a name → value map for reading; HeaderList has every header
+// in message order, byte for byte, in the same form as key and value.
 type deadLetterJSON struct {
 	ID            int64             `json:"id"`
 	Group         string            `json:"group"`
@@ -44,18 +47,44 @@ type deadLetterJSON struct {
 	Key           *string           `json:"key,omitempty"`
 	KeyBase64     []byte            `json:"key_base64,omitempty"`
 	Headers       map[string]string `json:"headers"`
+	HeaderList    []headerJSON      `json:"header_list"`
 	Value         *string           `json:"value,omitempty"`
 	ValueBase64   []byte            `json:"value_base64,omitempty"`
 	Error         string            `json:"error"`
 	Attempts      int               `json:"attempts"`
 	FirstFailedAt time.Time         `json:"first_failed_at"`
 	LastFailedAt  time.Time         `json:"last_failed_at"`
+	// MessageStored is false when only the message's position was stored.
+	MessageStored bool `json:"message_stored"`
+}
+
+// headerJSON is one header of deadLetterJSON.HeaderList: key and value as
+// strings when valid UTF-8 without NUL, else base64 in key_base64 and
+// value_base64. A header without a value has neither value field.
+type headerJSON struct {
+	Key         *string `json:"key,omitempty"`
+	KeyBase64   []byte  `json:"key_base64,omitempty"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 []byte  `json:"value_base64,omitempty"`
+}
+
+// textOrBytes returns b as a string when it is valid UTF-8 without NUL
+// bytes, else as bytes for base64; nil for nil.
+func textOrBytes(b []byte) (*string, []byte) {
+	if b == nil {
+		return nil, nil
+	}
+	if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
+		s := string(b)
+		return &s, nil
+	}
+	return nil, b
 }
 
 func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 	out := deadLetterJSON{ID: d.ID, Group: d.Group, Handler: d.Handler, Topic: d.Topic, Partition: d.Partition,
 		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
-		Headers: map[string]string{}}
+		Headers: map[string]string{}, HeaderList: make([]headerJSON, 0, len(d.Headers)), MessageStored: d.MessageStored}
 	if d.EventID != nil {
 		out.EventID = d.EventID.String()
 	}
@@ -76,6 +105,10 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 	}
 	for _, h := range d.Headers {
 		out.Headers[h.Key] = string(h.Value)
+		var hj headerJSON
+		hj.Key, hj.KeyBase64 = textOrBytes([]byte(h.Key))
+		hj.Value, hj.ValueBase64 = textOrBytes(h.Value)
+		out.HeaderList = append(out.HeaderList, hj)
 	}
 	return out
 }
