@@ -140,15 +140,45 @@ type ReplayParams struct {
 	Topic string
 	// Partition limits it to one partition; -1 means all.
 	Partition int
-	To        ReplayTarget
+	// To is where the offsets move. An absolute offset needs Topic and
+	// Partition, and must lie within the partition's low and high
+	// watermarks (else a *ReplayRangeError).
+	To ReplayTarget
+	// DryRun computes the new offsets and returns them without writing
+	// anything or notifying consumers.
+	DryRun bool
 }
+
+// ReplayRangeError reports an absolute replay offset outside its
+// partition's offsets.
+type ReplayRangeError struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	// Low and High are the partition's low and high watermarks: the valid
+	// offsets, High (the next offset to be written) included.
+	Low, High int64
+}
+
+func (e *ReplayRangeError) Error() string {
+	return fmt.Sprintf("replay: offset %d is outside %s/%d: valid offsets run from %d to %d (its low and high watermarks)",
+		e.Offset, e.Topic, e.Partition, e.Low, e.High)
+}
+
+// ErrReplayOffsetNeedsPartition reports an absolute replay offset without a
+// topic and a partition: offsets mean nothing across partitions.
+var ErrReplayOffsetNeedsPartition = errors.New("replay: an absolute offset needs a topic and a partition")
 
 // Replay rewrites a handler's next offsets and notifies running consumers
 // of the group (on NotifyChannel) in the same transaction; they re-deliver
-// to that handler only, without a restart. It returns the rows as written.
+// to that handler only, without a restart. It returns the rows as written
+// (with p.DryRun, as they would be, with a zero UpdatedAt).
 func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, error) {
 	if p.Group == "" || p.Handler == "" {
 		return nil, errors.New("replay: group and handler are required")
+	}
+	if p.To.Kind == "offset" && (p.Topic == "" || p.Partition < 0) {
+		return nil, ErrReplayOffsetNeedsPartition
 	}
 	targets := map[offsetKey]bool{}
 	offs, err := ListOffsets(ctx, a.Pool, p.Group)
@@ -186,6 +216,11 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		case "time":
 			off, err = o.atTime(ctx, k.topic, k.partition, p.To.Time)
 		case "offset":
+			var low, high int64
+			low, high, err = o.watermarks(ctx, k.topic, k.partition)
+			if err == nil && (p.To.Offset < low || p.To.Offset > high) {
+				err = &ReplayRangeError{Topic: k.topic, Partition: k.partition, Offset: p.To.Offset, Low: low, High: high}
+			}
 			off = p.To.Offset
 		default:
 			err = fmt.Errorf("replay: unknown target kind %q", p.To.Kind)
@@ -196,6 +231,12 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		next[k] = off
 	}
 	var out []HandlerOffset
+	if p.DryRun {
+		for k, off := range next {
+			out = append(out, HandlerOffset{Group: p.Group, Handler: p.Handler, Topic: k.topic, Partition: k.partition, NextOffset: off})
+		}
+		return out, nil
+	}
 	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
 		for k, off := range next {
 			var h HandlerOffset
