@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
@@ -206,4 +208,17 @@ func TestPark_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
 	after, err := ListDeadLetters(ctx, db.Pool, ListDeadLettersParams{Group: "g"})
 	require.NoError(t, err)
 	require.Equal(t, dls, after, "left untouched")
+}
+
+// Only refusals for the row's content fall back to storing the position;
+// transient failures are retried with the message whole.
+func TestRefusedForContent(t *testing.T) {
+	t.Parallel()
+	for code, want := range map[string]bool{
+		"22021": true, "22P05": true, "23514": true, "54000": true,
+		"40P01": false, "40001": false, "57P01": false, "57014": false, "53300": false, "08006": false,
+	} {
+		require.Equal(t, want, refusedForContent(fmt.Errorf("park: %w", &pgconn.PgError{Code: code})), code)
+	}
+	require.False(t, refusedForContent(io.ErrUnexpectedEOF))
 }

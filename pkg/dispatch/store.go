@@ -146,10 +146,11 @@ type deadLetterRow struct {
 // fail: key, header keys and values and the value are stored as bytea, and
 // the text columns derived from them (event type, the readable headers, the
 // error) are made valid text first (safeText). Should PostgreSQL still
-// refuse the row, it stores the message's position and the reason instead
-// (message_stored false) rather than fail: a message that cannot be parked
-// must not stop its partition. Only errors that are not PostgreSQL's answer
-// to the statements (a lost connection, a cancelled context) are returned.
+// refuse the row for what it holds (refusedForContent), it stores the
+// message's position and the reason instead (message_stored false) rather
+// than fail: a message that cannot be parked must not stop its partition.
+// Other errors (a lost connection, a deadlock, a cancelled context) are
+// returned, for the worker to retry.
 //
 // The full row is written in a transaction of its own, or a savepoint of
 // db's, so that its failure leaves db's transaction usable for the
@@ -190,8 +191,7 @@ func insertDeadLetter(ctx context.Context, db txBeginner, d deadLetterRow) (stor
 	if err == nil {
 		return true, nil
 	}
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
+	if !refusedForContent(err) {
 		return false, fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
 	}
 	reason := fmt.Errorf("the message could not be stored (%w); it failed with: %w", err, d.err)
@@ -207,6 +207,22 @@ func insertDeadLetter(ctx context.Context, db txBeginner, d deadLetterRow) (stor
 			d.key.topic, d.key.partition, d.offset, d.key.handler, err, ferr)
 	}
 	return false, nil
+}
+
+// refusedForContent reports whether PostgreSQL refused a statement for the
+// values it carried, which no retry changes: a data exception (SQLSTATE
+// class 22, e.g. invalid text), an integrity constraint violation (23) or a
+// program limit exceeded (54, e.g. a row too large).
+func refusedForContent(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
 }
 
 // txBeginner is a dbtx that can begin a transaction (a pool) or a
