@@ -186,10 +186,17 @@ func (m *Metrics) OnRebalance(assigned map[string][]int) {
 	}
 }
 
-// OnLag sets the lag gauge.
+// OnLag sets the lag gauge. The first report of a handler also creates its
+// stalled workers and offset resets series at 0, so alerts see 0 rather
+// than nothing.
 func (m *Metrics) OnLag(handler, topic string, partition int, lag int64) {
+	k := lagKey{handler: handler, topic: topic, partition: partition}
 	m.mu.Lock()
-	m.lagSet[lagKey{handler: handler, topic: topic, partition: partition}] = struct{}{}
+	if _, ok := m.lagSet[k]; !ok {
+		m.stalled.WithLabelValues(handler).Add(0)
+		m.offsetResets.WithLabelValues(handler).Add(0)
+	}
+	m.lagSet[k] = struct{}{}
 	m.lag.WithLabelValues(handler, topic, strconv.Itoa(partition)).Set(float64(lag))
 	m.mu.Unlock()
 }
