@@ -3,6 +3,7 @@ package consumercmd_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/consumercmd"
 	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -75,6 +77,19 @@ func TestDeadLetters_HostileMessagesDoNotStopThePartition(t *testing.T) {
 	for _, row := range rows {
 		require.True(t, row.MessageStored)
 	}
+
+	dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group})
+	require.NoError(t, err)
+	out, _, err = command(t, append([]string{"dead-letters", "show", "--id", fmt.Sprint(dls[0].ID)}, b.dbOnly()...)...)
+	require.NoError(t, err)
+	require.Contains(t, out, `"ce_type": "poison.\xff"`, out)
+	require.Contains(t, out, "read from:  edupulse.events/0 at offset 0", out)
+	require.Contains(t, out, "value: 2 bytes\n\"{}\"", out)
+	out, _, err = command(t, append([]string{"dead-letters", "show", "--id", fmt.Sprint(dls[1].ID)}, b.dbOnly()...)...)
+	require.NoError(t, err)
+	require.Contains(t, out, `"ce_a\x00b": "v"`, out)
+	_, _, err = command(t, append([]string{"dead-letters", "show", "--id", "0"}, b.dbOnly()...)...)
+	require.Equal(t, 2, consumercmd.ExitCode(err))
 
 	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--handler", "hook", "--handler-spec", spec}, b.dbOnly()...)...)
 	require.Error(t, err)
