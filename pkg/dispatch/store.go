@@ -152,10 +152,9 @@ type deadLetterRow struct {
 // Other errors (a lost connection, a deadlock, a cancelled context) are
 // returned, for the worker to retry.
 //
-// The full row is written in a transaction of its own, or a savepoint of
-// db's, so that its failure leaves db's transaction usable for the
-// fallback.
-func insertDeadLetter(ctx context.Context, db txBeginner, d deadLetterRow) (stored bool, err error) {
+// Inside a transaction, the full row is written in a savepoint, so that
+// its failure leaves the transaction usable for the fallback.
+func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored bool, err error) {
 	keys := make([][]byte, len(d.msg.Headers))
 	values := make([][]byte, len(d.msg.Headers))
 	readable := make([]headerJSON, len(d.msg.Headers))
@@ -176,8 +175,8 @@ func insertDeadLetter(ctx context.Context, db txBeginner, d deadLetterRow) (stor
 		t := safeText(*d.eventType)
 		eventType = &t
 	}
-	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO pulsebus.dead_letters
+	insert := func(db dbtx) error {
+		_, err := db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
 			(group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key, message_headers,
 			 message_header_keys, message_header_values, message_value, error, attempts, first_failed_at, last_failed_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
@@ -187,7 +186,12 @@ func insertDeadLetter(ctx context.Context, db txBeginner, d deadLetterRow) (stor
 			d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, d.eventID, eventType,
 			d.msg.Key, hj, keys, values, d.msg.Value, errText(d.err), d.attempts, d.first, d.last)
 		return err
-	})
+	}
+	if tx, inTx := db.(pgx.Tx); inTx {
+		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return insert(sp) }) // a savepoint
+	} else {
+		err = insert(db) // one statement, atomic on its own
+	}
 	if err == nil {
 		return true, nil
 	}
@@ -223,13 +227,6 @@ func refusedForContent(err error) bool {
 		return true
 	}
 	return false
-}
-
-// txBeginner is a dbtx that can begin a transaction (a pool) or a
-// savepoint (a transaction).
-type txBeginner interface {
-	dbtx
-	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // safeText returns s as PostgreSQL accepts it in a text column: invalid

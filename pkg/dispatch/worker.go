@@ -699,7 +699,7 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 // only when the database cannot be reached (see insertDeadLetter); a
 // message that cannot be stored whole is recorded by its position, logged
 // at error.
-func (w *worker) park(db txBeginner, it item, cause error, attempts int, first time.Time) error {
+func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Time) error {
 	d := deadLetterRow{key: w.key, offset: it.msg.Offset, msg: it.msg, err: cause, attempts: attempts,
 		first: first, last: time.Now()}
 	if it.bad == nil {
