@@ -58,8 +58,9 @@ else
 	cd bench && $(GO) run $(VULNCHECK) ./...
 endif
 
-fuzz: ## fuzz the envelope decoder for FUZZTIME (default 60s)
+fuzz: ## fuzz the envelope decoder, then dead-lettering into PostgreSQL, for FUZZTIME each (default 60s)
 	$(GO) test ./pkg/envelope -run '^$$' -fuzz FuzzFromMessage -fuzztime $${FUZZTIME:-60s}
+	$(GO) test ./pkg/dispatch -run '^$$' -fuzz FuzzDeadLetter -fuzztime $${FUZZTIME:-60s} -fuzzminimizetime 5s -parallel 1
 
 bench: ## benchmark suite vs the PostgreSQL limit and Watermill (local PostgreSQL, in-process kfake; about 15 min); BENCH_ARGS="--scenarios drain" etc.
 	@echo "==> pulsebench full run (PostgreSQL at $(TEST_DATABASE_URL); about 15 minutes); results in bench/results/"

@@ -44,6 +44,8 @@ func exported(t *testing.T) map[string]bool {
 	consumer.OnDeadLetter(dispatch.DeadLetterEvent{Handler: "h", Topic: "t"})
 	consumer.OnRebalance(map[string][]int{"t": {0}})
 	consumer.OnLag("h", "t", 0, 3)
+	consumer.OnStall(dispatch.StallEvent{Handler: "h", Topic: "t", Stalled: true})
+	consumer.OnOffsetReset(dispatch.OffsetResetEvent{Handler: "h", Topic: "t"})
 
 	families, err := reg.Gather()
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -142,18 +143,23 @@ const replayAbout = `Moves a handler's next offsets on the chosen partitions to 
 the first offset at or after an RFC 3339 time (Kafka ListOffsets) or an
 absolute offset, and notifies running consumers of the group: they re-read
 from there for that handler only, without a restart. Other handlers are not
-re-run. Without --topic, every partition the handler has offsets on moves.`
+re-run. Without --topic, every partition the handler has offsets on moves.
+An absolute offset needs --topic and --partition and must lie between the
+partition's low and high watermarks (both included). --dry-run prints the
+moves and writes nothing.`
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("consumer replay", "consumer replay --group G --handler H [--topic T] [--partition P] --to earliest|latest|<RFC3339 time>|<offset>", replayAbout)
+	cmd := cli.NewCommand("consumer replay", "consumer replay --group G --handler H [--topic T] [--partition P] --to earliest|latest|<RFC3339 time>|<offset> [--dry-run]", replayAbout)
 	var ac adminConfig
 	ac.register(cmd, true)
 	var handler, topic, to string
 	var partition int
+	var dryRun bool
 	cmd.String(&handler, "handler", "", "", "handler name (required)", nil)
 	cmd.String(&topic, "topic", "", "", "only this topic (required when the handler has no offsets yet)", nil)
 	cmd.Int(&partition, "partition", "", -1, minInt, maxInt, "only this partition (-1: all)")
-	cmd.String(&to, "to", "", "", "earliest, latest, an RFC 3339 time (2025-03-01T12:00:00Z) or an offset (required)", nil)
+	cmd.String(&to, "to", "", "", "earliest, latest, an RFC 3339 time (2025-03-01T12:00:00Z) or an offset (required; an offset needs --topic and --partition)", nil)
+	cmd.Bool(&dryRun, "dry-run", "", false, "print each partition's old and new offset, write nothing")
 	if err := ac.parse(cmd, true, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -172,6 +178,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if topic != "" && !validTopic(topic) {
 		return &cli.ConfigError{Setting: "--topic", Reason: fmt.Sprintf("%q is not a valid Kafka topic name", topic)}
+	}
+	if target.Kind == "offset" && (topic == "" || partition < 0) {
+		return &cli.ConfigError{Setting: "--to", Reason: fmt.Sprintf(
+			"an absolute offset (%d) needs --topic and --partition: each partition has its own offsets", target.Offset)}
 	}
 	a, pool, err := ac.admin(ctx)
 	if err != nil {
@@ -192,7 +202,12 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			prev[tp{o.Topic, o.Partition}] = o.NextOffset
 		}
 	}
-	rows, err := a.Replay(ctx, dispatch.ReplayParams{Group: ac.group, Handler: handler, Topic: topic, Partition: partition, To: target})
+	rows, err := a.Replay(ctx, dispatch.ReplayParams{Group: ac.group, Handler: handler, Topic: topic, Partition: partition,
+		To: target, DryRun: dryRun})
+	var rangeErr *dispatch.ReplayRangeError
+	if errors.As(err, &rangeErr) {
+		return &cli.ConfigError{Setting: "--to", Reason: rangeErr.Error()}
+	}
 	if err != nil {
 		return err
 	}
@@ -208,6 +223,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if dryRun {
+		fmt.Fprintf(stdout, "dry run: nothing written; without --dry-run, %s of group %s would move to %s on %d partition(s)\n",
+			handler, ac.group, to, len(rows))
+		return nil
 	}
 	fmt.Fprintf(stdout, "replayed %s of group %s to %s on %d partition(s); running consumers re-deliver to it now\n",
 		handler, ac.group, to, len(rows))

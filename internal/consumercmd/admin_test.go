@@ -188,7 +188,7 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 	require.True(t, all("/b", 1)())
 
 	// The other target forms, with the consumer stopped.
-	out, _, err = command(t, append([]string{"replay", "--handler", "b", "--partition", "1", "--to", "1"}, b.admin()...)...)
+	out, _, err = command(t, append([]string{"replay", "--handler", "b", "--topic", b.topic, "--partition", "1", "--to", "1"}, b.admin()...)...)
 	require.NoError(t, err)
 	require.Regexp(t, fmt.Sprintf(`(?m)^b\s+%s\s+1\s+%d\s+1$`, regexp.QuoteMeta(b.topic), ends[1]), out)
 	require.NotContains(t, out, "\nb  "+b.topic+"  0")

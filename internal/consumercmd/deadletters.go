@@ -1,9 +1,11 @@
 package consumercmd
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,6 +23,7 @@ permanent error, or because they are not valid envelopes) are parked in
 pulsebus.dead_letters, one row per handler and message.`,
 		Commands: []cli.Subcommand{
 			{Name: "list", Summary: "print the parked messages of a group", Run: runDeadLettersList},
+			{Name: "show", Summary: "print one parked message in full, byte for byte", Run: runDeadLettersShow},
 			{Name: "redrive", Summary: "run the handler again on parked messages; a row is deleted on success", Run: runDeadLettersRedrive},
 		},
 	}
@@ -32,6 +35,8 @@ the event id and type when readable, the attempts, and the last error.`
 
 // deadLetterJSON is one row of "dead-letters list --json". Key and value are
 // strings when they are valid UTF-8, else base64 in key_base64/value_base64.
+// Headers is a name → value map for reading; HeaderList has every header
+// in message order, byte for byte, in the same form as key and value.
 type deadLetterJSON struct {
 	ID            int64             `json:"id"`
 	Group         string            `json:"group"`
@@ -44,18 +49,44 @@ type deadLetterJSON struct {
 	Key           *string           `json:"key,omitempty"`
 	KeyBase64     []byte            `json:"key_base64,omitempty"`
 	Headers       map[string]string `json:"headers"`
+	HeaderList    []headerJSON      `json:"header_list"`
 	Value         *string           `json:"value,omitempty"`
 	ValueBase64   []byte            `json:"value_base64,omitempty"`
 	Error         string            `json:"error"`
 	Attempts      int               `json:"attempts"`
 	FirstFailedAt time.Time         `json:"first_failed_at"`
 	LastFailedAt  time.Time         `json:"last_failed_at"`
+	// MessageStored is false when only the message's position was stored.
+	MessageStored bool `json:"message_stored"`
+}
+
+// headerJSON is one header of deadLetterJSON.HeaderList: key and value as
+// strings when valid UTF-8 without NUL, else base64 in key_base64 and
+// value_base64. A header without a value has neither value field.
+type headerJSON struct {
+	Key         *string `json:"key,omitempty"`
+	KeyBase64   []byte  `json:"key_base64,omitempty"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 []byte  `json:"value_base64,omitempty"`
+}
+
+// textOrBytes returns b as a string when it is valid UTF-8 without NUL
+// bytes, else as bytes for base64; nil for nil.
+func textOrBytes(b []byte) (*string, []byte) {
+	if b == nil {
+		return nil, nil
+	}
+	if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
+		s := string(b)
+		return &s, nil
+	}
+	return nil, b
 }
 
 func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 	out := deadLetterJSON{ID: d.ID, Group: d.Group, Handler: d.Handler, Topic: d.Topic, Partition: d.Partition,
 		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
-		Headers: map[string]string{}}
+		Headers: map[string]string{}, HeaderList: make([]headerJSON, 0, len(d.Headers)), MessageStored: d.MessageStored}
 	if d.EventID != nil {
 		out.EventID = d.EventID.String()
 	}
@@ -76,6 +107,10 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 	}
 	for _, h := range d.Headers {
 		out.Headers[h.Key] = string(h.Value)
+		var hj headerJSON
+		hj.Key, hj.KeyBase64 = textOrBytes([]byte(h.Key))
+		hj.Value, hj.ValueBase64 = textOrBytes(h.Value)
+		out.HeaderList = append(out.HeaderList, hj)
 	}
 	return out
 }
@@ -136,6 +171,80 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stdout, "(first %d shown; raise --limit for more)\n", limit)
 	}
 	return nil
+}
+
+const showAbout = `Prints one parked message in full: where it was read from, the error, and its
+key, headers (in order) and value byte for byte, as Go-quoted strings (\xff
+for a byte that is not UTF-8 text). --json prints the row as list --json does.`
+
+func runDeadLettersShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("consumer dead-letters show", "consumer dead-letters show --group G --id ID [--json]", showAbout)
+	var ac adminConfig
+	ac.register(cmd, false)
+	var idFlag int
+	var asJSON bool
+	cmd.Int(&idFlag, "id", "", 0, minInt, maxInt, "the dead letter's id (required)")
+	cmd.Bool(&asJSON, "json", "", false, "print the row as JSON")
+	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
+		return err
+	}
+	if idFlag <= 0 {
+		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d: want the id of a dead letter (see dead-letters list)", idFlag)}
+	}
+	pool, err := cli.Connect(ctx, ac.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, ID: int64(idFlag), Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(dls) == 0 {
+		return fmt.Errorf("no dead letter %d in group %s", idFlag, ac.group)
+	}
+	d := dls[0]
+	if asJSON {
+		return writeJSON(stdout, toJSON(d))
+	}
+	typ, id := "-", "-"
+	if d.EventType != nil {
+		typ = *d.EventType
+	}
+	if d.EventID != nil {
+		id = d.EventID.String()
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%d\n", d.ID)
+	fmt.Fprintf(tw, "handler:\t%s (group %s)\n", d.Handler, d.Group)
+	fmt.Fprintf(tw, "read from:\t%s/%d at offset %d\n", d.Topic, d.Partition, d.Offset)
+	fmt.Fprintf(tw, "event:\t%s, type %s\n", id, typ)
+	fmt.Fprintf(tw, "attempts:\t%d, first failed %s, last %s\n", d.Attempts,
+		d.FirstFailedAt.UTC().Format(time.RFC3339), d.LastFailedAt.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "error:\t%s\n", oneLine(d.Error, 4000))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !d.MessageStored {
+		fmt.Fprintf(stdout, "message: not stored (see the error); replay the handler to offset %d of %s/%d to handle it again\n",
+			d.Offset, d.Topic, d.Partition)
+		return nil
+	}
+	fmt.Fprintf(stdout, "key: %s\n", quoteBytes(d.Key))
+	fmt.Fprintf(stdout, "headers: %d\n", len(d.Headers))
+	for _, h := range d.Headers {
+		fmt.Fprintf(stdout, "  %s: %s\n", strconv.Quote(h.Key), quoteBytes(h.Value))
+	}
+	fmt.Fprintf(stdout, "value: %d bytes\n%s\n", len(d.Value), quoteBytes(d.Value))
+	return nil
+}
+
+// quoteBytes renders b as a Go-quoted string, or (none) for nil.
+func quoteBytes(b []byte) string {
+	if b == nil {
+		return "(none)"
+	}
+	return strconv.Quote(string(b))
 }
 
 // oneLine flattens s to one line of at most max runes.

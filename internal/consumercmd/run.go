@@ -48,6 +48,7 @@ type runConfig struct {
 	drainTimeout  time.Duration
 	flushInterval time.Duration
 	sessionTO     time.Duration
+	stallTimeout  time.Duration
 
 	// Set by validate.
 	specs     []HandlerSpec
@@ -74,6 +75,7 @@ func (rc *runConfig) register(c *cli.Command) {
 	c.Duration(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, minDuration, maxDuration, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
 	c.Duration(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, minDuration, maxDuration, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
 	c.Duration(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, minDuration, maxDuration, "Kafka group session timeout: how soon a dead member's partitions move")
+	c.Duration(&rc.stallTimeout, "stall-timeout", "CONSUMER_STALL_TIMEOUT", dispatch.DefaultStallTimeout, minDuration, maxDuration, "a handler that has not advanced on a partition for this long while messages wait is stalled: logged at error, counted, /readyz not ready")
 }
 
 // validate checks the settings; errors are *cli.ConfigError naming the flag
@@ -122,6 +124,7 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 		{"drain-timeout", rc.drainTimeout},
 		{"flush-interval", rc.flushInterval},
 		{"session-timeout", rc.sessionTO},
+		{"stall-timeout", rc.stallTimeout},
 	} {
 		if d.v <= 0 {
 			return c.Invalid(d.name, fmt.Sprintf("%s is not a positive duration", d.v))
@@ -205,6 +208,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		DrainTimeout:   rc.drainTimeout,
 		FlushInterval:  rc.flushInterval,
 		SessionTimeout: rc.sessionTO,
+		StallTimeout:   rc.stallTimeout,
 	})
 	if err != nil {
 		return err
@@ -223,7 +227,13 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer stopHTTP()
 	var httpDone <-chan error
 	if rc.metricsAddr != "" {
-		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, c.Ready, log)
+		ready := func(ctx context.Context) error {
+			if err := c.Ready(ctx); err != nil {
+				return err
+			}
+			return c.Stalled()
+		}
+		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, ready, log)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}

@@ -140,15 +140,45 @@ type ReplayParams struct {
 	Topic string
 	// Partition limits it to one partition; -1 means all.
 	Partition int
-	To        ReplayTarget
+	// To is where the offsets move. An absolute offset needs Topic and
+	// Partition, and must lie within the partition's low and high
+	// watermarks (else a *ReplayRangeError).
+	To ReplayTarget
+	// DryRun computes the new offsets and returns them without writing
+	// anything or notifying consumers.
+	DryRun bool
 }
+
+// ReplayRangeError reports an absolute replay offset outside its
+// partition's offsets.
+type ReplayRangeError struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	// Low and High are the partition's low and high watermarks: the valid
+	// offsets, High (the next offset to be written) included.
+	Low, High int64
+}
+
+func (e *ReplayRangeError) Error() string {
+	return fmt.Sprintf("replay: offset %d is outside %s/%d: valid offsets run from %d to %d (its low and high watermarks)",
+		e.Offset, e.Topic, e.Partition, e.Low, e.High)
+}
+
+// ErrReplayOffsetNeedsPartition reports an absolute replay offset without a
+// topic and a partition: offsets mean nothing across partitions.
+var ErrReplayOffsetNeedsPartition = errors.New("replay: an absolute offset needs a topic and a partition")
 
 // Replay rewrites a handler's next offsets and notifies running consumers
 // of the group (on NotifyChannel) in the same transaction; they re-deliver
-// to that handler only, without a restart. It returns the rows as written.
+// to that handler only, without a restart. It returns the rows as written
+// (with p.DryRun, as they would be, with a zero UpdatedAt).
 func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, error) {
 	if p.Group == "" || p.Handler == "" {
 		return nil, errors.New("replay: group and handler are required")
+	}
+	if p.To.Kind == "offset" && (p.Topic == "" || p.Partition < 0) {
+		return nil, ErrReplayOffsetNeedsPartition
 	}
 	targets := map[offsetKey]bool{}
 	offs, err := ListOffsets(ctx, a.Pool, p.Group)
@@ -186,6 +216,11 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		case "time":
 			off, err = o.atTime(ctx, k.topic, k.partition, p.To.Time)
 		case "offset":
+			var low, high int64
+			low, high, err = o.watermarks(ctx, k.topic, k.partition)
+			if err == nil && (p.To.Offset < low || p.To.Offset > high) {
+				err = &ReplayRangeError{Topic: k.topic, Partition: k.partition, Offset: p.To.Offset, Low: low, High: high}
+			}
 			off = p.To.Offset
 		default:
 			err = fmt.Errorf("replay: unknown target kind %q", p.To.Kind)
@@ -196,6 +231,12 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		next[k] = off
 	}
 	var out []HandlerOffset
+	if p.DryRun {
+		for k, off := range next {
+			out = append(out, HandlerOffset{Group: p.Group, Handler: p.Handler, Topic: k.topic, Partition: k.partition, NextOffset: off})
+		}
+		return out, nil
+	}
 	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
 		for k, off := range next {
 			var h HandlerOffset
@@ -240,6 +281,11 @@ type DeadLetter struct {
 	Attempts      int
 	FirstFailedAt time.Time
 	LastFailedAt  time.Time
+	// MessageStored is false for a row that records only where the message
+	// was: storing the message itself failed (Error says why), so Key,
+	// Headers and Value are empty and it cannot be redriven; replay the
+	// handler to Offset instead.
+	MessageStored bool
 }
 
 // Message rebuilds the Kafka message byte for byte.
@@ -259,7 +305,8 @@ type ListDeadLettersParams struct {
 }
 
 const deadLetterColumns = `id, group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key,
-	message_headers, message_value, error, attempts, first_failed_at, last_failed_at`
+	message_headers, message_header_keys, message_header_values, message_value, error, attempts, first_failed_at,
+	last_failed_at, message_stored`
 
 // ListDeadLetters returns parked messages, oldest first.
 func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]DeadLetter, error) {
@@ -282,10 +329,24 @@ func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]D
 func scanDeadLetter(r pgx.CollectableRow) (DeadLetter, error) {
 	var d DeadLetter
 	var hj []byte
+	var keys, values [][]byte
 	if err := r.Scan(&d.ID, &d.Group, &d.Handler, &d.Topic, &d.Partition, &d.Offset, &d.EventID, &d.EventType,
-		&d.Key, &hj, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt); err != nil {
+		&d.Key, &hj, &keys, &values, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt,
+		&d.MessageStored); err != nil {
 		return d, err
 	}
+	if keys != nil {
+		if len(values) != len(keys) {
+			return d, fmt.Errorf("dead letter %d: %d header keys but %d values", d.ID, len(keys), len(values))
+		}
+		d.Headers = make([]kafka.Header, len(keys))
+		for i := range keys {
+			d.Headers[i] = kafka.Header{Key: string(keys[i]), Value: values[i]}
+		}
+		return d, nil
+	}
+	// Written before schema version 2, or by an older binary: only the
+	// readable copy.
 	var hs []headerJSON
 	if err := json.Unmarshal(hj, &hs); err != nil {
 		return d, fmt.Errorf("dead letter %d: headers: %w", d.ID, err)
@@ -320,13 +381,19 @@ var errRedriveBusy = errors.New("dispatch: dead letter is being redriven elsewhe
 // not have: the row is left as it is, its error and attempts untouched.
 var errNotRegistered = errors.New("handler is not registered in this consumer")
 
+// errNotStored reports a dead letter that holds only its message's
+// position: there is nothing to run the handler on. The row is left as it
+// is.
+var errNotStored = errors.New("the message itself was not stored (see the row's error); replay the handler to its offset to handle it again")
+
 // Redrive runs the registered handler once more on each selected dead
 // letter of this consumer's group and deletes the row on success (for a
 // transactional handler, in the handler's transaction). Each row is locked
 // while its handler runs, so concurrent redrives never run a handler twice
 // on it. On failure the row stays, with the new error and one more
-// attempt. A row whose handler is not registered in c counts as failed and
-// is left untouched. Offsets are not touched. It does not need Run.
+// attempt. A row whose handler is not registered in c, or that holds only
+// the message's position (DeadLetter.MessageStored false), counts as
+// failed and is left untouched. Offsets are not touched. It does not need Run.
 func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
 	var res RedriveResult
 	if p.ID <= 0 && p.Handler == "" {
@@ -362,12 +429,12 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				}
 				res.Failed++
 				res.Errors = append(res.Errors, fmt.Sprintf("id %d: %v", d.ID, err))
-				if errors.Is(err, errNotRegistered) {
+				if errors.Is(err, errNotRegistered) || errors.Is(err, errNotStored) {
 					continue
 				}
 				if _, uerr := c.cfg.Pool.Exec(ctx, `UPDATE pulsebus.dead_letters
 					SET error = $2, attempts = attempts + 1, last_failed_at = clock_timestamp() WHERE id = $1`,
-					d.ID, truncateErr(err)); uerr != nil {
+					d.ID, errText(err)); uerr != nil {
 					return res, fmt.Errorf("redrive: record failure of %d: %w", d.ID, uerr)
 				}
 				continue
@@ -381,6 +448,9 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 	r := c.byName[d.Handler]
 	if r == nil {
 		return fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
+	}
+	if !d.MessageStored {
+		return fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
 	}
 	msg := d.Message()
 	env, err := c.cfg.Limits.FromMessage(msg)

@@ -31,6 +31,7 @@ const (
 	DefaultDedupeWindow      = 2048
 	DefaultTxIdleTimeout     = 30 * time.Second
 	DefaultPartitionWatch    = 5 * time.Second
+	DefaultStallTimeout      = 2 * time.Minute
 )
 
 // NotifyChannel is the PostgreSQL channel a replay notifies, with the JSON
@@ -137,6 +138,15 @@ type Config struct {
 	// size. Costs about 60 bytes per message per handler and partition.
 	// Defaults to DefaultDedupeWindow; -1 turns deduplication off.
 	DedupeWindow int
+	// StallTimeout is how long a handler's worker on a partition may go
+	// without advancing its offset while messages wait there before it
+	// counts as stalled: a database write that keeps failing, a handler
+	// retried for that long, a partition that cannot be read. A stalled
+	// worker is logged at error with the last error it met, reported
+	// through Hooks.OnStall, its lag is measured from the broker's high
+	// watermark, and [Consumer.Stalled] names it (the consumer binary's
+	// /readyz is not ready while it does). Defaults to DefaultStallTimeout.
+	StallTimeout time.Duration
 }
 
 func (c *Config) withDefaults() Config {
@@ -175,6 +185,7 @@ func (c *Config) withDefaults() Config {
 	setDur(&out.PartitionWatchInterval, DefaultPartitionWatch)
 	setDur(&out.DrainTimeout, DefaultDrainTimeout)
 	setDur(&out.FetchMaxWait, DefaultFetchMaxWait)
+	setDur(&out.StallTimeout, DefaultStallTimeout)
 	if out.TxIdleTimeout == 0 {
 		out.TxIdleTimeout = DefaultTxIdleTimeout
 	}
@@ -221,7 +232,7 @@ func (c *Config) validate() error {
 		{"FlushInterval", c.FlushInterval}, {"CommitInterval", c.CommitInterval}, {"SessionTimeout", c.SessionTimeout},
 		{"HeartbeatInterval", c.HeartbeatInterval}, {"RebalanceTimeout", c.RebalanceTimeout},
 		{"JoinGroupBackoff", c.JoinGroupBackoff}, {"DrainTimeout", c.DrainTimeout}, {"FetchMaxWait", c.FetchMaxWait},
-		{"PartitionWatchInterval", c.PartitionWatchInterval},
+		{"PartitionWatchInterval", c.PartitionWatchInterval}, {"StallTimeout", c.StallTimeout},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("dispatch: Config.%s %s is negative", d.name, d.v))

@@ -32,6 +32,9 @@ type Consumer struct {
 	byName   map[string]*registration
 	running  bool
 	workers  map[*worker]struct{}
+
+	stallMu sync.Mutex
+	stalls  map[*worker]stall // see watchStalls
 }
 
 // New returns a consumer for cfg. Register handlers, then call Run.
@@ -46,6 +49,7 @@ func New(cfg Config) (*Consumer, error) {
 		offs:    offsets{dialer: c.Dialer, brokers: c.Brokers},
 		byName:  map[string]*registration{},
 		workers: map[*worker]struct{}{},
+		stalls:  map[*worker]stall{},
 	}, nil
 }
 
@@ -170,8 +174,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.listen(ctx) }()
+	go func() { defer wg.Done(); c.watchStalls(ctx) }()
 
 	c.log.Info("consumer started", "topics", c.cfg.Topics, "handlers", len(c.handlers))
 	for {

@@ -99,13 +99,30 @@
 // [envelope.Decode] errors match too), are not retried. Then the message is
 // parked in pulsebus.dead_letters for that handler — with its raw key,
 // headers and value, the error and the attempt count — and the handler
-// moves on. A message that is not a valid envelope is parked with its
+// moves on. Parking never fails on the message's content: key, header keys
+// and values and value are stored as bytes, the text columns derived from
+// them are made valid text (U+FFFD for invalid UTF-8 and NUL), and a row
+// PostgreSQL refuses anyway is replaced by one holding only the message's
+// position and the errors ([DeadLetter].MessageStored false), so one
+// message never stops its partition. A message that is not a valid envelope is parked with its
 // decode error by every handler that would have wanted it (all of them when
 // it has no readable ce_type). A failure of the consumer's own database
 // work (a lost connection, begin, commit) is not the handler's: it does not
 // count as an attempt, and the worker restarts from its saved offset after
 // a back-off, so a database outage parks nothing. [Consumer.Redrive] runs
 // a handler again on parked messages.
+//
+// # Stalls
+//
+// A worker that has not advanced its saved offset for Config.StallTimeout
+// while messages wait on its partition is stalled (a database write that
+// keeps failing, a handler retried that long). A monitor looks at every
+// worker each quarter of the timeout (at most every 5 s): a worker that has
+// not advanced for two of those gets its lag measured from the broker's high
+// watermark, since its own report stops while it is stuck; a stalled one is
+// logged at error with the last error it met, reported through
+// [Hooks].OnStall, and named by [Consumer.Stalled] until it advances again
+// or ends.
 //
 // # Stopping
 //
@@ -120,7 +137,16 @@
 // [Admin.Replay] rewrites a handler's rows to earliest, latest, a time
 // (Kafka ListOffsets) or an offset and NOTIFYs [NotifyChannel]; running
 // consumers reload that handler's workers at once, so it alone re-handles
-// the events.
+// the events. An absolute offset names one partition and must lie within
+// its low and high watermarks ([ReplayRangeError]).
+//
+// A saved offset beyond the partition's end (a recreated topic, a replay
+// written by other means) would make Kafka return nothing until the
+// partition grew past it. A worker that finds one — the broker's high
+// watermark below it when nothing was fetched, or a fetch's — logs it at
+// error, reports it through [Hooks].OnOffsetReset and moves the offset to
+// the partition's low watermark: every event on the partition is handled,
+// some perhaps again, rather than some skipped.
 //
 // The package does not import Prometheus: it reports through [Hooks].
 package dispatch

@@ -267,7 +267,9 @@ type hookRecorder struct {
 	retries    map[string]int
 	dead       []dispatch.DeadLetterEvent
 	rebalances []map[string][]int
-	lag        map[lagKey]int64 // the last reported
+	lag        map[lagKey]int64               // the last reported
+	stalls     map[lagKey]dispatch.StallEvent // the last reported
+	resets     []dispatch.OffsetResetEvent
 }
 
 // lagKey names the lag of one handler on one partition.
@@ -277,7 +279,43 @@ type lagKey struct {
 }
 
 func newHookRecorder() *hookRecorder {
-	return &hookRecorder{retries: map[string]int{}, lag: map[lagKey]int64{}}
+	return &hookRecorder{retries: map[string]int{}, lag: map[lagKey]int64{}, stalls: map[lagKey]dispatch.StallEvent{}}
+}
+
+func (h *hookRecorder) OnStall(e dispatch.StallEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stalls[lagKey{e.Handler, e.Topic, e.Partition}] = e
+}
+
+func (h *hookRecorder) OnOffsetReset(e dispatch.OffsetResetEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.resets = append(h.resets, e)
+}
+
+// isStalled reports whether the last stall report for handler on
+// topic/partition said stalled.
+func (h *hookRecorder) isStalled(handler, topic string, partition int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stalls[lagKey{handler, topic, partition}].Stalled
+}
+
+// stallCause is the cause of the last stall report, "" without one.
+func (h *hookRecorder) stallCause(handler, topic string, partition int) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.stalls[lagKey{handler, topic, partition}]; e.Cause != nil {
+		return e.Cause.Error()
+	}
+	return ""
+}
+
+func (h *hookRecorder) offsetResets() []dispatch.OffsetResetEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]dispatch.OffsetResetEvent(nil), h.resets...)
 }
 
 func (h *hookRecorder) OnHandled(e dispatch.HandledEvent) {

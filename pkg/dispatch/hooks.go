@@ -47,6 +47,38 @@ type DeadLetterEvent struct {
 	Err       error
 }
 
+// StallEvent reports that a handler's worker on a partition stalled — it
+// has not advanced for Config.StallTimeout while messages wait — or, with
+// Stalled false, that it advances again or is gone (the partition moved, the
+// consumer stopped).
+type StallEvent struct {
+	Handler   string
+	Topic     string
+	Partition int
+	Stalled   bool
+	// Since is when the worker last advanced.
+	Since time.Time
+	// Waiting is how many messages wait (high watermark minus the saved
+	// offset); -1 when unknown.
+	Waiting int64
+	// Cause is the last error the worker met (a failing database write,
+	// a handler being retried); nil when it reported none.
+	Cause error
+}
+
+// OffsetResetEvent reports a handler offset found beyond its partition's
+// end (High): the topic was recreated, or a replay went past the end. The
+// handler resumes from the partition's start (Low).
+type OffsetResetEvent struct {
+	Handler   string
+	Topic     string
+	Partition int
+	// Saved is the offset the handler had.
+	Saved int64
+	// Low and High are the partition's low and high watermarks.
+	Low, High int64
+}
+
 // Hooks receive the consumer's events, for metrics. Implementations must be
 // safe for concurrent use and fast: they run on the processing path. Embed
 // [NopHooks] to implement only some methods.
@@ -64,6 +96,12 @@ type Hooks interface {
 	// OnLag reports a handler's lag on a partition: the partition's high
 	// watermark minus the handler's next offset, as last seen.
 	OnLag(handler, topic string, partition int, lag int64)
+	// OnStall is called when a worker stalls and when it recovers (see
+	// Config.StallTimeout).
+	OnStall(e StallEvent)
+	// OnOffsetReset is called when a handler offset beyond its partition's
+	// end is reset to the partition's start.
+	OnOffsetReset(e OffsetResetEvent)
 }
 
 // NopHooks implements [Hooks] doing nothing.
@@ -83,3 +121,9 @@ func (NopHooks) OnRebalance(map[string][]int) {}
 
 // OnLag does nothing.
 func (NopHooks) OnLag(string, string, int, int64) {}
+
+// OnStall does nothing.
+func (NopHooks) OnStall(StallEvent) {}
+
+// OnOffsetReset does nothing.
+func (NopHooks) OnOffsetReset(OffsetResetEvent) {}

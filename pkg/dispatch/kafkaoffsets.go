@@ -54,6 +54,24 @@ func (o offsets) resolve(ctx context.Context, topic string, partition int, at in
 	return off, nil
 }
 
+// watermarks returns the partition's low and high watermarks: its first
+// offset and the next one to be written.
+func (o offsets) watermarks(ctx context.Context, topic string, partition int) (low, high int64, err error) {
+	conn, err := o.leader(ctx, topic, partition)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	low, high, err = conn.ReadOffsets()
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, err)
+	}
+	return low, high, nil
+}
+
 // atTime returns the first offset whose timestamp is at or after t, or the
 // high watermark when there is none.
 func (o offsets) atTime(ctx context.Context, topic string, partition int, t time.Time) (int64, error) {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -119,9 +121,10 @@ func isFenced(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "22012" || pe.Code == "40001")
 }
 
-// headerJSON is how a Kafka header is kept in dead_letters.message_headers:
-// the value base64-encoded (encoding/json's []byte form), so it is kept
-// byte for byte.
+// headerJSON is how a Kafka header is kept in dead_letters.message_headers,
+// the readable copy of the headers: the value base64-encoded (encoding/json's
+// []byte form), the key as text (see safeText). The raw keys and values are
+// in message_header_keys and message_header_values.
 type headerJSON struct {
 	Key   string `json:"key"`
 	Value []byte `json:"value"`
@@ -139,35 +142,115 @@ type deadLetterRow struct {
 	last      time.Time
 }
 
-func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) error {
-	hs := make([]headerJSON, len(d.msg.Headers))
+// insertDeadLetter parks a message. Nothing in the message can make it
+// fail: key, header keys and values and the value are stored as bytea, and
+// the text columns derived from them (event type, the readable headers, the
+// error) are made valid text first (safeText). Should PostgreSQL still
+// refuse the row for what it holds (refusedForContent), it stores the
+// message's position and the reason instead (message_stored false) rather
+// than fail: a message that cannot be parked must not stop its partition.
+// Other errors (a lost connection, a deadlock, a cancelled context) are
+// returned, for the worker to retry.
+//
+// Inside a transaction, the full row is written in a savepoint, so that
+// its failure leaves the transaction usable for the fallback.
+func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored bool, err error) {
+	keys := make([][]byte, len(d.msg.Headers))
+	values := make([][]byte, len(d.msg.Headers))
+	readable := make([]headerJSON, len(d.msg.Headers))
 	for i, h := range d.msg.Headers {
-		hs[i] = headerJSON{Key: h.Key, Value: h.Value}
+		keys[i] = []byte(h.Key)
+		if keys[i] == nil {
+			keys[i] = []byte{} // a key is never NULL
+		}
+		values[i] = h.Value
+		readable[i] = headerJSON{Key: safeText(h.Key), Value: h.Value}
 	}
-	hj, err := json.Marshal(hs)
+	hj, err := json.Marshal(readable)
 	if err != nil {
-		return fmt.Errorf("encode headers: %w", err)
+		return false, fmt.Errorf("encode headers: %w", err)
 	}
-	_, err = db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
-		(group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key, message_headers,
-		 message_value, error, attempts, first_failed_at, last_failed_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+	var eventType *string
+	if d.eventType != nil {
+		t := safeText(*d.eventType)
+		eventType = &t
+	}
+	insert := func(db dbtx) error {
+		_, err := db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
+			(group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key, message_headers,
+			 message_header_keys, message_header_values, message_value, error, attempts, first_failed_at, last_failed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+			ON CONFLICT (group_id, handler, topic, partition, kafka_offset) DO UPDATE
+			SET error = EXCLUDED.error, attempts = pulsebus.dead_letters.attempts + EXCLUDED.attempts,
+			    last_failed_at = EXCLUDED.last_failed_at`,
+			d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, d.eventID, eventType,
+			d.msg.Key, hj, keys, values, d.msg.Value, errText(d.err), d.attempts, d.first, d.last)
+		return err
+	}
+	if tx, inTx := db.(pgx.Tx); inTx {
+		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return insert(sp) }) // a savepoint
+	} else {
+		err = insert(db) // one statement, atomic on its own
+	}
+	if err == nil {
+		return true, nil
+	}
+	if !refusedForContent(err) {
+		return false, fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
+	}
+	reason := fmt.Errorf("the message could not be stored (%w); it failed with: %w", err, d.err)
+	_, ferr := db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
+		(group_id, handler, topic, partition, kafka_offset, error, attempts, first_failed_at, last_failed_at, message_stored)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false)
 		ON CONFLICT (group_id, handler, topic, partition, kafka_offset) DO UPDATE
 		SET error = EXCLUDED.error, attempts = pulsebus.dead_letters.attempts + EXCLUDED.attempts,
 		    last_failed_at = EXCLUDED.last_failed_at`,
-		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, d.eventID, d.eventType,
-		d.msg.Key, hj, d.msg.Value, truncateErr(d.err), d.attempts, d.first, d.last)
-	if err != nil {
-		return fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
+		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, errText(reason), d.attempts, d.first, d.last)
+	if ferr != nil {
+		return false, fmt.Errorf("park %s/%d@%d for %s: %w (storing only its position failed too: %w)",
+			d.key.topic, d.key.partition, d.offset, d.key.handler, err, ferr)
 	}
-	return nil
+	return false, nil
 }
 
-func truncateErr(err error) string {
-	const max = 4000
-	s := err.Error()
-	if len(s) > max {
-		s = s[:max] + "..."
+// refusedForContent reports whether PostgreSQL refused a statement for the
+// values it carried, which no retry changes: a data exception (SQLSTATE
+// class 22, e.g. invalid text), an integrity constraint violation (23) or a
+// program limit exceeded (54, e.g. a row too large).
+func refusedForContent(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
+
+// safeText returns s as PostgreSQL accepts it in a text column: invalid
+// UTF-8 and NUL bytes (which no text value can hold) become U+FFFD.
+func safeText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// errText is err's message for an error column: valid text (safeText), at
+// most maxErrText bytes, cut between characters.
+func errText(err error) string {
+	s := safeText(err.Error())
+	if len(s) > maxErrText {
+		n := maxErrText
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "..."
 	}
 	return s
 }
+
+// maxErrText bounds the error text kept in a dead letter.
+const maxErrText = 4000

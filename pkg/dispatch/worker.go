@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,13 @@ type worker struct {
 	reload      chan struct{}
 	durable     atomic.Int64 // the persisted next offset, -1 before it is known
 	items       []item       // reused by classify
+
+	// For the stall monitor (see Consumer.watchStalls): when the worker
+	// last advanced its offset or found nothing to do (Unix nanoseconds),
+	// and the last error it met since.
+	progressAt atomic.Int64
+	causeMu    sync.Mutex
+	cause      error
 }
 
 func newWorker(c *Consumer, h *registration, workCtx context.Context, topic string, pa kafka.PartitionAssignment) *worker {
@@ -70,7 +78,35 @@ func newWorker(c *Consumer, h *registration, workCtx context.Context, topic stri
 	}
 	w.txSetup = txSetup(c.cfg.TxIdleTimeout)
 	w.durable.Store(-1)
+	w.progressAt.Store(time.Now().UnixNano())
 	return w
+}
+
+// setDurable records the persisted next offset; a change is progress.
+func (w *worker) setDurable(next int64) {
+	if w.durable.Swap(next) != next {
+		w.progressed()
+	}
+}
+
+// progressed records that the worker advanced, or has nothing to do.
+func (w *worker) progressed() {
+	w.progressAt.Store(time.Now().UnixNano())
+	w.setCause(nil)
+}
+
+// setCause records the last error the worker met, for a stall report.
+func (w *worker) setCause(err error) {
+	w.causeMu.Lock()
+	w.cause = err
+	w.causeMu.Unlock()
+}
+
+// lastCause returns what setCause recorded.
+func (w *worker) lastCause() error {
+	w.causeMu.Lock()
+	defer w.causeMu.Unlock()
+	return w.cause
 }
 
 // run keeps a session going until the generation ends, restarting it after
@@ -92,6 +128,7 @@ func (w *worker) run(ctx context.Context) {
 			delay = 100 * time.Millisecond
 			continue
 		}
+		w.setCause(err)
 		w.c.log.Warn("handler worker failed; restarting from its saved offset", "handler", w.key.handler,
 			"topic", w.key.topic, "partition", w.key.partition, "err", err, "in", delay)
 		t := time.NewTimer(delay)
@@ -142,7 +179,7 @@ func (w *worker) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.durable.Store(cur.durable)
+	w.setDurable(cur.durable)
 	cfg := &w.c.cfg
 	seen := newWindow(cfg.DedupeWindow)
 	start := cur.next
@@ -201,7 +238,7 @@ func (w *worker) session(ctx context.Context) error {
 	tick := time.NewTicker(cfg.FlushInterval)
 	defer tick.Stop()
 	hwm := int64(-1)
-	askedHWM := false
+	var askedHWM time.Time
 	first := true
 	batch := make([]kafka.Message, 0, max)
 	for {
@@ -223,14 +260,21 @@ func (w *worker) session(ctx context.Context) error {
 			if err := w.flush(&cur); err != nil {
 				return err
 			}
-			if hwm < 0 && !askedHWM {
-				// Nothing fetched yet (a caught-up handler after a start):
-				// ask the broker once, so the lag series exists at 0
-				// rather than not at all.
-				askedHWM = true
+			if hwm < 0 && time.Since(askedHWM) >= hwmAskInterval {
+				// Nothing fetched yet (a caught-up handler after a start,
+				// or an offset beyond the partition's end): ask the
+				// broker, so the lag series exists at 0 rather than not
+				// at all, and an offset past the end is not waited on.
+				askedHWM = time.Now()
 				hwm = w.highWatermark(ctx)
+				if hwm >= 0 && cur.next > hwm {
+					return w.resetBeyondEnd(ctx, &cur, hwm)
+				}
 			}
 			w.reportLag(hwm, &cur)
+			if hwm >= 0 && cur.durable >= hwm {
+				w.progressed() // nothing waits
+			}
 		case m := <-msgs:
 			if ctx.Err() != nil {
 				// The generation ended while messages were buffered: take
@@ -256,6 +300,11 @@ func (w *worker) session(ctx context.Context) error {
 				}
 			}
 			hwm = batch[len(batch)-1].HighWaterMark
+			if cur.next > hwm {
+				// Read while rebuilding the dedupe window: the partition
+				// ends before the handler's offset.
+				return w.resetBeyondEnd(ctx, &cur, hwm)
+			}
 			if err := w.process(ctx, &cur, seen, batch); err != nil {
 				if errors.Is(err, errStopped) {
 					return w.flush(&cur)
@@ -284,8 +333,41 @@ func (w *worker) flush(cur *cursor) error {
 	if err := advanceOffset(w.workCtx, w.c.cfg.Pool, w.key, cur, cur.next, w.h.kind == kindPlain); err != nil {
 		return err
 	}
-	w.durable.Store(cur.durable)
+	w.setDurable(cur.durable)
 	return nil
+}
+
+// hwmAskInterval is how often a session that has fetched nothing asks the
+// broker for the partition's high watermark.
+const hwmAskInterval = 5 * time.Second
+
+// resetBeyondEnd handles a saved offset beyond the partition's end (high):
+// the topic was recreated, or a replay went past the end. Kafka would
+// return nothing until the partition grew past it, so the handler would
+// silently miss everything written until then. It moves the offset to the
+// partition's start (its low watermark): every event still on the
+// partition is handled, at the risk of handling again some that were
+// handled before the offset moved past the end. It returns errReload to
+// start a session there.
+func (w *worker) resetBeyondEnd(ctx context.Context, cur *cursor, high int64) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	low, err := w.c.offs.resolve(rctx, w.key.topic, w.key.partition, kafka.FirstOffset)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("offset %d of %s is beyond the end (%d) of %s/%d, and its start could not be read: %w",
+			cur.durable, w.key.handler, high, w.key.topic, w.key.partition, err)
+	}
+	saved := cur.durable
+	if err := advanceOffset(w.workCtx, w.c.cfg.Pool, w.key, cur, low, true); err != nil {
+		return err
+	}
+	w.setDurable(cur.durable)
+	w.c.log.Error("handler offset beyond the partition's end (the topic was recreated, or a replay went past the end): resuming from the partition's start",
+		"handler", w.key.handler, "topic", w.key.topic, "partition", w.key.partition, "saved_offset", saved,
+		"high_watermark", high, "resumed_at", low)
+	w.c.cfg.Hooks.OnOffsetReset(OffsetResetEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
+		Saved: saved, Low: low, High: high})
+	return errReload
 }
 
 // highWatermark asks the partition's leader for its high watermark; -1 if
@@ -561,7 +643,7 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 	ended = true
 	cur.durable = end
 	cur.next = max(cur.next, end)
-	w.durable.Store(end)
+	w.setDurable(end)
 	return nil
 }
 
@@ -600,6 +682,7 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 			return attempt, err
 		}
 		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
+		w.setCause(fmt.Errorf("handler failed (attempt %d), retrying: %w", attempt, err))
 		w.c.log.Debug("handler failed; retrying", "handler", w.key.handler, "topic", w.key.topic,
 			"partition", w.key.partition, "attempt", attempt, "in", d, "err", err)
 		t := time.NewTimer(d)
@@ -612,6 +695,10 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 	}
 }
 
+// park stores the message in the dead letters for this handler. It fails
+// only when the database cannot be reached (see insertDeadLetter); a
+// message that cannot be stored whole is recorded by its position, logged
+// at error.
 func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Time) error {
 	d := deadLetterRow{key: w.key, offset: it.msg.Offset, msg: it.msg, err: cause, attempts: attempts,
 		first: first, last: time.Now()}
@@ -627,7 +714,12 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 			d.eventID = &id
 		}
 	}
-	return insertDeadLetter(w.workCtx, db, d)
+	stored, err := insertDeadLetter(w.workCtx, db, d)
+	if err == nil && !stored {
+		w.c.log.Error("dead letter stored without its message: storing the message failed; the row keeps its position",
+			"handler", w.key.handler, "topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset)
+	}
+	return err
 }
 
 func headerValue(m kafka.Message, key string) string {

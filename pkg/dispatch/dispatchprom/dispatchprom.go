@@ -19,6 +19,8 @@ const (
 	NameRebalances      = "pulsebus_consumer_rebalances_total"
 	NameLag             = "pulsebus_consumer_lag"
 	NameCommitToHandle  = "pulsebus_consumer_commit_to_handle_seconds"
+	NameStalledWorkers  = "pulsebus_consumer_stalled_workers"
+	NameOffsetResets    = "pulsebus_consumer_offset_resets_total"
 )
 
 // DefaultDurationBuckets are the buckets of the handler duration histogram,
@@ -68,10 +70,13 @@ type Metrics struct {
 	rebalances     prometheus.Counter
 	lag            *prometheus.GaugeVec
 	commitToHandle *prometheus.HistogramVec
+	stalled        *prometheus.GaugeVec
+	offsetResets   *prometheus.CounterVec
 	now            func() time.Time
 
-	mu     sync.Mutex
-	lagSet map[lagKey]struct{} // the lag series this member has set
+	mu       sync.Mutex
+	lagSet   map[lagKey]struct{} // the lag series this member has set
+	stallSet map[lagKey]struct{} // the workers counted in stalled
 }
 
 type lagKey struct {
@@ -107,13 +112,21 @@ func New(opts ...Option) *Metrics {
 		commitToHandle: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameCommitToHandle, ConstLabels: cl,
 			Help:    "Time from an event's ce_time to its successful handling.",
 			Buckets: o.latencyBuckets}, []string{"handler"}),
-		now:    o.now,
-		lagSet: map[lagKey]struct{}{},
+		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameStalledWorkers, ConstLabels: cl,
+			Help: "Handler workers (one per handler and partition) that have not advanced for the stall timeout while messages wait."},
+			[]string{"handler"}),
+		offsetResets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameOffsetResets, ConstLabels: cl,
+			Help: "Handler offsets found beyond their partition's end (a recreated topic, a replay past the end) and reset to the partition's start."},
+			[]string{"handler"}),
+		now:      o.now,
+		lagSet:   map[lagKey]struct{}{},
+		stallSet: map[lagKey]struct{}{},
 	}
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handled, m.duration, m.retries, m.deadLetters, m.rebalances, m.lag, m.commitToHandle}
+	return []prometheus.Collector{m.handled, m.duration, m.retries, m.deadLetters, m.rebalances, m.lag, m.commitToHandle, m.stalled,
+		m.offsetResets}
 }
 
 // Describe implements [prometheus.Collector].
@@ -173,10 +186,39 @@ func (m *Metrics) OnRebalance(assigned map[string][]int) {
 	}
 }
 
-// OnLag sets the lag gauge.
+// OnLag sets the lag gauge. The first report of a handler also creates its
+// stalled workers and offset resets series at 0, so alerts see 0 rather
+// than nothing.
 func (m *Metrics) OnLag(handler, topic string, partition int, lag int64) {
+	k := lagKey{handler: handler, topic: topic, partition: partition}
 	m.mu.Lock()
-	m.lagSet[lagKey{handler: handler, topic: topic, partition: partition}] = struct{}{}
+	if _, ok := m.lagSet[k]; !ok {
+		m.stalled.WithLabelValues(handler).Add(0)
+		m.offsetResets.WithLabelValues(handler).Add(0)
+	}
+	m.lagSet[k] = struct{}{}
 	m.lag.WithLabelValues(handler, topic, strconv.Itoa(partition)).Set(float64(lag))
 	m.mu.Unlock()
+}
+
+// OnStall counts the worker in the stalled workers gauge while it is
+// stalled.
+func (m *Metrics) OnStall(e dispatch.StallEvent) {
+	k := lagKey{handler: e.Handler, topic: e.Topic, partition: e.Partition}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, counted := m.stallSet[k]
+	switch {
+	case e.Stalled && !counted:
+		m.stallSet[k] = struct{}{}
+		m.stalled.WithLabelValues(e.Handler).Inc()
+	case !e.Stalled && counted:
+		delete(m.stallSet, k)
+		m.stalled.WithLabelValues(e.Handler).Dec()
+	}
+}
+
+// OnOffsetReset counts the reset.
+func (m *Metrics) OnOffsetReset(e dispatch.OffsetResetEvent) {
+	m.offsetResets.WithLabelValues(e.Handler).Inc()
 }

@@ -133,6 +133,31 @@ pulsebus_consumer_lag{handler="idx",partition="1",topic="a"} 20
 	require.Empty(t, gather(t, reg, dispatchprom.NameLag))
 }
 
+// The stalled workers gauge counts each stalled worker once per handler,
+// until it recovers; offset resets are counted.
+func TestMetrics_StalledWorkersAndOffsetResets(t *testing.T) {
+	t.Parallel()
+	m, reg := setup(t)
+	cause := errors.New("offset write failed")
+	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause})
+	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause}) // again: counted once
+	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 1, Stalled: true})
+	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1, Stalled: true})
+	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1})
+	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1}) // again: no negative count
+	m.OnOffsetReset(dispatch.OffsetResetEvent{Handler: "idx", Topic: "a", Partition: 0, Saved: 99, Low: 0, High: 3})
+	want := `
+# HELP pulsebus_consumer_stalled_workers Handler workers (one per handler and partition) that have not advanced for the stall timeout while messages wait.
+# TYPE pulsebus_consumer_stalled_workers gauge
+pulsebus_consumer_stalled_workers{handler="hook"} 0
+pulsebus_consumer_stalled_workers{handler="idx"} 2
+# HELP pulsebus_consumer_offset_resets_total Handler offsets found beyond their partition's end (a recreated topic, a replay past the end) and reset to the partition's start.
+# TYPE pulsebus_consumer_offset_resets_total counter
+pulsebus_consumer_offset_resets_total{handler="idx"} 1
+`
+	require.Equal(t, strings.TrimLeft(want, "\n"), gather(t, reg, dispatchprom.NameStalledWorkers, dispatchprom.NameOffsetResets))
+}
+
 // Two consumers in one process keep apart with const labels, and the
 // pedantic registry accepts every metric.
 func TestMetrics_ConstLabelsAndLint(t *testing.T) {

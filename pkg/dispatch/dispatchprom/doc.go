@@ -16,6 +16,8 @@
 //	pulsebus_consumer_rebalances_total                        counter
 //	pulsebus_consumer_lag{handler,topic,partition}            gauge
 //	pulsebus_consumer_commit_to_handle_seconds{handler}       histogram
+//	pulsebus_consumer_stalled_workers{handler}                gauge
+//	pulsebus_consumer_offset_resets_total{handler}            counter
 //
 // outcome is one of ok, retried, dead_lettered and skipped_duplicate
 // ([dispatch.Outcome]). The handler duration covers the handler, its

@@ -33,5 +33,7 @@ func Example() {
 	// pulsebus_consumer_events_handled_total 1
 	// pulsebus_consumer_handler_duration_seconds 1
 	// pulsebus_consumer_lag 1
+	// pulsebus_consumer_offset_resets_total 1
 	// pulsebus_consumer_rebalances_total 1
+	// pulsebus_consumer_stalled_workers 1
 }
