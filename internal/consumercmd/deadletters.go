@@ -191,7 +191,7 @@ func runDeadLettersShow(ctx context.Context, args []string, stdout, stderr io.Wr
 	if idFlag <= 0 {
 		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d: want the id of a dead letter (see dead-letters list)", idFlag)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL)
+	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
 	if err != nil {
 		return err
 	}
