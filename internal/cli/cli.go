@@ -84,8 +84,10 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 }
 
-// Connect opens a pool on databaseURL and checks it answers. Errors never
-// contain the password.
+// Connect opens a pool on databaseURL and checks it answers, retrying with
+// back-off while the database is unreachable or starting up, until ctx's
+// deadline or, without one, DefaultConnectTimeout; a wrong password or a
+// missing database fails at once. Errors never contain the password.
 func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
@@ -95,7 +97,7 @@ func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	if err := pingRetrying(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
 	}
