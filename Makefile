@@ -3,6 +3,8 @@ GO       ?= go
 BIN      := bin
 PKGS     := ./...
 PROMTOOL ?= promtool
+# Docker Compose v2 where installed (it understands deploy.*), else v1.
+COMPOSE  ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 # The Go toolchain every target builds with (go.mod's toolchain line; the go
 # command fetches it through the module proxy on first use). Exported so that
@@ -79,15 +81,18 @@ demo: ## run relay, consumer, handlers and a load generator on an embedded broke
 	$(GO) run ./examples/demo/cmd/pulsebus-demo $(ARGS)
 
 up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
-	@echo "==> docker compose up; Grafana on http://localhost:3000"
-	docker compose up -d --build
+	@echo "==> $(COMPOSE) up; Grafana on http://localhost:3000, alerts on http://localhost:9095/alerts"
+	VCS_REVISION=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) up -d --build
 
 down: ## stop the compose stack and delete its volumes
-	docker compose down -v
+	$(COMPOSE) down -v
 
-compose-check: alerts-check ## validate docker-compose.yml and the dashboard and alert files
-	docker-compose config -q
+compose-check: alerts-check ## validate docker-compose.yml, the Dockerfile, the dashboard and the Prometheus files (no Docker engine needed)
+	@echo "==> $(COMPOSE) config -q"
+	$(COMPOSE) config -q
 	python3 -m json.tool deploy/grafana/dashboards/pulsebus.json >/dev/null
+	@echo "==> tests over the compose file, the Dockerfile, Prometheus' config and the dashboard"
+	$(GO) test -count=1 -run 'TestCompose|TestDockerfile|TestPrometheus|TestDashboard' ./deploy/
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

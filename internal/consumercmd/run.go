@@ -218,7 +218,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	metrics.InitHandlers(handlerNames...)
 	reg.MustRegister(dispatchprom.NewDeadLetterGauges(pool, rc.group, handlerNames, dispatchprom.StateOptions{}))
-	log.Info("consumer configuration", "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
+	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
 		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
 		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "drain_timeout", rc.drainTimeout)
 
