@@ -2,6 +2,9 @@
 GO       ?= go
 BIN      := bin
 PKGS     := ./...
+PROMTOOL ?= promtool
+# Docker Compose v2 where installed (it understands deploy.*), else v1.
+COMPOSE  ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 # The Go toolchain every target builds with (go.mod's toolchain line; the go
 # command fetches it through the module proxy on first use). Exported so that
@@ -12,7 +15,7 @@ export GOTOOLCHAIN ?= go1.27.3
 VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
 VULNCHECK      := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
-.PHONY: help build test lint fmt fuzz bench bench-quick bench-go demo dev clean up down compose-check vulncheck
+.PHONY: help build test lint alerts-check fmt fuzz bench bench-quick bench-go demo dev clean up down compose-check vulncheck
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,7 +37,7 @@ test: ## go vet, then every test with the race detector (needs PostgreSQL, see T
 	@echo "==> bench module unit tests"
 	cd bench && $(GO) test -count=1 ./...
 
-lint: ## gofmt check, go vet and staticcheck (the product and the bench module)
+lint: alerts-check ## gofmt check, go vet and staticcheck (the product and the bench module), and alerts-check
 	@echo "==> gofmt -l"
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
@@ -42,6 +45,12 @@ lint: ## gofmt check, go vet and staticcheck (the product and the bench module)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 	@echo "==> bench module: go vet, staticcheck"
 	cd bench && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+alerts-check: ## promtool: check the Prometheus config and alert rules, and run each rule's unit tests (deploy/prometheus/tests)
+	@echo "==> promtool check config, check rules, test rules"
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && $(PROMTOOL) test rules tests/*.test.yml
 
 fmt: ## rewrite Go files with gofmt
 	gofmt -w $$(git ls-files '*.go')
@@ -85,15 +94,18 @@ dev: ## dev mode: embedded broker, relay and consumer without load; prints comma
 	@$(BIN)/pulsebus-demo --dev $(ARGS)
 
 up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
-	@echo "==> docker compose up; Grafana on http://localhost:3000"
-	docker compose up -d --build
+	@echo "==> $(COMPOSE) up; Grafana on http://localhost:3000, alerts on http://localhost:9095/alerts"
+	VCS_REVISION=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) up -d --build
 
 down: ## stop the compose stack and delete its volumes
-	docker compose down -v
+	$(COMPOSE) down -v
 
-compose-check: ## validate docker-compose.yml and the dashboard and alert files
-	docker-compose config -q
+compose-check: alerts-check ## validate docker-compose.yml, the Dockerfile, the dashboard and the Prometheus files (no Docker engine needed)
+	@echo "==> $(COMPOSE) config -q"
+	$(COMPOSE) config -q
 	python3 -m json.tool deploy/grafana/dashboards/pulsebus.json >/dev/null
+	@echo "==> tests over the compose file, the Dockerfile, Prometheus' config and the dashboard"
+	$(GO) test -count=1 -run 'TestCompose|TestDockerfile|TestPrometheus|TestDashboard' ./deploy/
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

@@ -108,8 +108,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	if cfg.MetricsAddr != "" {
+		// The handler's counters at 0 from the first scrape, and its stored
+		// dead letters, which the dashboard and alert rules read.
+		metrics.InitHandlers("search-indexer")
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+			dispatchprom.NewDeadLetterGauges(pool, cfg.Group, []string{"search-indexer"}, dispatchprom.StateOptions{}))
 		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {

@@ -113,10 +113,13 @@ func ReportError(w io.Writer, prog string, err error) {
 	fmt.Fprintf(w, "%s: %v\n", prog, err)
 }
 
-// Connect opens a pool on databaseURL and checks it answers. Errors never
-// contain the password. Its sessions carry application name appName
-// ("pulsebus-relay", "pulsebus-consumer-cli") in pg_stat_activity unless
-// the URL sets application_name itself.
+// Connect opens a pool on databaseURL and checks it answers, retrying with
+// back-off while the database is unreachable or starting up, until ctx's
+// deadline or, without one, DefaultConnectTimeout; a wrong password or a
+// missing database fails at once. Errors never contain the password. Its
+// sessions carry application name appName ("pulsebus-relay",
+// "pulsebus-consumer-cli") in pg_stat_activity unless the URL sets
+// application_name itself.
 func Connect(ctx context.Context, databaseURL, appName string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
@@ -129,7 +132,7 @@ func Connect(ctx context.Context, databaseURL, appName string) (*pgxpool.Pool, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	if err := pingRetrying(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
 	}

@@ -217,6 +217,14 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// Every handler's series from the first scrape: its counters at 0, and
+	// its dead letters as stored in PostgreSQL.
+	handlerNames := make([]string, len(rc.specs))
+	for i, s := range rc.specs {
+		handlerNames[i] = s.Name
+	}
+	metrics.InitHandlers(handlerNames...)
+	reg.MustRegister(dispatchprom.NewDeadLetterGauges(pool, rc.group, handlerNames, dispatchprom.StateOptions{}))
 	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
 		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
 		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "drain_timeout", rc.drainTimeout)

@@ -89,7 +89,7 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 	ss.Int(&c.maxMessageBytes, "max-message-bytes", "RELAY_MAX_MESSAGE_BYTES", outbox.DefaultMaxMessageBytes, 1024, math.MaxInt32,
 		"most bytes per produce request and so per message; larger messages are parked; keep at or below the broker's message.max.bytes")
 	ss.Duration(&c.backlogInterval, "backlog-interval", "RELAY_BACKLOG_INTERVAL", outbox.DefaultBacklogInterval, 0, time.Hour,
-		"how often the backlog gauges are measured (0 turns the measurement off)")
+		"how often the backlog gauges are measured, and the parked gauges read at most (0 turns both off)")
 	ss.String(&c.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr,
 		"listen address of /metrics, /healthz and /readyz", checkAddr)
 	ss.Enum(&c.logFormat, "log-format", "LOG_FORMAT", "auto", []string{"auto", "json", "text"},
@@ -221,6 +221,11 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	backlogInterval := c.backlogInterval
 	if backlogInterval == 0 {
 		backlogInterval = -1
+	} else {
+		// Read at scrape time, at most once per backlog interval, so the
+		// parked-rows alert fires while rows stay parked and after a
+		// restart.
+		reg.MustRegister(outboxprom.NewParkedGauges(pool, outboxprom.StateOptions{MaxAge: c.backlogInterval}))
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		DB:                     pool,

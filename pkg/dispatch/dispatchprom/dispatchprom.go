@@ -143,6 +143,25 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// outcomes are the outcome label values [Metrics.InitHandlers] creates.
+var outcomes = []dispatch.Outcome{dispatch.OutcomeOK, dispatch.OutcomeRetried,
+	dispatch.OutcomeDeadLettered, dispatch.OutcomeSkippedDuplicate}
+
+// InitHandlers creates the counter series of each named handler at zero:
+// events handled by every outcome, retries and dead letters. Call it with
+// the handlers registered on the consumer before it runs, so that
+// increase() and rate() see their first event, retry and dead letter (a
+// series born at 1 shows no increase) and dashboards show 0, not "no data".
+func (m *Metrics) InitHandlers(handlers ...string) {
+	for _, h := range handlers {
+		for _, o := range outcomes {
+			m.handled.WithLabelValues(h, string(o))
+		}
+		m.retries.WithLabelValues(h)
+		m.deadLetters.WithLabelValues(h)
+	}
+}
+
 // OnHandled counts the event by outcome and observes its duration and, for
 // handled events with a time, its commit-to-handle latency.
 func (m *Metrics) OnHandled(e dispatch.HandledEvent) {

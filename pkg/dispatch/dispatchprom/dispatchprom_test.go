@@ -204,3 +204,37 @@ func gather(t *testing.T, reg *prometheus.Registry, names ...string) string {
 	}
 	return buf.String()
 }
+
+// InitHandlers creates each handler's counters at 0, so increase() sees
+// the first event, retry and dead letter; the histograms and lag wait for
+// data.
+func TestMetrics_InitHandlers(t *testing.T) {
+	t.Parallel()
+	m, reg := setup(t)
+	m.InitHandlers("idx", "hook")
+	want := `
+# HELP pulsebus_consumer_events_handled_total Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate).
+# TYPE pulsebus_consumer_events_handled_total counter
+pulsebus_consumer_events_handled_total{handler="hook",outcome="dead_lettered"} 0
+pulsebus_consumer_events_handled_total{handler="hook",outcome="ok"} 0
+pulsebus_consumer_events_handled_total{handler="hook",outcome="retried"} 0
+pulsebus_consumer_events_handled_total{handler="hook",outcome="skipped_duplicate"} 0
+pulsebus_consumer_events_handled_total{handler="idx",outcome="dead_lettered"} 0
+pulsebus_consumer_events_handled_total{handler="idx",outcome="ok"} 0
+pulsebus_consumer_events_handled_total{handler="idx",outcome="retried"} 0
+pulsebus_consumer_events_handled_total{handler="idx",outcome="skipped_duplicate"} 0
+# HELP pulsebus_consumer_retries_total Handler attempts that failed and were retried.
+# TYPE pulsebus_consumer_retries_total counter
+pulsebus_consumer_retries_total{handler="hook"} 0
+pulsebus_consumer_retries_total{handler="idx"} 0
+# HELP pulsebus_consumer_dead_letters_total Messages parked in the dead letters, by handler.
+# TYPE pulsebus_consumer_dead_letters_total counter
+pulsebus_consumer_dead_letters_total{handler="hook"} 0
+pulsebus_consumer_dead_letters_total{handler="idx"} 0
+`
+	require.Equal(t, strings.TrimLeft(want, "\n"), gather(t, reg, dispatchprom.NameEventsHandled, dispatchprom.NameRetries,
+		dispatchprom.NameDeadLetters, dispatchprom.NameHandlerDuration, dispatchprom.NameLag))
+
+	m.OnDeadLetter(dispatch.DeadLetterEvent{Handler: "hook"})
+	require.Contains(t, gather(t, reg, dispatchprom.NameDeadLetters), `pulsebus_consumer_dead_letters_total{handler="hook"} 1`)
+}

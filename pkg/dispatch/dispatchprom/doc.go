@@ -6,6 +6,10 @@
 //	m := dispatchprom.New()
 //	prometheus.MustRegister(m)
 //	c, err := dispatch.New(dispatch.Config{..., Hooks: m})
+//	// after registering the handlers:
+//	m.InitHandlers("search-indexer", "crm")
+//	prometheus.MustRegister(dispatchprom.NewDeadLetterGauges(pool, group,
+//		[]string{"search-indexer", "crm"}, dispatchprom.StateOptions{}))
 //
 // The metrics, with the names the PulseBus dashboard and alert rules use:
 //
@@ -18,6 +22,15 @@
 //	pulsebus_consumer_commit_to_handle_seconds{handler}       histogram
 //	pulsebus_consumer_stalled_workers{handler}                gauge
 //	pulsebus_consumer_offset_resets_total{handler}            counter
+//
+// [Metrics.InitHandlers] creates the counters of each handler at 0, so
+// that increase() sees the first event, retry and dead letter. From
+// [NewDeadLetterGauges], state read from PostgreSQL when Prometheus
+// scrapes, which holds while the dead letters stay and across restarts:
+//
+//	pulsebus_consumer_dead_letters_stored{group,handler}             gauge (counted up to a limit)
+//	pulsebus_consumer_dead_letter_oldest_age_seconds{group,handler}  gauge (0 when none)
+//	pulsebus_consumer_dead_letter_read_errors_total{group}           counter
 //
 // outcome is one of ok, retried, dead_lettered and skipped_duplicate
 // ([dispatch.Outcome]). The handler duration covers the handler, its

@@ -3,7 +3,7 @@
 // Prometheus (franz-go's plugin/kprom follows the same split).
 //
 //	m := outboxprom.New()
-//	registry.MustRegister(m)
+//	registry.MustRegister(m, outboxprom.NewParkedGauges(pool, outboxprom.StateOptions{}))
 //	relay, err := outbox.NewRelay(outbox.RelayConfig{Hooks: m, ...})
 //
 // The metrics, their names fixed because the Grafana dashboard and alert
@@ -19,9 +19,16 @@
 //	pulsebus_relay_leader                             gauge: 1 while this relay holds the leader lease
 //	pulsebus_relay_parked_total{topic,reason}         counter: rows moved to pulsebus.outbox_parked
 //
+// and, from [NewParkedGauges], state read from PostgreSQL when Prometheus
+// scrapes, which holds while rows stay parked and across restarts:
+//
+//	pulsebus_relay_parked_rows                        gauge: rows in pulsebus.outbox_parked (counted up to a limit)
+//	pulsebus_relay_parked_oldest_age_seconds          gauge: time since the oldest of them was parked (0 when none)
+//	pulsebus_relay_parked_read_errors_total           counter: reads of those gauges that failed or timed out
+//
 // Latency histograms have buckets from 0.5 ms to 30 s. The reason label of
 // publish_errors_total starts at zero for every reason the outbox package
 // defines, so rate() and increase() see the first error. Every relay replica
-// reports the backlog it measures, leader or not: aggregate the backlog
-// gauges with max(), not sum(); sum the counters.
+// reports the backlog it measures and the parked rows it reads, leader or
+// not: aggregate those gauges with max(), not sum(); sum the counters.
 package outboxprom

@@ -1,0 +1,4 @@
+package outboxprom
+
+// ParkedSQL is the parked gauges' query, for the plan test.
+const ParkedSQL = parkedSQL
