@@ -1,8 +1,12 @@
 -- Back to version 1: pulsebus.publish without the limits, as 0001_init
 -- created it.
-DROP FUNCTION IF EXISTS pulsebus.refuse_event(bigint, text, text, bigint, bigint);
+DROP FUNCTION IF EXISTS pulsebus.refuse_event(bigint, text, text, text, text, text, text, jsonb, bigint);
 DROP FUNCTION IF EXISTS pulsebus.event_violation(text, text, text, text, text, text, jsonb, bigint);
+DROP FUNCTION IF EXISTS pulsebus.broken_event_rule(pulsebus.limits, text, text, text, text, text, text, jsonb, bigint);
+DROP FUNCTION IF EXISTS pulsebus.header_count(text, text, jsonb);
+DROP FUNCTION IF EXISTS pulsebus.oversized_meta_member(jsonb, integer);
 DROP TABLE IF EXISTS pulsebus.limits;
+DROP FUNCTION IF EXISTS pulsebus.keep_limits_row();
 
 CREATE OR REPLACE FUNCTION pulsebus.publish(
     topic   text,

@@ -214,6 +214,10 @@ func TestLimits_OneRowForBothProducers(t *testing.T) {
 	require.Equal(t, 2000000, got.MaxPayloadBytes)
 	require.Len(t, readRows(t, db.Pool), 2)
 
+	// The row cannot go away: without it nothing could be checked.
+	_, err = db.Pool.Exec(ctx, `DELETE FROM pulsebus.limits`)
+	require.ErrorContains(t, err, "pulsebus.limits keeps its one row: UPDATE it instead")
+
 	// A producer's own limits still refuse in Go, before the database.
 	strict := outbox.NewProducer(envelope.Limits{MaxPayloadBytes: 100})
 	err = strict.Insert(ctx, db.Pool, "media", big.envelope(t))

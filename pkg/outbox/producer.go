@@ -90,9 +90,9 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 	return p.InsertTx(ctx, db, topic, envs...)
 }
 
-// insertRowsSQL inserts rows from parallel arrays, each checked by
-// pulsebus.event_violation against pulsebus.limits: the first refused one
-// raises (pulsebus.refuse_event) and nothing is written. A statement that
+// insertRowsSQL inserts rows from parallel arrays, each tested by
+// pulsebus.broken_event_rule against the row of pulsebus.limits: the first
+// refused one raises (pulsebus.refuse_event) and nothing is written. A statement that
 // follows it runs in the same statement, since a data-modifying CTE always
 // runs to completion.
 const insertRowsSQL = `
@@ -101,8 +101,9 @@ WITH inserted AS (
 	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
 	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
 	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
-	  LEFT JOIN LATERAL pulsebus.event_violation($1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) AS v ON true
-	 WHERE v.field IS NULL OR pulsebus.refuse_event(e.ord, v.field, v.reason, v.size, v.maximum)
+	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
+	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
+	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
 	 ORDER BY e.ord
 )
 `
