@@ -216,9 +216,11 @@ func DeleteParked(ctx context.Context, db queryer, f ParkedFilter) ([]ParkedRow,
 }
 
 // writeParkedTable writes rows as a table, each on one line: the key cut
-// to keyWidth runes and the error to errorWidth.
+// to keyWidth runes, the error whole (the last column, so a long one does
+// not push the others apart; a cut error hides the limit or the topic it
+// names).
 func writeParkedTable(w io.Writer, rows []ParkedRow) error {
-	const keyWidth, errorWidth = 32, 100
+	const keyWidth = 32
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tEVENT_ID\tTOPIC\tKEY\tTYPE\tATTEMPTS\tPARKED_AT\tERROR")
 	for _, p := range rows {
@@ -227,7 +229,7 @@ func writeParkedTable(w io.Writer, rows []ParkedRow) error {
 			key = "-"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.EventID, oneLine(p.Topic, 0), key, oneLine(p.Type, 0),
-			p.Attempts, p.ParkedAt.Format(time.RFC3339), oneLine(p.Error, errorWidth))
+			p.Attempts, p.ParkedAt.Format(time.RFC3339), oneLine(p.Error, 0))
 	}
 	return tw.Flush()
 }
@@ -307,8 +309,9 @@ func topicFlag(s string) error {
 }
 
 const listAbout = `Prints the parked rows, oldest outbox id first: id, event id, topic, key,
-type, attempts, when it was parked and the error (cut to one line in the
-table; whole in --json, which adds source, created_at and payload_bytes).`
+type, attempts, when it was parked and the whole error (on one line in the
+table; as stored in --json, which adds source, created_at and
+payload_bytes).`
 
 func parkedListCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newParkedCmd("list", "list [--topic T] [--limit N] [--json] [flags]", listAbout)
