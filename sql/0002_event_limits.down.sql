@@ -1,5 +1,6 @@
 -- Back to version 1: pulsebus.publish without the limits, as 0001_init
 -- created it.
+-- settings, not data: pulsebus.limits
 DROP FUNCTION IF EXISTS pulsebus.refuse_event(bigint, text, text, text, text, text, text, jsonb, bigint);
 DROP FUNCTION IF EXISTS pulsebus.event_violation(text, text, text, text, text, text, jsonb, bigint);
 DROP FUNCTION IF EXISTS pulsebus.broken_event_rule(pulsebus.limits, text, text, text, text, text, text, jsonb, bigint);
