@@ -267,22 +267,27 @@ flowing. These commands show them and put them back or drop them.`,
 	return g.Run(ctx, args, stdout, stderr)
 }
 
-// parkedCmd is one parked command: its flags, --database-url and
-// --connect-timeout first.
-type parkedCmd struct {
+// tableCmd is one command of "relay parked" or "relay outbox": its flags,
+// --database-url and --connect-timeout first.
+type tableCmd struct {
 	*cli.Command
 	db dbFlags
 }
 
-func newParkedCmd(name, usage, about string) *parkedCmd {
-	c := &parkedCmd{Command: cli.NewCommand(prog+" parked "+name, prog+" parked "+usage, about)}
+func newParkedCmd(name, usage, about string) *tableCmd {
+	return newTableCmd("parked", name, usage, about)
+}
+
+// newTableCmd returns the command "relay group name".
+func newTableCmd(group, name, usage, about string) *tableCmd {
+	c := &tableCmd{Command: cli.NewCommand(prog+" "+group+" "+name, prog+" "+group+" "+usage, about)}
 	c.db.register(c.Settings)
 	return c
 }
 
 // run parses args, runs check (if any), connects and calls do with the
 // pool.
-func (c *parkedCmd) run(ctx context.Context, args []string, stdout, stderr io.Writer, check func() error, do func(*pgxpool.Pool) error) error {
+func (c *tableCmd) run(ctx context.Context, args []string, stdout, stderr io.Writer, check func() error, do func(*pgxpool.Pool) error) error {
 	if err := c.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
@@ -362,7 +367,7 @@ func nothing(f ParkedFilter) string {
 
 // selection defines requeue's or delete's --id and --topic (and --all
 // when withAll); check, after parsing, requires exactly one of them.
-func (c *parkedCmd) selection(withAll bool, verb string) (f *ParkedFilter, check func() error) {
+func (c *tableCmd) selection(withAll bool, verb string) (f *ParkedFilter, check func() error) {
 	f = &ParkedFilter{}
 	var id int
 	c.Int(&id, "id", "", 0, 0, math.MaxInt, verb+" the parked row with this id (the id list shows)")
