@@ -92,9 +92,9 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 
 // insertRowsSQL inserts rows from parallel arrays, each tested by
 // pulsebus.broken_event_rule against the row of pulsebus.limits: the first
-// refused one raises (pulsebus.refuse_event) and nothing is written. A statement that
-// follows it runs in the same statement, since a data-modifying CTE always
-// runs to completion.
+// refused one raises (pulsebus.refuse_event) and nothing is written. A
+// statement that follows it runs in the same statement, since a
+// data-modifying CTE always runs to completion.
 const insertRowsSQL = `
 WITH inserted AS (
 	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
