@@ -143,6 +143,20 @@ func TestPublishSQL_RefusesWhatCanNeverBePublished(t *testing.T) {
 		t.Logf("%-28s %s (%s)", c.name, pgErr.Message, pgErr.Detail)
 	}
 	require.Equal(t, accepted, len(readRows(t, db.Pool)), "only the valid events were written")
+
+	// meta straight from a table column, stored compressed (far smaller
+	// than its value): still measured by its value.
+	ctx := context.Background()
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE compressed_meta AS SELECT jsonb_build_object('tenant', repeat('a', 10000)) AS meta`)
+	require.NoError(t, err)
+	var stored int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT pg_column_size(meta) FROM compressed_meta`).Scan(&stored))
+	require.Less(t, stored, 1000, "the value is stored compressed")
+	_, err = db.Pool.Exec(ctx, `SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}', meta) FROM compressed_meta`)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "meta.tenant", pgErr.ColumnName, pgErr.Message)
+	require.Equal(t, accepted, len(readRows(t, db.Pool)))
 }
 
 // outbox.InsertTx and pulsebus.publish accept and refuse the same events,
