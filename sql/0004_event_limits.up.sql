@@ -1,4 +1,4 @@
--- PulseBus schema, version 2: the limits every producer path enforces when an
+-- PulseBus schema, version 4: the limits every producer path enforces when an
 -- event enters the outbox, defined once, here.
 --
 -- pulsebus.publish and the Go producer (outbox.InsertTx) both test every
