@@ -136,3 +136,31 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	require.Contains(t, stderr.String(), "consumer exited cleanly")
 	require.Equal(t, 20, strings.Count(stderr.String(), `"msg":"event"`))
 }
+
+// consumer migrate --down refuses what would lose events or makes no sense:
+// a version above the current one or below 0, with --status (exit 2), a
+// drop of tables holding rows without --force (exit 1, naming the counts).
+func TestMigrateDownIsSafe(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	_, err := db.Pool.Exec(context.Background(), `SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}')`)
+	require.NoError(t, err)
+	env := []string{"DATABASE_URL=" + db.URL}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"migrate", "--down", "99"}, 2, "--down: version 99 is above the schema's current version"},
+		{[]string{"migrate", "--down", "-1"}, 2, "is not a schema version"},
+		{[]string{"migrate", "--status", "--down", "0"}, 2, "--status/--down: give one of them, not both"},
+		{[]string{"migrate", "--down", "0"}, 1, "would drop tables that hold rows: pulsebus.outbox (1 row)"},
+	} {
+		cmd, _, stderr := consumer(t, env, tc.args...)
+		require.Equal(t, tc.code, exitCode(t, cmd, 20*time.Second), "%v: %s", tc.args, stderr.String())
+		require.Contains(t, stderr.String(), tc.want, "%v", tc.args)
+	}
+	var n int
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox`).Scan(&n))
+	require.Equal(t, 1, n, "the unpublished event is still there")
+}

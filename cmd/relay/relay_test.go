@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testkafka"
 	"github.com/edupulse/pulsebus/internal/testpoll"
 )
@@ -298,4 +300,35 @@ func TestRelayBinary_ExitCodes(t *testing.T) {
 			require.True(t, strings.HasPrefix(p.Stdout(), "Usage: relay"))
 		}
 	}
+}
+
+// relay migrate --down refuses a target above the current version or below
+// 0 and --status with it (exit 2), and dropping the outbox while it holds
+// an unpublished event (exit 1, the count named); the event stays.
+func TestRelayBinary_MigrateDownIsSafe(t *testing.T) {
+	t.Parallel()
+	bin := procharness.Build(t, "github.com/edupulse/pulsebus/cmd/relay")
+	db := testdb.New(t)
+	_, err := db.Pool.Exec(context.Background(), `SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}')`)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"migrate", "--down", "99"}, 2, "--down: version 99 is above the schema's current version"},
+		{[]string{"migrate", "--down", "-1"}, 2, "is not a schema version (0 or more)"},
+		{[]string{"migrate", "--down", "0", "--status"}, 2, "--status/--down: give one of them, not both"},
+		{[]string{"migrate", "--down", "0"}, 1, "would drop tables that hold rows: pulsebus.outbox (1 row); nothing was changed; rerun with --force"},
+	} {
+		p := procharness.Start(t, bin, procharness.Options{Args: tc.args, Env: []string{"DATABASE_URL=" + db.URL}})
+		code, err := p.Wait(20 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, tc.code, code, "%v: %s", tc.args, p.Stderr())
+		require.Contains(t, p.Stderr(), tc.stderr, "%v", tc.args)
+		require.Empty(t, p.Stdout(), "%v", tc.args)
+	}
+	var n int
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox`).Scan(&n))
+	require.Equal(t, 1, n, "the unpublished event is still there")
 }

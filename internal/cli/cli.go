@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -152,22 +152,49 @@ func AppName(prog, role string) string {
 
 // RunMigrate is the migrate subcommand of both binaries: it applies pending
 // migrations, or with --status prints the applied version, or with --down N
-// reverts to version N.
+// reverts to version N. --down refuses (exit status 2) a negative version,
+// one above the current version and --status with it; it refuses (exit
+// status 1) to drop tables that hold rows, naming them with their row
+// counts, unless --force, which prints what it dropped.
 func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
 	var (
 		databaseURL string
 		status      bool
 		down        int
+		force       bool
 	)
-	cmd := NewCommand(prog+" migrate", prog+" migrate [--status | --down N] [--database-url URL]",
-		"Applies PulseBus's schema migrations. Safe to run from several processes at once.")
+	cmd := NewCommand(prog+" migrate", prog+" migrate [--status | --down N [--force]] [--database-url URL]",
+		`Applies PulseBus's schema migrations. Safe to run from several processes at once.
+
+--down N reverts the migrations above version N, newest first, in one
+transaction; it refuses to drop tables that still hold rows (unpublished
+events in pulsebus.outbox, parked rows, offsets, dead letters) and names
+them with their row counts, unless --force.`)
 	cmd.String(&databaseURL, "database-url", "DATABASE_URL", DefaultDatabaseURL, "PostgreSQL URL or DSN", NonEmpty)
 	cmd.Secret()
 	cmd.Bool(&status, "status", "", false, "print the applied schema version and exit")
-	cmd.Int(&down, "down", "", -1, -1, math.MaxInt32, "revert migrations above this version (0 removes the PulseBus schema and its data)")
+	cmd.One("down", "", "", "int", "revert migrations above this version, at most the current one (0 removes the PulseBus schema)", func(v string) error {
+		down = -1
+		if v == "" {
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return errors.New("is not a schema version (0 or more)")
+		}
+		down = n
+		return nil
+	})
 	cmd.ShowDefault("none")
+	cmd.Bool(&force, "force", "", false, "with --down: drop tables even when they hold rows (their rows are lost)")
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return err
+	}
+	switch {
+	case status && down >= 0:
+		return &ConfigError{Setting: "--status/--down", Reason: "give one of them, not both"}
+	case force && down < 0:
+		return cmd.Invalid("force", "only with --down")
 	}
 	for _, w := range cmd.Warnings() {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
@@ -192,12 +219,7 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 		}
 		return nil
 	case down >= 0:
-		res, err := migrate.Down(ctx, pool, down)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "reverted %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, down)
-		return nil
+		return runMigrateDown(ctx, pool, down, force, stdout)
 	default:
 		res, err := migrate.Up(ctx, pool)
 		if err != nil {
@@ -210,6 +232,32 @@ func RunMigrate(ctx context.Context, prog string, args []string, stdout, stderr 
 		}
 		return nil
 	}
+}
+
+// runMigrateDown is "migrate --down target [--force]".
+func runMigrateDown(ctx context.Context, pool *pgxpool.Pool, target int, force bool, stdout io.Writer) error {
+	res, err := migrate.Down(ctx, pool, target, migrate.DownOptions{Force: force})
+	var loss *migrate.DataLossError
+	switch {
+	case errors.Is(err, migrate.ErrTarget):
+		return &ConfigError{Setting: "--down", Reason: strings.TrimPrefix(err.Error(), migrate.ErrTarget.Error()+": ")}
+	case errors.As(err, &loss):
+		return fmt.Errorf("%w; rerun with --force to drop them and their rows", err)
+	case err != nil:
+		return err
+	case len(res.Versions) == 0:
+		fmt.Fprintf(stdout, "schema is at version %d already; nothing reverted\n", target)
+		return nil
+	}
+	for _, t := range res.Dropped {
+		noun := "rows"
+		if t.Rows == 1 {
+			noun = "row"
+		}
+		fmt.Fprintf(stdout, "dropped %s with %d %s\n", t.Table, t.Rows, noun)
+	}
+	fmt.Fprintf(stdout, "reverted %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, target)
+	return nil
 }
 
 // NonEmpty is a [Settings.String] check refusing an empty value.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/cli"
@@ -253,4 +254,104 @@ func TestConnect_SetsApplicationName(t *testing.T) {
 	require.Equal(t, "pulsebus-relay-cli", appName(db.URL))
 	require.Equal(t, "mine", appName(db.URL+"&application_name=mine"))
 	require.Equal(t, "pulsebus-consumer", cli.AppName("consumer", ""))
+}
+
+// migrateDBWithRows returns a migrated database holding two unpublished events
+// and a dead letter.
+func migrateDBWithRows(t *testing.T) *testdb.DB {
+	t.Helper()
+	db := testdb.New(t)
+	for _, q := range []string{
+		`SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}')`,
+		`SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}')`,
+		`INSERT INTO pulsebus.dead_letters (group_id, handler, topic, partition, kafka_offset, error, attempts, first_failed_at, last_failed_at)
+		 VALUES ('g', 'h', 't', 0, 1, 'boom', 1, now(), now())`,
+	} {
+		_, err := db.Pool.Exec(context.Background(), q)
+		require.NoError(t, err)
+	}
+	return db
+}
+
+func schemaVersion(t *testing.T, db *testdb.DB) int {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), db.URL)
+	require.NoError(t, err)
+	defer pool.Close()
+	st, err := migrate.GetStatus(context.Background(), pool)
+	require.NoError(t, err)
+	return st.Current
+}
+
+// --down refuses to drop tables that hold rows: it names them with their
+// row counts and changes nothing; with --force it drops them and says what
+// it dropped.
+func TestRunMigrate_DownRefusesToDropRowsWithoutForce(t *testing.T) {
+	t.Parallel()
+	db := migrateDBWithRows(t)
+	latest := migrate.Latest()
+	url := "--database-url=" + db.URL
+
+	_, _, err := runMigrate(t, url, "--down", "0")
+	require.Error(t, err)
+	require.Equal(t, 1, cli.ExitCode(err))
+	require.ErrorContains(t, err, "tables that hold rows")
+	require.ErrorContains(t, err, "pulsebus.outbox (2 rows)")
+	require.ErrorContains(t, err, "pulsebus.dead_letters (1 row)")
+	require.NotContains(t, err.Error(), "pulsebus.relay_leader", "empty tables are not listed")
+	require.NotContains(t, err.Error(), "pulsebus.limits", "the limits row is a setting, not data")
+	require.ErrorContains(t, err, "--force")
+	require.Equal(t, latest, schemaVersion(t, db), "nothing reverted")
+
+	// Reverting only versions whose down drops no table holding rows needs
+	// no --force.
+	if latest > 1 {
+		out, _, err := runMigrate(t, url, "--down", "1")
+		require.NoError(t, err)
+		require.True(t, strings.HasSuffix(out, "schema now at version 1\n"), out)
+		require.Equal(t, 1, schemaVersion(t, db))
+	}
+
+	out, _, err := runMigrate(t, url, "--down", "0", "--force")
+	require.NoError(t, err)
+	t.Logf("migrate --down 0 --force:\n%s", out)
+	require.Contains(t, out, "dropped pulsebus.outbox with 2 rows\n")
+	require.Contains(t, out, "dropped pulsebus.dead_letters with 1 row\n")
+	require.True(t, strings.HasSuffix(out, "schema now at version 0\n"), out)
+	require.Zero(t, schemaVersion(t, db))
+}
+
+// Bad --down targets and flag combinations are refused with exit status 2
+// before anything changes.
+func TestRunMigrate_DownBadTargets(t *testing.T) {
+	t.Parallel()
+	empty := testdb.NewEmpty(t)
+	migrated := testdb.New(t)
+	latest := migrate.Latest()
+	cases := []struct {
+		name string
+		db   *testdb.DB
+		args []string
+		want string
+	}{
+		{"above the current version of an empty database", empty, []string{"--down", "5"}, "--down: version 5 is above the schema's current version 0"},
+		{"above the current version", migrated, []string{"--down", fmt.Sprint(latest + 1)},
+			fmt.Sprintf("--down: version %d is above the schema's current version %d", latest+1, latest)},
+		{"negative", migrated, []string{"--down", "-1"}, `--down: "-1" (from --down) is not a schema version (0 or more)`},
+		{"status and down", migrated, []string{"--status", "--down", "0"}, "--status/--down: give one of them, not both"},
+		{"force without down", migrated, []string{"--force"}, "--force: only with --down"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := schemaVersion(t, tc.db)
+			out, _, err := runMigrate(t, append([]string{"--database-url", tc.db.URL}, tc.args...)...)
+			require.ErrorContains(t, err, tc.want)
+			require.Equal(t, 2, cli.ExitCode(err), "%v", err)
+			require.Empty(t, out)
+			require.Equal(t, before, schemaVersion(t, tc.db), "nothing changed")
+		})
+	}
+	out, _, err := runMigrate(t, "--database-url", migrated.URL, "--down", fmt.Sprint(latest))
+	require.NoError(t, err, "down to the current version is a no-op")
+	require.Equal(t, fmt.Sprintf("schema is at version %d already; nothing reverted\n", latest), out)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
 // These tests set environment variables, so they do not run in parallel.
@@ -35,6 +36,16 @@ func TestParseRun_Defaults(t *testing.T) {
 	require.Equal(t, 5*time.Second, c.shutdownTimeout)
 	require.Less(t, c.shutdownTimeout+2*time.Second, 10*time.Second, "SIGTERM to exit within 10s, lease release included")
 	require.False(t, c.createTopics)
+	require.Equal(t, envelope.DefaultMaxPayloadBytes, c.maxPayloadBytes)
+
+	// The default payload limit above a small --max-message-bytes is no
+	// error (such payloads are parked as too large); one given is.
+	c, err = parseRun(context.Background(), []string{"--max-message-bytes", "2048"}, io.Discard, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, envelope.DefaultMaxPayloadBytes, c.maxPayloadBytes)
+	c, err = parseRun(context.Background(), []string{"--max-message-bytes", "3000000", "--max-payload-bytes", "3000000"}, io.Discard, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 3000000, c.maxPayloadBytes)
 }
 
 func TestParseRun_FlagWinsOverEnvWinsOverDefault(t *testing.T) {
@@ -95,6 +106,9 @@ func TestParseRun_BadValuesNameFlagAndEnv(t *testing.T) {
 		{"replication", nil, map[string]string{"RELAY_TOPIC_REPLICATION_FACTOR": "x"}, "--topic-replication-factor (RELAY_TOPIC_REPLICATION_FACTOR)", "not a whole number"},
 		{"compression", []string{"--compression", "brotli"}, nil, "--compression (RELAY_COMPRESSION)", "none, gzip, snappy, lz4, zstd"},
 		{"max message bytes", []string{"--max-message-bytes", "10"}, nil, "--max-message-bytes (RELAY_MAX_MESSAGE_BYTES)", "out of range"},
+		{"max payload bytes zero", []string{"--max-payload-bytes", "0"}, nil, "--max-payload-bytes (RELAY_MAX_PAYLOAD_BYTES)", "out of range"},
+		{"max payload bytes above max message bytes", nil, map[string]string{"RELAY_MAX_PAYLOAD_BYTES": "2000000"}, "--max-payload-bytes (RELAY_MAX_PAYLOAD_BYTES)",
+			"2000000 must not exceed --max-message-bytes (RELAY_MAX_MESSAGE_BYTES) 1000000"},
 		{"metrics addr", nil, map[string]string{"METRICS_ADDR": "9090"}, "--metrics-addr (METRICS_ADDR)", "not host:port"},
 		{"metrics port", []string{"--metrics-addr", ":99999"}, nil, "--metrics-addr (METRICS_ADDR)", "no valid port"},
 		{"log format", nil, map[string]string{"LOG_FORMAT": "xml"}, "--log-format (LOG_FORMAT)", "auto, json, text"},

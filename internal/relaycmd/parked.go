@@ -216,9 +216,11 @@ func DeleteParked(ctx context.Context, db queryer, f ParkedFilter) ([]ParkedRow,
 }
 
 // writeParkedTable writes rows as a table, each on one line: the key cut
-// to keyWidth runes and the error to errorWidth.
+// to keyWidth runes, the error whole (the last column, so a long one does
+// not push the others apart; a cut error hides the limit or the topic it
+// names).
 func writeParkedTable(w io.Writer, rows []ParkedRow) error {
-	const keyWidth, errorWidth = 32, 100
+	const keyWidth = 32
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tEVENT_ID\tTOPIC\tKEY\tTYPE\tATTEMPTS\tPARKED_AT\tERROR")
 	for _, p := range rows {
@@ -227,7 +229,7 @@ func writeParkedTable(w io.Writer, rows []ParkedRow) error {
 			key = "-"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.EventID, oneLine(p.Topic, 0), key, oneLine(p.Type, 0),
-			p.Attempts, p.ParkedAt.Format(time.RFC3339), oneLine(p.Error, errorWidth))
+			p.Attempts, p.ParkedAt.Format(time.RFC3339), oneLine(p.Error, 0))
 	}
 	return tw.Flush()
 }
@@ -265,22 +267,27 @@ flowing. These commands show them and put them back or drop them.`,
 	return g.Run(ctx, args, stdout, stderr)
 }
 
-// parkedCmd is one parked command: its flags, --database-url and
-// --connect-timeout first.
-type parkedCmd struct {
+// tableCmd is one command of "relay parked" or "relay outbox": its flags,
+// --database-url and --connect-timeout first.
+type tableCmd struct {
 	*cli.Command
 	db dbFlags
 }
 
-func newParkedCmd(name, usage, about string) *parkedCmd {
-	c := &parkedCmd{Command: cli.NewCommand(prog+" parked "+name, prog+" parked "+usage, about)}
+func newParkedCmd(name, usage, about string) *tableCmd {
+	return newTableCmd("parked", name, usage, about)
+}
+
+// newTableCmd returns the command "relay group name".
+func newTableCmd(group, name, usage, about string) *tableCmd {
+	c := &tableCmd{Command: cli.NewCommand(prog+" "+group+" "+name, prog+" "+group+" "+usage, about)}
 	c.db.register(c.Settings)
 	return c
 }
 
 // run parses args, runs check (if any), connects and calls do with the
 // pool.
-func (c *parkedCmd) run(ctx context.Context, args []string, stdout, stderr io.Writer, check func() error, do func(*pgxpool.Pool) error) error {
+func (c *tableCmd) run(ctx context.Context, args []string, stdout, stderr io.Writer, check func() error, do func(*pgxpool.Pool) error) error {
 	if err := c.Parse(args, stdout, stderr); err != nil {
 		return err
 	}
@@ -307,8 +314,9 @@ func topicFlag(s string) error {
 }
 
 const listAbout = `Prints the parked rows, oldest outbox id first: id, event id, topic, key,
-type, attempts, when it was parked and the error (cut to one line in the
-table; whole in --json, which adds source, created_at and payload_bytes).`
+type, attempts, when it was parked and the whole error (on one line in the
+table; as stored in --json, which adds source, created_at and
+payload_bytes).`
 
 func parkedListCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newParkedCmd("list", "list [--topic T] [--limit N] [--json] [flags]", listAbout)
@@ -359,7 +367,7 @@ func nothing(f ParkedFilter) string {
 
 // selection defines requeue's or delete's --id and --topic (and --all
 // when withAll); check, after parsing, requires exactly one of them.
-func (c *parkedCmd) selection(withAll bool, verb string) (f *ParkedFilter, check func() error) {
+func (c *tableCmd) selection(withAll bool, verb string) (f *ParkedFilter, check func() error) {
 	f = &ParkedFilter{}
 	var id int
 	c.Int(&id, "id", "", 0, 0, math.MaxInt, verb+" the parked row with this id (the id list shows)")

@@ -29,6 +29,7 @@ to Kafka: in commit order per key, nothing lost, one leader among replicas.`,
 		Commands: []cli.Subcommand{
 			{Name: "run", Summary: "relay events until SIGTERM/SIGINT", Run: runCommand},
 			{Name: "status", Summary: "print the outbox backlog, parked rows and the leader lease", Run: statusCommand},
+			{Name: "outbox", Summary: "list, park or delete the rows still waiting in the outbox", Run: outboxCommand},
 			{Name: "parked", Summary: "list, requeue or delete the rows the broker refused for good", Run: parkedCommand},
 			{Name: "migrate", Summary: "apply the database schema migrations (--status, --down N)", Run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return cli.RunMigrate(ctx, prog, args, stdout, stderr)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 	"github.com/edupulse/pulsebus/pkg/outbox/outboxprom"
@@ -46,6 +47,7 @@ type runConfig struct {
 	replicationFactor int
 	compression       string
 	maxMessageBytes   int
+	maxPayloadBytes   int
 	backlogInterval   time.Duration // 0 disables
 	metricsAddr       string
 	logFormat         string
@@ -88,6 +90,8 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 		"compression of produced batches")
 	ss.Int(&c.maxMessageBytes, "max-message-bytes", "RELAY_MAX_MESSAGE_BYTES", outbox.DefaultMaxMessageBytes, 1024, math.MaxInt32,
 		"most bytes per produce request and so per message; larger messages are parked; keep at or below the broker's message.max.bytes")
+	ss.Int(&c.maxPayloadBytes, "max-payload-bytes", "RELAY_MAX_PAYLOAD_BYTES", envelope.DefaultMaxPayloadBytes, 1, math.MaxInt32,
+		"most payload bytes of an event; larger ones are parked; at most --max-message-bytes; raise it with pulsebus.limits.max_payload_bytes, which producers are held to")
 	ss.Duration(&c.backlogInterval, "backlog-interval", "RELAY_BACKLOG_INTERVAL", outbox.DefaultBacklogInterval, 0, time.Hour,
 		"how often the backlog gauges are measured, and the parked gauges read at most (0 turns both off)")
 	ss.String(&c.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr,
@@ -134,6 +138,13 @@ fallback.`)
 	if c.writeTimeout >= c.leaseTTL {
 		return c, cmd.Invalid("write-timeout", fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL))
 	}
+	// The default payload limit may exceed a small --max-message-bytes:
+	// such payloads are parked as too large, as they always were. One set
+	// on purpose must fit a message.
+	if c.maxPayloadBytes > c.maxMessageBytes && cmd.From("max-payload-bytes") != "" {
+		return c, cmd.Invalid("max-payload-bytes", fmt.Sprintf("%d must not exceed --max-message-bytes (RELAY_MAX_MESSAGE_BYTES) %d: a payload that large never fits a message",
+			c.maxPayloadBytes, c.maxMessageBytes))
+	}
 	c.warnings = append(cmd.Warnings(), c.kafka.Warnings()...)
 	return c, nil
 }
@@ -179,6 +190,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		"topic_replication_factor", c.replicationFactor,
 		"compression", c.compression,
 		"max_message_bytes", c.maxMessageBytes,
+		"max_payload_bytes", c.maxPayloadBytes,
 		"backlog_interval", c.backlogInterval,
 		"metrics_addr", c.metricsAddr,
 		"shutdown_timeout", c.shutdownTimeout,
@@ -199,6 +211,10 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 			pool.Close()
 		}
 	}()
+
+	limits := envelope.DefaultLimits()
+	limits.MaxPayloadBytes = c.maxPayloadBytes
+	warnAboutSchemaLimits(ctx, pool, limits, log)
 
 	transport, err := c.kafka.Transport()
 	if err != nil {
@@ -240,6 +256,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		PollOnly:               c.pollOnly,
 		WriteTimeout:           c.writeTimeout,
 		MaxMessageBytes:        c.maxMessageBytes,
+		Limits:                 &limits,
 		AutoCreateTopics:       c.createTopics,
 		TopicPartitions:        c.topicPartitions,
 		TopicReplicationFactor: c.replicationFactor,
@@ -341,6 +358,36 @@ func connectDB(ctx context.Context, databaseURL, appName string, timeout time.Du
 		return nil, fmt.Errorf("check schema at %s: %w", cli.RedactURL(databaseURL), err)
 	}
 	return pool, nil
+}
+
+// warnAboutSchemaLimits logs a warning when pulsebus.limits lets producers
+// write events that the relay, with limits, would park: a limit raised in
+// the schema and not on the relay.
+func warnAboutSchemaLimits(ctx context.Context, pool *pgxpool.Pool, limits envelope.Limits, log *slog.Logger) {
+	schema, err := outbox.LoadLimits(ctx, pool)
+	if err != nil {
+		log.Warn("could not compare the relay's limits with pulsebus.limits", "err", err)
+		return
+	}
+	for _, l := range []struct {
+		name            string
+		schema, relay   int
+		raiseOnTheRelay string
+	}{
+		{"max_payload_bytes", schema.MaxPayloadBytes, limits.MaxPayloadBytes, "--max-payload-bytes"},
+		{"max_key_bytes", schema.MaxKeyBytes, limits.MaxKeyBytes, ""},
+		{"max_headers", schema.MaxHeaders, limits.MaxHeaders, ""},
+		{"max_header_value_bytes", schema.MaxHeaderValueBytes, limits.MaxHeaderValueBytes, ""},
+	} {
+		if l.schema > l.relay {
+			fix := "lower it in pulsebus.limits"
+			if l.raiseOnTheRelay != "" {
+				fix = "raise " + l.raiseOnTheRelay + " (and --max-message-bytes, within the broker's message.max.bytes) or lower it in pulsebus.limits"
+			}
+			log.Warn("pulsebus.limits lets producers write events this relay parks: "+fix,
+				"limit", "pulsebus.limits."+l.name, "schema", l.schema, "relay", l.relay)
+		}
+	}
 }
 
 // pingKafka asks a broker for its API versions.

@@ -2,6 +2,7 @@ package relaycmd_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -296,4 +297,45 @@ func TestRun_SignalDuringStartIsCleanStop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
+}
+
+// --max-payload-bytes raises the envelope payload limit: with the default
+// (900 KiB) a 950 KiB payload is parked however large --max-message-bytes
+// is; with the flag raised, it is published. The start-up log warns while
+// pulsebus.limits lets producers write payloads the relay would park.
+func TestRun_MaxPayloadBytesLetsALargePayloadThrough(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	kc.CreateTopic(t, "media", 1)
+	exec(t, db, `UPDATE pulsebus.limits SET max_payload_bytes = 1000000`)
+	const payloadBytes = 950 << 10
+	big, err := envelope.New("media-service", statusEvent{}, envelope.WithKey("m"))
+	require.NoError(t, err)
+	big.Payload = []byte(`"` + strings.Repeat("x", payloadBytes-2) + `"`)
+	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "media", big))
+
+	a := startBackground(t, "--database-url", db.URL, "--kafka-brokers", kc.Addrs[0], "--max-message-bytes", "3000000",
+		"--poll-interval", "100ms", "--name", "default-payload-limit")
+	a.waitGet("/metrics", 30*time.Second, func(code int, body string) bool {
+		return metricValue(t, body, `pulsebus_relay_parked_total{reason="invalid_envelope",topic="media"}`) == "1"
+	})
+	_, err = a.stop()
+	require.NoError(t, err)
+	require.Contains(t, a.stderr.String(), "pulsebus.limits lets producers write events this relay parks: raise --max-payload-bytes")
+	out, _, err := run(t, "parked", "list", "--database-url", db.URL)
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("envelope: payload: size %d exceeds limit %d", payloadBytes, envelope.DefaultMaxPayloadBytes))
+	_, _, err = run(t, "parked", "requeue", "--database-url", db.URL, "--all")
+	require.NoError(t, err)
+
+	b := startBackground(t, "--database-url", db.URL, "--kafka-brokers", kc.Addrs[0], "--max-message-bytes", "3000000",
+		"--max-payload-bytes", "1000000", "--poll-interval", "100ms", "--name", "raised-payload-limit")
+	require.Eventually(t, recordsAre(kc, "media", 1), 30*time.Second, 20*time.Millisecond, "the 950 KiB event published")
+	recs := kc.ReadAll(t, "media")
+	require.Len(t, recs[0].Value, payloadBytes)
+	require.Equal(t, big.ID.String(), ceID(recs[0]))
+	require.Eventually(t, rowsAre(db, "outbox", 0), 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, count(t, db, "outbox_parked", "true"))
+	require.NotContains(t, b.stderr.String(), "pulsebus.limits lets producers write events this relay parks")
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,6 +54,9 @@ type Applied struct {
 type Result struct {
 	// Versions applied (Up) or reverted (Down), in the order run.
 	Versions []int
+	// Dropped lists the tables Down dropped that held rows (only with
+	// DownOptions.Force).
+	Dropped []TableRows
 }
 
 var fileName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$`)
@@ -136,11 +140,59 @@ func Up(ctx context.Context, db Beginner) (Result, error) {
 	return res, err
 }
 
-// Down reverts applied migrations above target, newest first. Down(ctx, db, 0)
-// removes every PulseBus table and function (and their data).
-func Down(ctx context.Context, db Beginner, target int) (Result, error) {
+// DownOptions tunes [Down].
+type DownOptions struct {
+	// Force reverts even when a migration would drop tables that hold rows
+	// (unpublished events, parked rows, offsets, dead letters): their rows
+	// are lost.
+	Force bool
+}
+
+// TableRows is a table a down migration drops and how many rows it held.
+type TableRows struct {
+	Table string // schema-qualified, "pulsebus.outbox"
+	Rows  int64
+}
+
+// ErrTarget is wrapped by the error of [Down] for a target version it
+// cannot revert to: negative, or above the database's current version
+// (Down never applies migrations).
+var ErrTarget = errors.New("migrate down: bad target version")
+
+// DataLossError is the error of [Down] without [DownOptions.Force] when the
+// migrations to revert would drop tables holding rows. Nothing was changed.
+type DataLossError struct {
+	Target int
+	// Tables lists the tables holding rows, in the order they would be
+	// dropped.
+	Tables []TableRows
+}
+
+func (e *DataLossError) Error() string {
+	parts := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		parts[i] = fmt.Sprintf("%s (%s)", t.Table, rowCount(t.Rows))
+	}
+	return fmt.Sprintf("migrate down to version %d would drop tables that hold rows: %s; nothing was changed",
+		e.Target, strings.Join(parts, ", "))
+}
+
+func rowCount(n int64) string {
+	if n == 1 {
+		return "1 row"
+	}
+	return fmt.Sprintf("%d rows", n)
+}
+
+// Down reverts applied migrations above target, newest first, in one
+// transaction. Down(ctx, db, 0, ...) removes every PulseBus table and
+// function. It refuses (an error wrapping [ErrTarget]) a negative target and
+// one above the current version, and, unless opts.Force, returns a
+// [*DataLossError] and changes nothing when a table it would drop holds
+// rows. Result.Dropped lists the tables dropped with rows in them.
+func Down(ctx context.Context, db Beginner, target int, opts DownOptions) (Result, error) {
 	if target < 0 {
-		return Result{}, fmt.Errorf("migrate down: target version %d is negative", target)
+		return Result{}, fmt.Errorf("%w: %d is negative", ErrTarget, target)
 	}
 	migs, err := All()
 	if err != nil {
@@ -150,6 +202,19 @@ func Down(ctx context.Context, db Beginner, target int) (Result, error) {
 	err = locked(ctx, db, func(tx pgx.Tx, current int) error {
 		if current > len(migs) {
 			return fmt.Errorf("database schema is at version %d, newer than this build's %d: use the newer binary to migrate down", current, len(migs))
+		}
+		if target > current {
+			return fmt.Errorf("%w: version %d is above the schema's current version %d (down only reverts; to apply, migrate up)", ErrTarget, target, current)
+		}
+		for v := current; v > target; v-- {
+			rows, err := countRows(ctx, tx, migs[v-1].DropsData())
+			if err != nil {
+				return fmt.Errorf("revert migration %04d_%s: %w", migs[v-1].Version, migs[v-1].Name, err)
+			}
+			res.Dropped = append(res.Dropped, rows...)
+		}
+		if len(res.Dropped) > 0 && !opts.Force {
+			return &DataLossError{Target: target, Tables: res.Dropped}
 		}
 		for v := current; v > target; v-- {
 			m := migs[v-1]
@@ -163,7 +228,60 @@ func Down(ctx context.Context, db Beginner, target int) (Result, error) {
 		}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// countRows returns the tables of tables that exist and hold rows, with
+// their row counts.
+func countRows(ctx context.Context, tx pgx.Tx, tables []string) ([]TableRows, error) {
+	var out []TableRows
+	for _, t := range tables {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("look up table %s: %w", t, err)
+		}
+		if !exists {
+			continue
+		}
+		var n int64
+		// t comes from the embedded migrations' DROP TABLE statements.
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier(strings.Split(t, ".")).Sanitize()).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count rows of %s: %w", t, err)
+		}
+		if n > 0 {
+			out = append(out, TableRows{Table: t, Rows: n})
+		}
+	}
+	return out, nil
+}
+
+// dropTable finds the tables a down migration drops.
+var dropTable = regexp.MustCompile(`(?im)^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)`)
+
+// settingsTable finds the comment lines of a down migration that name a
+// table holding settings its up migration recreates, not data:
+//
+//	-- settings, not data: pulsebus.limits
+var settingsTable = regexp.MustCompile(`(?im)^--\s*settings, not data:\s*([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)\s*$`)
+
+// DropsData returns the tables m's down migration drops whose rows are data
+// (every dropped table but those a "-- settings, not data: schema.table"
+// comment line of the down file names), in the order it drops them.
+func (m Migration) DropsData() []string {
+	settings := map[string]bool{}
+	for _, sm := range settingsTable.FindAllStringSubmatch(m.Down, -1) {
+		settings[strings.ToLower(sm[1])] = true
+	}
+	var tables []string
+	for _, dm := range dropTable.FindAllStringSubmatch(m.Down, -1) {
+		if t := strings.ToLower(dm[1]); !settings[t] {
+			tables = append(tables, t)
+		}
+	}
+	return tables
 }
 
 // GetStatus reports the applied versions. A database never migrated has

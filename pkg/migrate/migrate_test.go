@@ -122,7 +122,7 @@ func TestUp_Down_Up(t *testing.T) {
 	}
 	migrated := schemaFingerprint(t, db)
 
-	res, err = migrate.Down(ctx, db, 0)
+	res, err = migrate.Down(ctx, db, 0, migrate.DownOptions{})
 	require.NoError(t, err)
 	want := versions(latest)
 	slices.Reverse(want)
@@ -160,7 +160,7 @@ func TestDown_EachStepReverts(t *testing.T) {
 	require.NoError(t, err)
 	full := schemaFingerprint(t, db)
 	for v := latest; v >= 1; v-- {
-		res, err := migrate.Down(ctx, db, v-1)
+		res, err := migrate.Down(ctx, db, v-1, migrate.DownOptions{})
 		require.NoError(t, err)
 		require.Equal(t, []int{v}, res.Versions)
 		st, err := migrate.GetStatus(ctx, db)
@@ -172,10 +172,10 @@ func TestDown_EachStepReverts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, full, schemaFingerprint(t, db))
 
-	res, err := migrate.Down(ctx, db, latest)
+	res, err := migrate.Down(ctx, db, latest, migrate.DownOptions{})
 	require.NoError(t, err)
 	require.Empty(t, res.Versions, "down to the current version is a no-op")
-	_, err = migrate.Down(ctx, db, -1)
+	_, err = migrate.Down(ctx, db, -1, migrate.DownOptions{})
 	require.Error(t, err)
 }
 
@@ -228,7 +228,7 @@ func TestGetStatus_BeforeAndAfter(t *testing.T) {
 	}
 	require.NoError(t, migrate.Check(ctx, db))
 
-	_, err = migrate.Down(ctx, db, 0)
+	_, err = migrate.Down(ctx, db, 0, migrate.DownOptions{})
 	require.NoError(t, err)
 	err = migrate.Check(ctx, db)
 	require.ErrorIs(t, err, migrate.ErrOutdated)
@@ -337,7 +337,7 @@ func TestUp_DatabaseNewerThanBuild(t *testing.T) {
 	require.Contains(t, err.Error(), fmt.Sprintf("database schema is at version %d, newer than this build's %d", latest+1, latest))
 	require.Contains(t, err.Error(), "upgrade the binary")
 
-	_, err = migrate.Down(ctx, db, 0)
+	_, err = migrate.Down(ctx, db, 0, migrate.DownOptions{})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "newer than this build")
 	require.Equal(t, schema, schemaFingerprint(t, db), "a refused run changes nothing")
@@ -347,4 +347,53 @@ func TestUp_DatabaseNewerThanBuild(t *testing.T) {
 	require.Equal(t, latest+1, st.Current)
 	require.Equal(t, latest, st.Latest)
 	require.NoError(t, migrate.Check(ctx, db), "a newer schema is not outdated")
+}
+
+// Every table a down migration drops counts as data unless its down file
+// says it holds settings; version 1's down drops every table of the schema.
+func TestMigration_DropsData(t *testing.T) {
+	t.Parallel()
+	migs, err := migrate.All()
+	require.NoError(t, err)
+	require.ElementsMatch(t, version1Objects, migs[0].DropsData())
+	for _, m := range migs {
+		require.NotContains(t, m.DropsData(), "pulsebus.limits", "%04d: pulsebus.limits holds settings", m.Version)
+	}
+}
+
+// Down refuses to drop tables that hold rows, names them with their counts
+// and changes nothing; with Force it drops them and reports them. A target
+// above the current version or below 0 is refused.
+func TestDown_RefusesToDropRowsUnlessForced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := setup(t)
+	latest := migrate.Latest()
+	_, err := migrate.Down(ctx, db, 1, migrate.DownOptions{})
+	require.ErrorIs(t, err, migrate.ErrTarget, "a database never migrated is at version 0")
+	require.ErrorContains(t, err, "version 1 is above the schema's current version 0")
+	_, err = migrate.Up(ctx, db)
+	require.NoError(t, err)
+	schema := schemaFingerprint(t, db)
+	_, err = db.Exec(ctx, `SELECT pulsebus.publish('lessons', 'k', 'lesson.published', '{}') FROM generate_series(1, 3)`)
+	require.NoError(t, err)
+
+	_, err = migrate.Down(ctx, db, 0, migrate.DownOptions{})
+	var loss *migrate.DataLossError
+	require.ErrorAs(t, err, &loss)
+	require.Equal(t, []migrate.TableRows{{Table: "pulsebus.outbox", Rows: 3}}, loss.Tables)
+	require.EqualError(t, err, "migrate down to version 0 would drop tables that hold rows: pulsebus.outbox (3 rows); nothing was changed")
+	require.Equal(t, schema, schemaFingerprint(t, db))
+
+	_, err = migrate.Down(ctx, db, latest+1, migrate.DownOptions{Force: true})
+	require.ErrorIs(t, err, migrate.ErrTarget)
+	require.ErrorContains(t, err, fmt.Sprintf("version %d is above the schema's current version %d", latest+1, latest))
+	_, err = migrate.Down(ctx, db, -1, migrate.DownOptions{Force: true})
+	require.ErrorIs(t, err, migrate.ErrTarget)
+	require.Equal(t, schema, schemaFingerprint(t, db))
+
+	res, err := migrate.Down(ctx, db, 0, migrate.DownOptions{Force: true})
+	require.NoError(t, err)
+	require.Equal(t, []migrate.TableRows{{Table: "pulsebus.outbox", Rows: 3}}, res.Dropped)
+	require.Empty(t, leftovers(t, db))
 }

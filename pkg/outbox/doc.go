@@ -12,6 +12,14 @@
 // transaction commits. Producers in other languages call the SQL function
 // pulsebus.publish, which writes the same row.
 //
+// Both refuse an event the relay could never publish: a topic Kafka refuses,
+// or a key, attribute, header count or payload over the limits in the one
+// row of pulsebus.limits, the single definition of the limits. The same SQL
+// function (pulsebus.broken_event_rule) tests every row in both inserting
+// statements, so they accept and refuse exactly the same events; a refusal
+// is SQLSTATE 22023 naming the field, which InsertTx turns into the error Go
+// validation gives. [LoadLimits] reads the row.
+//
 // # The relay's state machine
 //
 // Relays sharing a [RelayConfig.Name] elect one leader through a lease row

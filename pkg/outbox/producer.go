@@ -3,10 +3,13 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -37,24 +40,38 @@ type Executor interface {
 }
 
 // Producer writes events into the outbox. Its zero value is not useful; use
-// [NewProducer] or the package functions [Insert] and [InsertTx], which use
-// [envelope.DefaultLimits].
+// [NewProducer] or the package functions [Insert] and [InsertTx].
+//
+// Every event is checked against the schema's limits (the row of
+// pulsebus.limits: payload, key, header value sizes and the header count)
+// in the inserting statement itself, by the same SQL function
+// pulsebus.publish uses, so both producers refuse exactly the same events
+// and a limit is changed in one place. The shape of an event (an id, a
+// type, a source, UTF-8 text, meta names, a media type) and the topic name
+// are checked in Go before anything is sent.
 type Producer struct {
 	limits envelope.Limits
 }
 
-// NewProducer returns a producer that refuses envelopes outside limits.
+// NewProducer returns a producer that also refuses, in Go and before the
+// database sees them, envelopes outside limits: a service's own, stricter
+// bounds. The schema's limits apply in any case; a zero field of limits adds
+// no bound of its own.
 func NewProducer(limits envelope.Limits) *Producer { return &Producer{limits: limits} }
 
-var defaultProducer = NewProducer(envelope.DefaultLimits())
+// defaultProducer checks sizes only against the schema's limits.
+var defaultProducer = NewProducer(envelope.Limits{})
 
 // InsertTx writes envs into the outbox for topic inside the caller's
 // transaction, in one round trip, and signals the relay, which PostgreSQL
 // delivers only if the transaction commits; it skips the signal while
 // another transaction holds [NotifyLockKey]. It never commits or rolls back
-// tx. Every envelope and the topic are validated before anything is sent;
-// the first invalid one fails the call with an error wrapping
-// [envelope.ErrInvalid] (or [ErrInvalidTopic]) and naming its index.
+// tx. The topic and each envelope's shape are validated before anything is
+// sent, sizes against pulsebus.limits by the statement (see [Producer]);
+// the first invalid event fails the call, nothing is written, and the error
+// wraps [envelope.ErrInvalid] (an [*envelope.LimitError] for a size, an
+// [*envelope.FieldError] otherwise) or [ErrInvalidTopic] and names the
+// event's index.
 //
 // Events of one call, and of successive calls in one transaction, keep their
 // order in the outbox and so, per key, on Kafka.
@@ -73,15 +90,20 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 	return p.InsertTx(ctx, db, topic, envs...)
 }
 
-// insertRowsSQL inserts rows from parallel arrays; a statement that follows
-// it runs in the same statement, since a data-modifying CTE always runs to
-// completion.
+// insertRowsSQL inserts rows from parallel arrays, each tested by
+// pulsebus.broken_event_rule against the row of pulsebus.limits: the first
+// refused one raises (pulsebus.refuse_event) and nothing is written. A
+// statement that follows it runs in the same statement, since a
+// data-modifying CTE always runs to completion.
 const insertRowsSQL = `
 WITH inserted AS (
 	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
 	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
 	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
 	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
+	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
+	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
 	 ORDER BY e.ord
 )
 `
@@ -136,7 +158,56 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		}
 	}
 	if _, err := tx.Exec(ctx, query, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads); err != nil {
+		if i, refusal, ok := refusedEvent(err, len(envs)); ok {
+			return fmt.Errorf("outbox: event %d of %d (id %s): %w (pulsebus.limits)", i, len(envs), envs[i].ID, refusal)
+		}
 		return fmt.Errorf("outbox: insert %d events into %s: %w", len(envs), topic, err)
 	}
 	return nil
+}
+
+// invalidParameterValue is SQLSTATE 22023, which pulsebus.refuse_event
+// raises.
+const invalidParameterValue = "22023"
+
+// refusedEvent turns the error pulsebus.refuse_event raised for an event of
+// an n-event insert into the error Go validation would give: its index and
+// an [*envelope.LimitError], an [*envelope.FieldError] or, for the topic,
+// an error wrapping [ErrInvalidTopic]. ok is false for any other error.
+func refusedEvent(err error, n int) (index int, refusal error, ok bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != invalidParameterValue || pgErr.ColumnName == "" {
+		return 0, nil, false
+	}
+	var ordinal int
+	if _, scanErr := fmt.Sscanf(pgErr.Message, "pulsebus: event %d:", &ordinal); scanErr != nil || ordinal < 1 || ordinal > n {
+		return 0, nil, false
+	}
+	field := pgErr.ColumnName
+	reason := strings.TrimPrefix(pgErr.Message, fmt.Sprintf("pulsebus: event %d: %s ", ordinal, field))
+	var size, limit int
+	switch _, scanErr := fmt.Sscanf(pgErr.Detail, "size %d, limit %d", &size, &limit); {
+	case field == "topic":
+		refusal = fmt.Errorf("%w: %s", ErrInvalidTopic, reason)
+	case scanErr == nil:
+		refusal = &envelope.LimitError{Field: field, Size: size, Limit: limit}
+	default:
+		refusal = &envelope.FieldError{Field: field, Reason: reason}
+	}
+	return ordinal - 1, refusal, true
+}
+
+// LoadLimits reads the schema's limits, the row of pulsebus.limits every
+// producer's events are checked against, as envelope limits: for a relay or
+// a consumer that should accept what producers may write.
+func LoadLimits(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}) (envelope.Limits, error) {
+	var l envelope.Limits
+	err := db.QueryRow(ctx, `SELECT max_payload_bytes, max_headers, max_header_value_bytes, max_key_bytes FROM pulsebus.limits`).
+		Scan(&l.MaxPayloadBytes, &l.MaxHeaders, &l.MaxHeaderValueBytes, &l.MaxKeyBytes)
+	if err != nil {
+		return l, fmt.Errorf("outbox: read pulsebus.limits: %w", err)
+	}
+	return l, nil
 }

@@ -129,6 +129,8 @@ func TestInsertTx_RefusesInvalidBeforeTouchingDatabase(t *testing.T) {
 	err = outbox.InsertTx(ctx, db.Pool, "bad topic!", newEnv(t, 1))
 	require.ErrorIs(t, err, outbox.ErrInvalidTopic)
 
+	// Sizes are checked by the insert statement against pulsebus.limits
+	// (see limits_test.go): the same typed error, and nothing written.
 	big := newEnv(t, 3)
 	big.Payload = make([]byte, envelope.DefaultMaxPayloadBytes+1)
 	var limErr *envelope.LimitError
