@@ -57,7 +57,7 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
 		Headers: map[string]string{}}
 	if d.EventID != nil {
-		out.EventID = d.EventID.String()
+		out.EventID = *d.EventID
 	}
 	if d.EventType != nil {
 		out.EventType = *d.EventType
@@ -124,7 +124,7 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 			typ = *d.EventType
 		}
 		if d.EventID != nil {
-			id = d.EventID.String()
+			id = *d.EventID
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Handler, d.Topic, d.Partition, d.Offset,
 			typ, id, d.Attempts, d.LastFailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
@@ -130,7 +129,7 @@ type headerJSON struct {
 type deadLetterRow struct {
 	key       offsetKey
 	offset    int64
-	eventID   *uuid.UUID
+	eventID   *string
 	eventType *string
 	msg       kafka.Message
 	err       error
