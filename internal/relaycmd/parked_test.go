@@ -129,7 +129,7 @@ func TestParked_List(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &got))
 	require.Len(t, got, 2)
 	require.Equal(t, int64(1), got[0].ID)
-	require.Equal(t, lessons[0].ID, got[0].EventID)
+	require.Equal(t, lessons[0].ID, got[0].EventID.String())
 	require.Equal(t, "lessons", got[0].Topic)
 	require.Equal(t, "lesson-1", got[0].Key)
 	require.Equal(t, "test.status", got[0].Type)

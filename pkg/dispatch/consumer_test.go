@@ -345,7 +345,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 
 	want := map[string]string{ // handler@offset → reason
 		"typed@1": "ce_specversion: missing", "plain@1": "ce_specversion: missing",
-		"typed@2": "ce_time: missing", "plain@2": "ce_time: missing",
+		"typed@2": "ce_type: missing", "plain@2": "ce_type: missing",
 		"typed@3": `ce_time: "yesterday" is not an RFC 3339 time`, "plain@3": `ce_time: "yesterday" is not an RFC 3339 time`,
 		"typed@4": "ce_type: header appears more than once", "plain@4": "ce_type: header appears more than once",
 		"typed@5": `event type "quiz.submitted" cannot decode into`,

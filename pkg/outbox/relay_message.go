@@ -39,7 +39,10 @@ func (b *messageBuilder) build(env *envelope.Envelope) (kafka.Message, error) {
 	if err := b.limits.Validate(*env); err != nil {
 		return kafka.Message{}, err
 	}
-	n := 5 + len(env.Meta)
+	n := 4 + len(env.Meta)
+	if !env.Time.IsZero() {
+		n++
+	}
 	if env.Subject != "" {
 		n++
 	}
@@ -55,8 +58,10 @@ func (b *messageBuilder) build(env *envelope.Envelope) (kafka.Message, error) {
 		kafka.Header{Key: envelope.HeaderID, Value: b.bytes(env.ID)},
 		kafka.Header{Key: envelope.HeaderType, Value: b.bytes(env.Type)},
 		kafka.Header{Key: envelope.HeaderSource, Value: b.bytes(env.Source)},
-		kafka.Header{Key: envelope.HeaderTime, Value: b.time(env.Time)},
 	)
+	if !env.Time.IsZero() {
+		hs = append(hs, kafka.Header{Key: envelope.HeaderTime, Value: b.time(env.Time)})
+	}
 	if env.Subject != "" {
 		hs = append(hs, kafka.Header{Key: envelope.HeaderSubject, Value: b.bytes(env.Subject)})
 	}
