@@ -91,7 +91,7 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	kc.CreateTopic(t, "events", 2)
 	var msgs []kafka.Message
 	for i := 0; i < 20; i++ {
-		env := envelope.Envelope{ID: uuid.Must(uuid.NewV7()), Type: "lesson.published", Source: "test", Time: time.Now().UTC(),
+		env := envelope.Envelope{ID: uuid.Must(uuid.NewV7()).String(), Type: "lesson.published", Source: "test", Time: time.Now().UTC(),
 			Key: uuid.NewString(), ContentType: envelope.ContentTypeJSON, Payload: []byte(`{}`)}
 		m, err := envelope.ToMessage(env)
 		require.NoError(t, err)

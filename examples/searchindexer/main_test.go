@@ -45,7 +45,7 @@ func TestSearchIndexer(t *testing.T) {
 	quiz := func(id uuid.UUID, score float32) demo.QuizSubmitted {
 		return demo.QuizSubmitted{QuizID: id, StudentID: uuid.New(), ScoreRaw: score, SubmittedAt: now}
 	}
-	badQuiz := envelope.Envelope{ID: uuid.Must(uuid.NewV7()), Type: demo.TypeQuizSubmitted, Source: "quiz-service", Time: now,
+	badQuiz := envelope.Envelope{ID: uuid.Must(uuid.NewV7()).String(), Type: demo.TypeQuizSubmitted, Source: "quiz-service", Time: now,
 		Key: q2.String(), ContentType: envelope.ContentTypeJSON, Payload: []byte(`{"quiz_id": 42}`)}
 	produce(t, kc, topic,
 		lesson(l1, "Fractions"), lesson(l2, "Decimals"), lesson(l1, "Fractions, revised"),

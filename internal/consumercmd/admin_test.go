@@ -95,14 +95,14 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	require.Contains(t, out, "first 2 shown")
 
 	// Redrive of a row whose handler is not configured: refused, row untouched.
-	_, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[envs[0].ID.String()]),
+	_, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[envs[0].ID]),
 		"--handler-spec", "name=other,types=*,log=info"}, b.dbOnly()...)...)
 	require.ErrorContains(t, err, "belongs to handler hook, which is not configured")
 	require.Equal(t, 2, consumercmd.ExitCode(err))
 
 	// The endpoint is fixed. Redrive one by id.
 	h.setStatus(nil)
-	first := envs[0].ID.String()
+	first := envs[0].ID
 	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[first]), "--handler-spec", spec}, b.dbOnly()...)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "redriven 1, failed 0")
@@ -117,7 +117,7 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	delivered := h.delivered("/in")
 	require.Len(t, delivered, 4)
 	for _, e := range envs {
-		require.Equal(t, 1, delivered[e.ID.String()], "event %s", e.ID)
+		require.Equal(t, 1, delivered[e.ID], "event %s", e.ID)
 	}
 	dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group, Handler: "hook"})
 	require.NoError(t, err)

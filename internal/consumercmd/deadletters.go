@@ -88,7 +88,7 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
 		Headers: map[string]string{}, HeaderList: make([]headerJSON, 0, len(d.Headers)), MessageStored: d.MessageStored}
 	if d.EventID != nil {
-		out.EventID = d.EventID.String()
+		out.EventID = *d.EventID
 	}
 	if d.EventType != nil {
 		out.EventType = *d.EventType
@@ -159,7 +159,7 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 			typ = *d.EventType
 		}
 		if d.EventID != nil {
-			id = d.EventID.String()
+			id = *d.EventID
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Handler, d.Topic, d.Partition, d.Offset,
 			typ, id, d.Attempts, d.LastFailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
@@ -212,7 +212,7 @@ func runDeadLettersShow(ctx context.Context, args []string, stdout, stderr io.Wr
 		typ = *d.EventType
 	}
 	if d.EventID != nil {
-		id = d.EventID.String()
+		id = *d.EventID
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%d\n", d.ID)

@@ -31,7 +31,7 @@ func (h *logHandler) Handle(ctx context.Context, env envelope.Envelope) error {
 	}
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs,
-		slog.String("id", env.ID.String()),
+		slog.String("id", env.ID),
 		slog.String("type", env.Type),
 		slog.String("key", env.Key),
 		slog.String("source", env.Source),

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/relaycmd"
@@ -41,16 +42,16 @@ func TestOutbox_List(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	require.Len(t, lines, 4, out)
 	require.Regexp(t, `^ID +EVENT_ID +TOPIC +KEY +TYPE +ATTEMPTS +CREATED_AT +LAST_ERROR$`, lines[0])
-	require.Regexp(t, `^1 +`+lessons[0].ID.String()+` +lessons +lesson-1 +test\.status +0 +`+timestamp+` +-$`, lines[1])
-	require.Regexp(t, `^2 +`+lessons[1].ID.String()+` +lessons +- +test\.status +0 +`+timestamp+` +-$`, lines[2])
-	require.Regexp(t, `^3 +`+grades[0].ID.String()+` +no\.such\.topic +g x +test\.status +7 +`+timestamp+` +`+
+	require.Regexp(t, `^1 +`+lessons[0].ID+` +lessons +lesson-1 +test\.status +0 +`+timestamp+` +-$`, lines[1])
+	require.Regexp(t, `^2 +`+lessons[1].ID+` +lessons +- +test\.status +0 +`+timestamp+` +-$`, lines[2])
+	require.Regexp(t, `^3 +`+grades[0].ID+` +no\.such\.topic +g x +test\.status +7 +`+timestamp+` +`+
 		regexp.QuoteMeta(strings.ReplaceAll(longError, "\n", " "))+`$`, lines[3], "the whole last error, on one line")
 
 	out, _, err = run(t, "outbox", "list", "--database-url", db.URL, "--topic", "lessons", "--limit", "1")
 	require.NoError(t, err)
 	lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	require.Len(t, lines, 3, out)
-	require.Contains(t, lines[1], lessons[0].ID.String())
+	require.Contains(t, lines[1], lessons[0].ID)
 	require.Equal(t, "(first 1 of 2 shown; raise --limit for more)", lines[2])
 
 	out, _, err = run(t, "outbox", "list", "--database-url", db.URL, "--topic", "media")
@@ -63,7 +64,7 @@ func TestOutbox_List(t *testing.T) {
 	var got []relaycmd.OutboxRow
 	require.NoError(t, json.Unmarshal([]byte(out), &got))
 	require.Len(t, got, 1)
-	require.Equal(t, relaycmd.OutboxRow{ID: 3, EventID: grades[0].ID, Topic: "no.such.topic", Key: "g\tx", Type: "test.status",
+	require.Equal(t, relaycmd.OutboxRow{ID: 3, EventID: uuid.MustParse(grades[0].ID), Topic: "no.such.topic", Key: "g\tx", Type: "test.status",
 		Source: "parked-test", CreatedAt: got[0].CreatedAt, Attempts: 7, LastError: longError, PayloadBytes: len(grades[0].Payload)}, got[0])
 	require.WithinDuration(t, time.Now(), got[0].CreatedAt, time.Minute)
 }
@@ -136,7 +137,7 @@ func TestOutbox_Delete(t *testing.T) {
 	out, _, err = run(t, "outbox", "delete", "--database-url", db.URL, "--topic", "no.such.topic")
 	require.NoError(t, err)
 	require.Contains(t, out, "deleted 1 row from pulsebus.outbox")
-	require.Contains(t, out, stuck[0].ID.String())
+	require.Contains(t, out, stuck[0].ID)
 	require.Empty(t, outboxIDs(t, db, "no.such.topic"))
 	require.Equal(t, []string{"c"}, outboxKeys(t, db, "lessons"))
 }
@@ -220,7 +221,7 @@ func TestOutbox_ParkAStuckRowWhileTheRelayRuns(t *testing.T) {
 		require.NoError(t, err)
 		if strings.HasPrefix(out, "parked 1 row") {
 			t.Logf("parked at attempt %d:\n%s", attempt, out)
-			require.Contains(t, out, stuck[0].ID.String())
+			require.Contains(t, out, stuck[0].ID)
 			break
 		}
 		require.Contains(t, out, "left alone: 1 row of topic no.such.topic", "attempt %d", attempt)

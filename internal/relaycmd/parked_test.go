@@ -100,15 +100,15 @@ func TestParked_List(t *testing.T) {
 	require.Len(t, lines, 4, out)
 	require.Regexp(t, `^ID +EVENT_ID +TOPIC +KEY +TYPE +ATTEMPTS +PARKED_AT +ERROR$`, lines[0])
 	ts := `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`
-	require.Regexp(t, `^1 +`+lessons[0].ID.String()+` +lessons +lesson-1 +test\.status +1 +`+ts+
+	require.Regexp(t, `^1 +`+lessons[0].ID+` +lessons +lesson-1 +test\.status +1 +`+ts+
 		` +`+regexp.QuoteMeta(strings.ReplaceAll(longError, "\n", " "))+`$`, lines[1], "the whole error, on one line")
-	require.Regexp(t, `^2 +`+lessons[1].ID.String()+` +lessons +- +test\.status +1 +`+ts+` +permanent publish error`, lines[2])
-	require.Regexp(t, `^3 +`+media[0].ID.String()+` +media +m x y +test\.status +1 +`+ts+` +Kafka topic media: TOPIC_AUTHORIZATION_FAILED$`, lines[3])
+	require.Regexp(t, `^2 +`+lessons[1].ID+` +lessons +- +test\.status +1 +`+ts+` +permanent publish error`, lines[2])
+	require.Regexp(t, `^3 +`+media[0].ID+` +media +m x y +test\.status +1 +`+ts+` +Kafka topic media: TOPIC_AUTHORIZATION_FAILED$`, lines[3])
 
 	out, _, err = run(t, "parked", "list", "--database-url", db.URL, "--topic", "media")
 	require.NoError(t, err)
 	require.Len(t, strings.Split(strings.TrimSuffix(out, "\n"), "\n"), 2, out)
-	require.Contains(t, out, media[0].ID.String())
+	require.Contains(t, out, media[0].ID)
 
 	out, _, err = run(t, "parked", "list", "--database-url", db.URL, "--topic", "grades")
 	require.NoError(t, err)
@@ -129,7 +129,7 @@ func TestParked_List(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &got))
 	require.Len(t, got, 2)
 	require.Equal(t, int64(1), got[0].ID)
-	require.Equal(t, lessons[0].ID, got[0].EventID)
+	require.Equal(t, lessons[0].ID, got[0].EventID.String())
 	require.Equal(t, "lessons", got[0].Topic)
 	require.Equal(t, "lesson-1", got[0].Key)
 	require.Equal(t, "test.status", got[0].Type)
@@ -296,7 +296,7 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	stopA()
 	out, _, err := run(t, "parked", "list", "--database-url", db.URL)
 	require.NoError(t, err)
-	require.Contains(t, out, big.ID.String())
+	require.Contains(t, out, big.ID)
 	require.Contains(t, out, "message_too_large")
 
 	// While no relay runs: a later event of the same key waits, and rows of
@@ -316,7 +316,7 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 		require.Equal(t, "k", string(r.Key))
 		got = append(got, ceID(r))
 	}
-	require.Equal(t, []string{first[0].ID.String(), second[0].ID.String(), third[0].ID.String(), big.ID.String()}, got,
+	require.Equal(t, []string{first[0].ID, second[0].ID, third[0].ID, big.ID}, got,
 		"the requeued event goes out after the event that was waiting")
 
 	// The relay is idle now, next poll in 48 s or more: only requeue's
@@ -328,7 +328,7 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	require.Eventually(t, recordsAre(kc, "media", 2), 15*time.Second, 20*time.Millisecond, "media published after the notification")
 	t.Logf("requeued rows published %s after the requeue", time.Since(start).Round(time.Millisecond))
 	recs := kc.ReadAll(t, "media")
-	require.Equal(t, []string{media[0].ID.String(), media[1].ID.String()}, []string{ceID(recs[0]), ceID(recs[1])})
+	require.Equal(t, []string{media[0].ID, media[1].ID}, []string{ceID(recs[0]), ceID(recs[1])})
 	require.Zero(t, count(t, db, "outbox_parked", "true"))
 	require.Eventually(t, rowsAre(db, "outbox", 0), 10*time.Second, 20*time.Millisecond, "outbox drained")
 }
@@ -360,7 +360,7 @@ func TestParked_Delete(t *testing.T) {
 	out, _, err = run(t, "parked", "delete", "--database-url", db.URL, "--topic", "media")
 	require.NoError(t, err)
 	require.Contains(t, out, "deleted 1 row:\n")
-	require.Contains(t, out, media[0].ID.String())
+	require.Contains(t, out, media[0].ID)
 	require.Equal(t, 1, count(t, db, "outbox_parked", "true"))
 
 	out, _, err = run(t, "parked", "delete", "--database-url", db.URL, "--topic", "media")

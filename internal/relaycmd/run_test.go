@@ -334,7 +334,7 @@ func TestRun_MaxPayloadBytesLetsALargePayloadThrough(t *testing.T) {
 	require.Eventually(t, recordsAre(kc, "media", 1), 30*time.Second, 20*time.Millisecond, "the 950 KiB event published")
 	recs := kc.ReadAll(t, "media")
 	require.Len(t, recs[0].Value, payloadBytes)
-	require.Equal(t, big.ID.String(), ceID(recs[0]))
+	require.Equal(t, big.ID, ceID(recs[0]))
 	require.Eventually(t, rowsAre(db, "outbox", 0), 10*time.Second, 20*time.Millisecond)
 	require.Zero(t, count(t, db, "outbox_parked", "true"))
 	require.NotContains(t, b.stderr.String(), "pulsebus.limits lets producers write events this relay parks")

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
@@ -272,7 +271,7 @@ type DeadLetter struct {
 	Topic         string
 	Partition     int
 	Offset        int64
-	EventID       *uuid.UUID
+	EventID       *string
 	EventType     *string
 	Key           []byte
 	Headers       []kafka.Header

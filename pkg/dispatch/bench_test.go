@@ -80,7 +80,7 @@ func benchData(b *testing.B) *benchFixture {
 		envs := events(b, benchEvents, "lesson.published")
 		for i := range envs {
 			envs[i].Key = fmt.Sprintf("k%d", i%512)
-			bench.ids = append(bench.ids, envs[i].ID)
+			bench.ids = append(bench.ids, uuid.MustParse(envs[i].ID))
 		}
 		t0 := time.Now()
 		produce(b, kc.Addrs, bench.topic, envs)
@@ -224,7 +224,7 @@ func countBatchTx(name string) dispatch.BatchTxHandlerFunc {
 	return func(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error {
 		ids := make([]uuid.UUID, len(envs))
 		for i, e := range envs {
-			ids[i] = e.ID
+			ids[i] = uuid.MustParse(e.ID)
 		}
 		_, err := tx.Exec(ctx, countBatchSQL, name, ids)
 		return err

@@ -88,7 +88,7 @@ func childMain() int {
 		defer f.Close()
 		must(c.Handle("plain", []string{"*"}, dispatch.HandlerFunc(func(ctx context.Context, e envelope.Envelope) error {
 			// One write per event: what the kernel has survives a SIGKILL.
-			_, err := f.Write([]byte(e.ID.String() + "\n"))
+			_, err := f.Write([]byte(e.ID + "\n"))
 			return err
 		})))
 	}

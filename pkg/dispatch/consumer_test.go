@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
@@ -346,7 +345,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 
 	want := map[string]string{ // handler@offset → reason
 		"typed@1": "ce_specversion: missing", "plain@1": "ce_specversion: missing",
-		"typed@2": "ce_time: missing", "plain@2": "ce_time: missing",
+		"typed@2": "ce_type: missing", "plain@2": "ce_type: missing",
 		"typed@3": `ce_time: "yesterday" is not an RFC 3339 time`, "plain@3": `ce_time: "yesterday" is not an RFC 3339 time`,
 		"typed@4": "ce_type: header appears more than once", "plain@4": "ce_type: header appears more than once",
 		"typed@5": `event type "quiz.submitted" cannot decode into`,
@@ -458,7 +457,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	produce(t, b.kc.Addrs, b.topic, envs)
 	var broken atomic.Bool
 	broken.Store(true)
-	failFor := map[uuid.UUID]bool{envs[1].ID: true, envs[2].ID: true, envs[4].ID: true}
+	failFor := map[string]bool{envs[1].ID: true, envs[2].ID: true, envs[4].ID: true}
 	var slow atomic.Bool
 	txh := dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
 		if broken.Load() && failFor[env.ID] || env.ID == envs[4].ID {
@@ -494,7 +493,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	_, err := c.Redrive(ctx, dispatch.RedriveParams{})
 	require.Error(t, err)
 	dls := deadLetters(t, b.db.Pool, "svc")
-	byEvent := map[uuid.UUID]dispatch.DeadLetter{}
+	byEvent := map[string]dispatch.DeadLetter{}
 	for _, d := range dls {
 		byEvent[*d.EventID] = d
 	}

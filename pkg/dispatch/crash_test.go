@@ -87,8 +87,8 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 	seen := plainSeen()
 	deliveries := 0
 	for _, e := range envs {
-		require.Positive(t, seen[e.ID.String()], "the plain handler never saw %s", e.ID)
-		deliveries += seen[e.ID.String()]
+		require.Positive(t, seen[e.ID], "the plain handler never saw %s", e.ID)
+		deliveries += seen[e.ID]
 	}
 	require.Len(t, seen, total)
 	t.Logf("plain handler: %d deliveries for %d events (at-least-once; redeliveries after the kills)", deliveries, total)
@@ -146,7 +146,7 @@ func TestConsumer_PlainAtLeastOnceAcrossKills(t *testing.T) {
 	c.stop(30 * time.Second)
 	seen := linesIn(t, path)
 	for _, e := range envs {
-		require.Positive(t, seen[e.ID.String()], "event %s never delivered", e.ID)
+		require.Positive(t, seen[e.ID], "event %s never delivered", e.ID)
 	}
 	n := deliveries()
 	t.Logf("%d deliveries of %d events", n, total)

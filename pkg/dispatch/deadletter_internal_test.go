@@ -86,7 +86,7 @@ func parkingWorker(t testing.TB, db *testdb.DB) *worker {
 // message is stored whole (never only its position) and byte for byte, and
 // the text columns hold valid text.
 func FuzzDeadLetter(f *testing.F) {
-	valid, err := envelope.ToMessage(envelope.Envelope{ID: [16]byte{1}, Type: "lesson.published", Source: "s",
+	valid, err := envelope.ToMessage(envelope.Envelope{ID: "01000000-0000-0000-0000-000000000000", Type: "lesson.published", Source: "s",
 		Time: time.Unix(1, 0).UTC(), Payload: []byte(`{}`), Meta: map[string]string{"tenant": "acme"}})
 	require.NoError(f, err)
 	ce := func(typ string, extra ...[]byte) []byte {

@@ -67,7 +67,7 @@ func events(t testing.TB, n int, typ string) []envelope.Envelope {
 	out := make([]envelope.Envelope, n)
 	for i := range out {
 		payload, _ := json.Marshal(lessonEvent{N: i})
-		out[i] = envelope.Envelope{ID: uuid.Must(uuid.NewV7()), Type: typ, Source: "test", Time: time.Now().UTC().Truncate(time.Microsecond),
+		out[i] = envelope.Envelope{ID: uuid.Must(uuid.NewV7()).String(), Type: typ, Source: "test", Time: time.Now().UTC().Truncate(time.Microsecond),
 			Key: fmt.Sprintf("k%d", i%16), ContentType: envelope.ContentTypeJSON, Payload: payload}
 	}
 	return out
@@ -113,11 +113,11 @@ func countTx(name string) dispatch.TxHandlerFunc {
 // recorder is a plain handler remembering how often it saw each event.
 type recorder struct {
 	mu   sync.Mutex
-	seen map[uuid.UUID]int
+	seen map[string]int
 	fail func(env envelope.Envelope) error
 }
 
-func newRecorder() *recorder { return &recorder{seen: map[uuid.UUID]int{}} }
+func newRecorder() *recorder { return &recorder{seen: map[string]int{}} }
 
 func (r *recorder) Handle(ctx context.Context, env envelope.Envelope) error {
 	r.mu.Lock()
@@ -188,7 +188,7 @@ type producer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
-	ids    []uuid.UUID
+	ids    []string
 	err    error
 	t      *testing.T
 }
@@ -248,7 +248,7 @@ func (p *producer) fail(err error) {
 }
 
 // stop ends production and returns the ids of every event written.
-func (p *producer) stop() []uuid.UUID {
+func (p *producer) stop() []string {
 	p.t.Helper()
 	p.cancel()
 	<-p.done
@@ -391,14 +391,14 @@ func deadLetters(t *testing.T, pool *pgxpool.Pool, group string) []dispatch.Dead
 }
 
 // countsByEvent returns how often handler counted each event.
-func countsByEvent(t *testing.T, pool *pgxpool.Pool, handler string) map[uuid.UUID]int {
+func countsByEvent(t *testing.T, pool *pgxpool.Pool, handler string) map[string]int {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), `SELECT event_id, n FROM handled WHERE handler = $1`, handler)
+	rows, err := pool.Query(context.Background(), `SELECT event_id::text, n FROM handled WHERE handler = $1`, handler)
 	require.NoError(t, err)
 	defer rows.Close()
-	out := map[uuid.UUID]int{}
+	out := map[string]int{}
 	for rows.Next() {
-		var id uuid.UUID
+		var id string
 		var n int
 		require.NoError(t, rows.Scan(&id, &n))
 		out[id] = n

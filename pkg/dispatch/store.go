@@ -10,7 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
@@ -133,7 +132,7 @@ type headerJSON struct {
 type deadLetterRow struct {
 	key       offsetKey
 	offset    int64
-	eventID   *uuid.UUID
+	eventID   *string
 	eventType *string
 	msg       kafka.Message
 	err       error

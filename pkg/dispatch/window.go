@@ -3,7 +3,6 @@ package dispatch
 import (
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -16,9 +15,9 @@ import (
 // reading the messages before the handler's next offset. A nil window
 // remembers nothing.
 type window struct {
-	ring []uuid.UUID
+	ring []string
 	size int
-	at   map[uuid.UUID]uint64 // id → its sequence number in ring
+	at   map[string]uint64 // id → its sequence number in ring
 	seq  uint64
 }
 
@@ -26,12 +25,12 @@ func newWindow(size int) *window {
 	if size <= 0 {
 		return nil
 	}
-	return &window{size: size, at: make(map[uuid.UUID]uint64)}
+	return &window{size: size, at: make(map[string]uint64)}
 }
 
 // observe reports whether id is already in the window and, when it is
 // not, adds it, forgetting the oldest id beyond the window's size.
-func (w *window) observe(id uuid.UUID) (duplicate bool) {
+func (w *window) observe(id string) (duplicate bool) {
 	if w == nil {
 		return false
 	}
@@ -54,16 +53,16 @@ func (w *window) observe(id uuid.UUID) (duplicate bool) {
 }
 
 // headerID returns the message's ce_id, without decoding the envelope;
-// false when it has none that parses.
-func headerID(m *kafka.Message) (uuid.UUID, bool) {
+// false when it has none (or an empty one). Ids are opaque: compared byte
+// for byte.
+func headerID(m *kafka.Message) (string, bool) {
 	for i := range m.Headers {
 		h := &m.Headers[i]
 		if len(h.Key) == len(envelope.HeaderID) && strings.EqualFold(h.Key, envelope.HeaderID) {
-			id, err := uuid.ParseBytes(h.Value)
-			return id, err == nil
+			return string(h.Value), len(h.Value) > 0
 		}
 	}
-	return uuid.UUID{}, false
+	return "", false
 }
 
 // headerType returns the message's ce_type, without decoding the envelope.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
@@ -421,6 +420,20 @@ func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []it
 			continue
 		}
 		env, err := w.c.cfg.Limits.FromMessage(*m)
+		if err == nil && !hasType {
+			// The structured mode carries its attributes in the value:
+			// filter and deduplicate after decoding. (Messages below the
+			// cursor are not decoded, so after a restart the window holds
+			// only binary-mode ids.)
+			if !w.h.matches([]byte(env.Type)) {
+				continue
+			}
+			if !hasID && seen.observe(env.ID) {
+				w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
+					Offset: m.Offset, EventType: env.Type, Outcome: OutcomeSkippedDuplicate})
+				continue
+			}
+		}
 		items = append(items, item{msg: *m, env: env, bad: err})
 	}
 	w.items = items[:0]
@@ -710,7 +723,7 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 			s := string(t)
 			d.eventType = &s
 		}
-		if id, err := uuid.Parse(headerValue(it.msg, envelope.HeaderID)); err == nil {
+		if id := headerValue(it.msg, envelope.HeaderID); id != "" {
 			d.eventID = &id
 		}
 	}

@@ -20,10 +20,12 @@ const ContentTypeJSON = "application/json"
 // onto a CloudEvent in binary mode: the payload is the Kafka message value, the
 // attributes are headers.
 type Envelope struct {
-	// ID identifies the event. PulseBus writes UUIDv7 (time-ordered) ids; a
-	// redelivered or republished event keeps its ID, so consumers can drop
-	// duplicates by it.
-	ID uuid.UUID
+	// ID identifies the event within its source: any non-empty string
+	// (CloudEvents id), kept byte for byte from producer to handler.
+	// PulseBus writes UUIDv7 (time-ordered) ids ([NewID]); a redelivered
+	// or republished event keeps its ID, so consumers can drop duplicates
+	// by it.
+	ID string
 	// Type is the event's canonical name, such as "lesson.published".
 	Type string
 	// Source names the producing service (a CloudEvents URI-reference).
@@ -34,11 +36,16 @@ type Envelope struct {
 	// Key is the partition key, usually the aggregate id. Events with the same
 	// key land on the same partition, in order. Empty means no key.
 	Key string
-	// Time is when the event happened. Envelopes built by [New] carry
-	// microsecond precision, the precision PostgreSQL keeps.
+	// Time is when the event happened; the zero Time means the producer
+	// did not say (time is optional in CloudEvents). Envelopes built by
+	// [New] carry the current time at microsecond precision, the precision
+	// PostgreSQL keeps.
 	Time time.Time
 	// ContentType is the media type of Payload, such as "application/json".
 	ContentType string
+	// DataSchema optionally names the schema Payload adheres to, a URI
+	// (ce_dataschema).
+	DataSchema string
 	// Meta holds CloudEvents extension attributes: tenant, correlation id,
 	// traceparent and the like. Keys are lower-case ASCII letters and digits,
 	// at most 20 characters ([ValidMetaKey]); on the wire each entry is the
@@ -70,8 +77,23 @@ func WithTime(t time.Time) Option {
 	return func(e *Envelope) { e.Time = t.UTC().Truncate(time.Microsecond) }
 }
 
-// WithID sets the event id instead of a fresh UUIDv7.
-func WithID(id uuid.UUID) Option { return func(e *Envelope) { e.ID = id } }
+// WithID sets the event id instead of a fresh UUIDv7. The outbox stores
+// ids as UUIDs: [outbox.InsertTx] refuses an id that is not one.
+func WithID(id string) Option { return func(e *Envelope) { e.ID = id } }
+
+// WithDataSchema sets the CloudEvents dataschema: the URI of the schema the
+// payload adheres to.
+func WithDataSchema(uri string) Option { return func(e *Envelope) { e.DataSchema = uri } }
+
+// NewID returns a fresh event id: a UUIDv7 (time-ordered) in its canonical
+// lower-case form, as [New] sets it.
+func NewID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("envelope: new event id: %w", err)
+	}
+	return id.String(), nil
+}
 
 // WithMeta adds one extension attribute. Later values replace earlier ones.
 func WithMeta(key, value string) Option {
@@ -94,9 +116,9 @@ func New(source string, event Event, opts ...Option) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, &FieldError{Field: "payload", Reason: "encode " + event.EventType(), Err: err}
 	}
-	id, err := uuid.NewV7()
+	id, err := NewID()
 	if err != nil {
-		return Envelope{}, fmt.Errorf("envelope: new event id: %w", err)
+		return Envelope{}, err
 	}
 	env := Envelope{
 		ID:          id,

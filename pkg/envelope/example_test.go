@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -33,7 +31,7 @@ func (BadgeAwarded) EventType() string { return "badge.awarded" }
 func ExampleNew() {
 	env, err := envelope.New("lesson-service",
 		LessonPublished{LessonID: "l-1", Title: "Fractions"},
-		envelope.WithID(uuid.MustParse("01936f3e-7c00-7abc-8def-0123456789ab")),
+		envelope.WithID("01936f3e-7c00-7abc-8def-0123456789ab"),
 		envelope.WithTime(time.Date(2026, 11, 25, 6, 30, 0, 0, time.UTC)),
 		envelope.WithKey("course-42"),
 		envelope.WithMeta("tenant", "acme"),

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -18,6 +17,7 @@ const (
 	HeaderSource      = "ce_source"
 	HeaderTime        = "ce_time"
 	HeaderSubject     = "ce_subject"
+	HeaderDataSchema  = "ce_dataschema"
 	HeaderContentType = "content-type"
 	// HeaderPrefix prefixes every CloudEvents attribute header; a meta entry
 	// "tenant" travels as the header "ce_tenant".
@@ -35,9 +35,9 @@ func FromMessage(msg kafka.Message) (Envelope, error) { return DefaultLimits().F
 // ToMessage validates env and maps it to a Kafka message in the CloudEvents
 // binary mode: Key is the partition key (nil when empty), Value the payload,
 // and the attributes are headers: ce_specversion, ce_id, ce_type,
-// ce_source, ce_time (RFC 3339, UTC), ce_subject when set, content-type when
-// set, and ce_<key> for each meta entry, in sorted key order. The topic is
-// left for the caller to set.
+// ce_source, ce_time (RFC 3339, UTC) when set, ce_subject when set,
+// ce_dataschema when set, content-type when set, and ce_<key> for each meta
+// entry, in sorted key order. The topic is left for the caller to set.
 func (l Limits) ToMessage(env Envelope) (kafka.Message, error) {
 	if err := l.Validate(env); err != nil {
 		return kafka.Message{}, err
@@ -52,13 +52,12 @@ func (l Limits) ToMessage(env Envelope) (kafka.Message, error) {
 
 	// Every header value goes into one buffer: one allocation instead of
 	// one per header.
-	var (
-		id  [36]byte
-		now [len(time.RFC3339Nano)]byte
-	)
-	idText := appendUUID(id[:0], env.ID)
-	timeText := env.Time.UTC().AppendFormat(now[:0], time.RFC3339Nano)
-	size := len(SpecVersion) + len(idText) + len(env.Type) + len(env.Source) + len(timeText) + len(env.Subject) + len(env.ContentType)
+	var now [len(time.RFC3339Nano)]byte
+	var timeText []byte
+	if !env.Time.IsZero() {
+		timeText = env.Time.UTC().AppendFormat(now[:0], time.RFC3339Nano)
+	}
+	size := len(SpecVersion) + len(env.ID) + len(env.Type) + len(env.Source) + len(timeText) + len(env.Subject) + len(env.DataSchema) + len(env.ContentType)
 	for _, k := range keys {
 		size += len(env.Meta[k])
 	}
@@ -75,12 +74,17 @@ func (l Limits) ToMessage(env Envelope) (kafka.Message, error) {
 		headers = append(headers, kafka.Header{Key: k, Value: buf[start:len(buf):len(buf)]})
 	}
 	addString(HeaderSpecVersion, SpecVersion)
-	add(HeaderID, idText)
+	addString(HeaderID, env.ID)
 	addString(HeaderType, env.Type)
 	addString(HeaderSource, env.Source)
-	add(HeaderTime, timeText)
+	if timeText != nil {
+		add(HeaderTime, timeText)
+	}
 	if env.Subject != "" {
 		addString(HeaderSubject, env.Subject)
+	}
+	if env.DataSchema != "" {
+		addString(HeaderDataSchema, env.DataSchema)
 	}
 	if env.ContentType != "" {
 		addString(HeaderContentType, env.ContentType)
@@ -95,24 +99,24 @@ func (l Limits) ToMessage(env Envelope) (kafka.Message, error) {
 	return msg, nil
 }
 
-// appendUUID appends u in its canonical text form, as u.String() gives it.
-func appendUUID(dst []byte, u uuid.UUID) []byte {
-	const hex = "0123456789abcdef"
-	for i, b := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			dst = append(dst, '-')
-		}
-		dst = append(dst, hex[b>>4], hex[b&0x0f])
-	}
-	return dst
-}
-
-// FromMessage maps a Kafka message written in the CloudEvents binary mode to
-// an envelope. It checks every attribute and returns a [*FieldError] or
-// [*LimitError] naming the first bad one; it never panics. Headers without
-// the ce_ prefix, other than content-type, are ignored; ce_ headers that are
-// not core attributes become Meta entries.
+// FromMessage maps a Kafka message carrying a CloudEvent to an envelope, in
+// either mode of the CloudEvents Kafka protocol binding:
+//   - structured mode, when the content-type header starts with
+//     "application/cloudevents": the value is the whole event in the JSON
+//     event format (see [Limits.FromStructured]);
+//   - binary mode otherwise: the attributes are ce_ headers and the value is
+//     the data. Headers without the ce_ prefix, other than content-type,
+//     are ignored; ce_ headers that are not core attributes become Meta
+//     entries.
+//
+// It accepts everything CloudEvents 1.0 allows (any non-empty id, no time,
+// extension names of any length) and keeps every attribute byte for byte.
+// It checks every attribute and returns a [*FieldError] or [*LimitError]
+// naming the first bad one; it never panics.
 func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
+	if ct, ok := structuredContentType(msg.Headers); ok {
+		return l.FromStructured(ct, msg.Key, msg.Value)
+	}
 	if l.MaxHeaders > 0 && len(msg.Headers) > l.MaxHeaders {
 		return Envelope{}, &LimitError{Field: "headers", Size: len(msg.Headers), Limit: l.MaxHeaders}
 	}
@@ -120,7 +124,6 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 		env  Envelope
 		seen attrSet
 		spec []byte
-		id   []byte
 		ts   string
 	)
 	for _, h := range msg.Headers {
@@ -142,7 +145,7 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 		case attrSpecVersion:
 			spec = h.Value
 		case attrID:
-			id = h.Value
+			env.ID = string(h.Value)
 		case attrType:
 			env.Type = string(h.Value)
 		case attrSource:
@@ -151,12 +154,14 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 			ts = string(h.Value)
 		case attrSubject:
 			env.Subject = string(h.Value)
+		case attrDataSchema:
+			env.DataSchema = string(h.Value)
 		case attrContentType:
 			env.ContentType = internContentType(h.Value)
 		default:
 			key := strings.TrimPrefix(name, HeaderPrefix)
-			if !ValidMetaKey(key) {
-				return Envelope{}, &FieldError{Field: name, Reason: "not a valid extension attribute name"}
+			if !validExtensionName(key) {
+				return Envelope{}, &FieldError{Field: truncate(name), Reason: metaKeyReason(key, false)}
 			}
 			if _, dup := env.Meta[key]; dup {
 				return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
@@ -175,20 +180,15 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 	case seen&attrID == 0:
 		return Envelope{}, &FieldError{Field: HeaderID, Reason: "missing"}
 	}
-	parsed, err := uuid.ParseBytes(id)
-	if err != nil {
-		return Envelope{}, &FieldError{Field: HeaderID, Reason: fmt.Sprintf("%q is not a UUID", truncate(string(id))), Err: err}
-	}
-	env.ID = parsed
-	if seen&attrTime == 0 {
-		return Envelope{}, &FieldError{Field: HeaderTime, Reason: "missing"}
-	}
-	if env.Time, err = ParseTime(ts); err != nil {
-		return Envelope{}, &FieldError{Field: HeaderTime, Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(ts)), Err: err}
+	if seen&attrTime != 0 {
+		var err error
+		if env.Time, err = ParseTime(ts); err != nil {
+			return Envelope{}, &FieldError{Field: HeaderTime, Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(ts)), Err: err}
+		}
 	}
 	env.Key = string(msg.Key)
 	env.Payload = msg.Value
-	if err := l.Validate(env); err != nil {
+	if err := l.validate(env, false); err != nil {
 		return Envelope{}, err
 	}
 	return env, nil
@@ -205,6 +205,7 @@ const (
 	attrSource
 	attrTime
 	attrSubject
+	attrDataSchema
 	attrContentType
 )
 
@@ -224,6 +225,8 @@ func coreAttr(name string) attrSet {
 		return attrTime
 	case HeaderSubject:
 		return attrSubject
+	case HeaderDataSchema:
+		return attrDataSchema
 	case HeaderContentType:
 		return attrContentType
 	}

@@ -3,6 +3,7 @@ package envelope
 import (
 	"fmt"
 	"mime"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,8 +17,9 @@ const (
 	DefaultMaxKeyBytes         = 1024
 )
 
-// MaxMetaKeyLen is the longest extension attribute name accepted, as the
-// CloudEvents spec recommends.
+// MaxMetaKeyLen is the longest extension attribute name PulseBus writes, as
+// the CloudEvents spec recommends. Decoding accepts longer names, which the
+// spec only discourages.
 const MaxMetaKeyLen = 20
 
 // Limits bounds the size of envelopes, on validation and on decoding. A zero
@@ -53,11 +55,18 @@ var reservedAttributes = map[string]bool{
 	"time": true, "datacontenttype": true, "dataschema": true, "data": true,
 }
 
-// ValidMetaKey reports whether key can name an extension attribute: 1 to
-// MaxMetaKeyLen lower-case ASCII letters or digits, and not one of the
-// CloudEvents core attribute names.
+// ValidMetaKey reports whether key can name an extension attribute that
+// PulseBus writes: 1 to MaxMetaKeyLen lower-case ASCII letters or digits,
+// and not one of the CloudEvents core attribute names.
 func ValidMetaKey(key string) bool {
-	if key == "" || len(key) > MaxMetaKeyLen || reservedAttributes[key] {
+	return len(key) <= MaxMetaKeyLen && validExtensionName(key)
+}
+
+// validExtensionName reports whether key is a CloudEvents extension
+// attribute name of any length: lower-case ASCII letters or digits, not a
+// core attribute. Received events may use names longer than MaxMetaKeyLen.
+func validExtensionName(key string) bool {
+	if key == "" || reservedAttributes[key] {
 		return false
 	}
 	for i := 0; i < len(key); i++ {
@@ -69,13 +78,20 @@ func ValidMetaKey(key string) bool {
 	return true
 }
 
-// Validate checks that env is complete and within the limits: a non-nil id,
-// a type, a source, a time whose UTC year has four digits, a type/subtype
-// content type, UTF-8 strings without NUL bytes, meta keys that are valid
-// extension attribute names, and sizes and counts within l.
-func (l Limits) Validate(env Envelope) error {
-	if env.ID == [16]byte{} {
-		return &FieldError{Field: "ce_id", Reason: "missing"}
+// Validate checks that env is complete and within the limits, as PulseBus
+// writes events: an id, a type, a source, a time (if set) whose UTC year has
+// four digits, a type/subtype content type, a dataschema (if set) that is an
+// absolute URI, UTF-8 strings without NUL bytes, meta keys that are valid
+// extension attribute names of at most MaxMetaKeyLen characters, and sizes
+// and counts within l.
+func (l Limits) Validate(env Envelope) error { return l.validate(env, true) }
+
+// validate is Validate; with producing false it checks a received event as
+// liberally as CloudEvents 1.0 allows: extension names of any length and a
+// dataschema that is any string.
+func (l Limits) validate(env Envelope, producing bool) error {
+	if err := l.checkText(env.ID, true); err != nil {
+		return err.named("ce_id")
 	}
 	if err := l.checkText(env.Type, true); err != nil {
 		return err.named("ce_type")
@@ -86,10 +102,7 @@ func (l Limits) Validate(env Envelope) error {
 	if err := l.checkText(env.Subject, false); err != nil {
 		return err.named("ce_subject")
 	}
-	if env.Time.IsZero() {
-		return &FieldError{Field: "ce_time", Reason: "missing"}
-	}
-	if y := env.Time.UTC().Year(); y < 1 || y > 9999 {
+	if y := env.Time.UTC().Year(); !env.Time.IsZero() && (y < 1 || y > 9999) {
 		// RFC 3339 has four-digit years; outside them ce_time could not be
 		// written or read back.
 		return &FieldError{Field: "ce_time", Reason: fmt.Sprintf("year %d in UTC is outside 0001-9999", y)}
@@ -100,6 +113,19 @@ func (l Limits) Validate(env Envelope) error {
 		}
 		if err := checkMediaType(env.ContentType); err != nil {
 			return err
+		}
+		if producing && isStructuredMediaType(env.ContentType) {
+			// A binary-mode message with this content type would read as
+			// the structured mode.
+			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is reserved for the CloudEvents structured mode", truncate(env.ContentType))}
+		}
+	}
+	if env.DataSchema != "" {
+		if err := l.checkText(env.DataSchema, false); err != nil {
+			return err.named("ce_dataschema")
+		}
+		if u, err := url.Parse(env.DataSchema); producing && (err != nil || !u.IsAbs()) {
+			return &FieldError{Field: "ce_dataschema", Reason: fmt.Sprintf("%q is not an absolute URI", truncate(env.DataSchema))}
 		}
 	}
 	if !utf8.ValidString(env.Key) {
@@ -112,8 +138,8 @@ func (l Limits) Validate(env Envelope) error {
 		return &LimitError{Field: "key", Size: len(env.Key), Limit: l.MaxKeyBytes}
 	}
 	for k, v := range env.Meta {
-		if !ValidMetaKey(k) {
-			return &FieldError{Field: "meta." + k, Reason: "extension attribute names are 1-20 lower-case letters or digits and not a core attribute"}
+		if producing && !ValidMetaKey(k) || !validExtensionName(k) {
+			return &FieldError{Field: "meta." + truncate(k), Reason: metaKeyReason(k, producing)}
 		}
 		if err := l.checkText(v, false); err != nil {
 			return err.named("meta." + k)
@@ -126,6 +152,20 @@ func (l Limits) Validate(env Envelope) error {
 		return &LimitError{Field: "payload", Size: len(env.Payload), Limit: l.MaxPayloadBytes}
 	}
 	return nil
+}
+
+// metaKeyReason says which rule extension attribute name k breaks.
+func metaKeyReason(k string, producing bool) string {
+	switch {
+	case k == "":
+		return "an extension attribute name cannot be empty"
+	case reservedAttributes[k]:
+		return fmt.Sprintf("%q is a core CloudEvents attribute, not an extension", k)
+	case validExtensionName(k) && producing:
+		return fmt.Sprintf("%d characters: PulseBus writes extension names of at most %d", len(k), MaxMetaKeyLen)
+	default:
+		return "extension attribute names are lower-case ASCII letters and digits only"
+	}
 }
 
 // textError is what checkText found wrong with a value, before the caller
@@ -199,8 +239,14 @@ func isTokenChar(c byte) bool {
 
 // headerCount is the number of Kafka headers env maps to.
 func headerCount(env Envelope) int {
-	n := 5 + len(env.Meta) // specversion, id, type, source, time
+	n := 4 + len(env.Meta) // specversion, id, type, source
+	if !env.Time.IsZero() {
+		n++
+	}
 	if env.Subject != "" {
+		n++
+	}
+	if env.DataSchema != "" {
 		n++
 	}
 	if env.ContentType != "" {

@@ -58,7 +58,7 @@ func benchEnvelope(b *testing.B, i int) envelope.Envelope {
 	b.Helper()
 	env, err := envelope.New("lesson-service",
 		lessonPublished{LessonID: fmt.Sprintf("lesson-%06d", i), Title: "Fractions and decimals: a first look at place value (part 1)"},
-		envelope.WithID(uuid.Must(uuid.NewV7())),
+		envelope.WithID(uuid.Must(uuid.NewV7()).String()),
 		envelope.WithTime(time.Now()),
 		envelope.WithKey(fmt.Sprintf("course-%06d", i)),
 		envelope.WithMeta("tenant", "acme"),
@@ -120,7 +120,7 @@ func BenchmarkInsertTx_Concurrent(b *testing.B) {
 				defer wg.Done()
 				env := envs[p]
 				for time.Now().Before(deadline) {
-					env.ID = uuid.Must(uuid.NewV7())
+					env.ID = uuid.Must(uuid.NewV7()).String()
 					if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 						return insert(ctx, tx, "lessons", env)
 					}); err != nil {

@@ -61,7 +61,7 @@ func (c publishCase) envelope(t *testing.T) envelope.Envelope {
 	t.Helper()
 	id, err := uuid.NewV7()
 	require.NoError(t, err)
-	return envelope.Envelope{ID: id, Type: c.typ, Source: c.source, Subject: c.subject, Time: time.Now(),
+	return envelope.Envelope{ID: id.String(), Type: c.typ, Source: c.source, Subject: c.subject, Time: time.Now(),
 		ContentType: envelope.ContentTypeJSON, Key: c.key, Meta: c.meta, Payload: []byte(c.payload)}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -119,6 +120,21 @@ func (p *Producer) InsertTx(ctx context.Context, tx Executor, topic string, envs
 	return p.insert(ctx, tx, insertSQL, topic, envs)
 }
 
+// eventID parses an event id as the outbox stores it: a UUID in canonical
+// form (lower case, with dashes), as envelope.NewID makes them. Other forms
+// are refused rather than rewritten, so the id on Kafka is the id given.
+func eventID(id string) ([16]byte, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id {
+		return [16]byte{}, &envelope.FieldError{Field: "ce_id", Reason: fmt.Sprintf(
+			"%q: the outbox stores event ids as UUIDs in canonical lower-case form (envelope.NewID makes one)", id)}
+	}
+	return u, nil
+}
+
+// errDataSchemaUnsupported: TEMPORARY until the outbox has a dataschema column.
+var errDataSchemaUnsupported = &envelope.FieldError{Field: "ce_dataschema", Reason: "not yet stored by the outbox"}
+
 // insert validates envs and runs query, one of the insert statements, with
 // them.
 func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string, envs []envelope.Envelope) error {
@@ -141,9 +157,19 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 	)
 	for i, env := range envs {
 		if err := p.limits.Validate(env); err != nil {
-			return fmt.Errorf("outbox: event %d of %d (id %s): %w", i, len(envs), env.ID, err)
+			return fmt.Errorf("outbox: event %d of %d (id %q): %w", i, len(envs), env.ID, err)
 		}
-		ids[i], keys[i], types[i], sources[i], subjects[i] = env.ID, env.Key, env.Type, env.Source, env.Subject
+		id, err := eventID(env.ID)
+		if err != nil {
+			return fmt.Errorf("outbox: event %d of %d: %w", i, len(envs), err)
+		}
+		if env.DataSchema != "" {
+			return fmt.Errorf("outbox: event %d of %d: %w", i, len(envs), errDataSchemaUnsupported)
+		}
+		if env.Time.IsZero() {
+			env.Time = time.Now().UTC().Truncate(time.Microsecond)
+		}
+		ids[i], keys[i], types[i], sources[i], subjects[i] = id, env.Key, env.Type, env.Source, env.Subject
 		times[i], contentTypes[i], payloads[i] = env.Time, env.ContentType, env.Payload
 		if payloads[i] == nil {
 			payloads[i] = []byte{}

@@ -155,9 +155,9 @@ func TestPublishSQL_SameEnvelopeAsGo(t *testing.T) {
 	rows := readRows(t, db.Pool)
 	require.Len(t, rows, 2)
 	fromGo, fromSQL := rows[0], rows[1]
-	require.Equal(t, sqlID, fromSQL.Envelope.ID.String())
-	require.Equal(t, uuid.Version(7), fromSQL.Envelope.ID.Version(), "pulsebus.publish writes UUIDv7 ids")
-	require.True(t, fromSQL.Envelope.ID.String() > fromGo.Envelope.ID.String(), "UUIDv7 ids are time-ordered")
+	require.Equal(t, sqlID, fromSQL.Envelope.ID)
+	require.Equal(t, uuid.Version(7), uuid.MustParse(fromSQL.Envelope.ID).Version(), "pulsebus.publish writes UUIDv7 ids")
+	require.True(t, fromSQL.Envelope.ID > fromGo.Envelope.ID, "UUIDv7 ids are time-ordered")
 
 	// Everything but the id, the time and the payload's JSON spelling is equal.
 	a, b := fromGo.Envelope, fromSQL.Envelope

@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"encoding/hex"
 	"slices"
 	"time"
 
@@ -40,8 +39,14 @@ func (b *messageBuilder) build(env *envelope.Envelope) (kafka.Message, error) {
 	if err := b.limits.Validate(*env); err != nil {
 		return kafka.Message{}, err
 	}
-	n := 5 + len(env.Meta)
+	n := 4 + len(env.Meta)
+	if !env.Time.IsZero() {
+		n++
+	}
 	if env.Subject != "" {
+		n++
+	}
+	if env.DataSchema != "" {
 		n++
 	}
 	if env.ContentType != "" {
@@ -50,13 +55,18 @@ func (b *messageBuilder) build(env *envelope.Envelope) (kafka.Message, error) {
 	hs := b.headerSlice(n)
 	hs = append(hs,
 		kafka.Header{Key: envelope.HeaderSpecVersion, Value: specVersion},
-		kafka.Header{Key: envelope.HeaderID, Value: b.uuid(env)},
+		kafka.Header{Key: envelope.HeaderID, Value: b.bytes(env.ID)},
 		kafka.Header{Key: envelope.HeaderType, Value: b.bytes(env.Type)},
 		kafka.Header{Key: envelope.HeaderSource, Value: b.bytes(env.Source)},
-		kafka.Header{Key: envelope.HeaderTime, Value: b.time(env.Time)},
 	)
+	if !env.Time.IsZero() {
+		hs = append(hs, kafka.Header{Key: envelope.HeaderTime, Value: b.time(env.Time)})
+	}
 	if env.Subject != "" {
 		hs = append(hs, kafka.Header{Key: envelope.HeaderSubject, Value: b.bytes(env.Subject)})
+	}
+	if env.DataSchema != "" {
+		hs = append(hs, kafka.Header{Key: envelope.HeaderDataSchema, Value: b.bytes(env.DataSchema)})
 	}
 	if env.ContentType != "" {
 		hs = append(hs, kafka.Header{Key: envelope.HeaderContentType, Value: b.bytes(env.ContentType)})
@@ -107,23 +117,6 @@ func (b *messageBuilder) seal(start int) []byte {
 func (b *messageBuilder) bytes(s string) []byte {
 	start := b.room(len(s))
 	b.buf = append(b.buf, s...)
-	return b.seal(start)
-}
-
-// uuid writes the id as uuid.UUID.String does.
-func (b *messageBuilder) uuid(env *envelope.Envelope) []byte {
-	start := b.room(36)
-	b.buf = b.buf[:start+36]
-	dst, id := b.buf[start:], env.ID
-	hex.Encode(dst[0:8], id[0:4])
-	dst[8] = '-'
-	hex.Encode(dst[9:13], id[4:6])
-	dst[13] = '-'
-	hex.Encode(dst[14:18], id[6:8])
-	dst[18] = '-'
-	hex.Encode(dst[19:23], id[8:10])
-	dst[23] = '-'
-	hex.Encode(dst[24:], id[10:])
 	return b.seal(start)
 }
 

@@ -31,7 +31,7 @@ func testRows(n int) []Row {
 	rows := make([]Row, n)
 	for i := range rows {
 		rows[i] = Row{ID: int64(i + 1), Topic: "lessons", Envelope: envelope.Envelope{
-			ID: uuid.New(), Type: "x.y", Source: "s", Key: "k", Time: time.Now(), Payload: []byte("{}"),
+			ID: uuid.New().String(), Type: "x.y", Source: "s", Key: "k", Time: time.Now(), Payload: []byte("{}"),
 		}}
 	}
 	return rows

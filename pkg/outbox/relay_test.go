@@ -266,7 +266,7 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 		attempts    int
 	)
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text, error, attempts FROM pulsebus.outbox_parked`).Scan(&parkedID, &parkedError, &attempts))
-	require.Equal(t, big.ID.String(), parkedID)
+	require.Equal(t, big.ID, parkedID)
 	require.Contains(t, parkedError, "message_too_large")
 	require.Equal(t, 1, attempts)
 	require.Equal(t, 1, b.hooks.get(func(h *recordingHooks) int { return h.parked[outbox.ReasonMessageTooLarge] }))

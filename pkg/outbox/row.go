@@ -54,12 +54,14 @@ func scanRow(r pgx.CollectableRow, in *interner) (Row, error) {
 	var (
 		row  Row
 		env  = &row.Envelope
+		id   uuid.UUID
 		meta []byte
 	)
-	if err := r.Scan(&row.ID, &row.Topic, &env.ID, &env.Key, &env.Type, &env.Source, &env.Subject,
+	if err := r.Scan(&row.ID, &row.Topic, &id, &env.Key, &env.Type, &env.Source, &env.Subject,
 		&env.Time, &env.ContentType, &meta, &env.Payload, &row.CreatedAt, &row.Attempts); err != nil {
 		return Row{}, fmt.Errorf("scan outbox row: %w", err)
 	}
+	env.ID = id.String()
 	env.Time = env.Time.UTC()
 	return row, decodeMeta(&row, meta, in)
 }
@@ -105,7 +107,7 @@ func scanRowBinary(r pgx.CollectableRow, in *interner) (row Row, ok bool, err er
 	env := &row.Envelope
 	row.ID = int64(binary.BigEndian.Uint64(v[0]))
 	row.Topic = in.string(v[1])
-	env.ID = uuid.UUID(v[2])
+	env.ID = uuid.UUID(v[2]).String()
 	env.Key = string(v[3])
 	env.Type = in.string(v[4])
 	env.Source = in.string(v[5])

@@ -80,7 +80,7 @@ func TestMessageBuilder_MatchesToMessage(t *testing.T) {
 		var built []pair
 		for i := range 40 {
 			env := envelope.Envelope{
-				ID:          uuid.Must(uuid.NewRandom()),
+				ID:          uuid.Must(uuid.NewRandom()).String(),
 				Type:        pick("lesson.published", "x.y", "", "t\x00"),
 				Source:      pick("svc", "lesson-service", "https://example.com/a b"),
 				Subject:     pick("", "", "sub/1", "ünïcode"),

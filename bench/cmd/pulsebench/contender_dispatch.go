@@ -144,7 +144,7 @@ func runPulsebusDispatch(ctx context.Context, spec Spec, ready func(), start <-c
 				return err
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO bench_handled (handler, event_id, seq) VALUES ($1, $2, $3)`,
-				spec.Contender+"/"+spec.Mode, env.ID.String(), seq); err != nil {
+				spec.Contender+"/"+spec.Mode, env.ID, seq); err != nil {
 				return err
 			}
 			return tr.mark(seq)
@@ -158,7 +158,7 @@ func runPulsebusDispatch(ctx context.Context, spec Spec, ready func(), start <-c
 				if err != nil {
 					return err
 				}
-				ids[i], seqs[i] = env.ID.String(), seq
+				ids[i], seqs[i] = env.ID, seq
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO bench_handled (handler, event_id, seq) SELECT $1, e.id, e.seq FROM unnest($2::text[], $3::bigint[]) AS e(id, seq)`,
 				spec.Contender+"/"+spec.Mode, ids, seqs); err != nil {

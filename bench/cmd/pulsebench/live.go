@@ -239,7 +239,7 @@ func compareInt64(a, b int64) int {
 // benchEnvelope is the live and consumer scenarios' event seq.
 func benchEnvelope(seq int64, payloadSize int) envelope.Envelope {
 	return envelope.Envelope{
-		ID:          uuid.Must(uuid.NewV7()),
+		ID:          uuid.Must(uuid.NewV7()).String(),
 		Type:        "bench.event",
 		Source:      "pulsebench",
 		Key:         fmt.Sprintf("k%d", seq%benchKeys),

@@ -8,14 +8,17 @@
 //	ce-type: lesson.published
 //	ce-source: lessons-api
 //	ce-time: 2025-03-01T12:00:00.123456Z
-//	ce-subject: ...             (when the event has one)
-//	ce-partitionkey: <key>      (the Kafka key, CloudEvents partitioning extension)
-//	ce-<ext>: ...               (one per metadata entry: tenant, traceparent, ...)
+//	ce-subject: ...             (when the event has one; so for ce-time, ce-dataschema)
+//	ce-<ext>: ...               (one per extension attribute: tenant, traceparent, partitionkey, ...)
 //	Content-Type: application/json
 //	Idempotency-Key: 0195f3c2-7a0e-7c4b-9d7e-2b1f0c9a6e11
 //
-// Header values are percent-encoded as the binding requires (space, '"',
-// '%' and everything outside printable ASCII).
+// The request carries exactly the attributes of the event, as the producer
+// wrote them: the id byte for byte (also in Idempotency-Key), no ce-time
+// when the event had none, and the Kafka message key only when the producer
+// set the partitionkey extension. Header values are percent-encoded as the
+// binding requires (space, '"', '%' and everything outside printable
+// ASCII).
 //
 // # Delivery and errors
 //

@@ -27,10 +27,6 @@ const MaxBodySnippet = 256
 // by this common header rather than by ce-id.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
-// PartitionKeyHeader carries the event's partition key (the Kafka message
-// key), as the CloudEvents partitioning extension names it.
-const PartitionKeyHeader = "ce-partitionkey"
-
 // Config configures a [Handler].
 type Config struct {
 	// URL is the endpoint, an absolute http or https URL. Required.
@@ -186,19 +182,24 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 	return dispatch.Permanent(serr)
 }
 
-// setHeaders writes the CloudEvents binary-mode headers of env into hdr.
+// setHeaders writes the CloudEvents binary-mode headers of env into hdr:
+// exactly the attributes the event carries, with the values it carries
+// (the id as the producer wrote it; no time when it had none; the Kafka key
+// only as the partitionkey extension when the producer set that).
 func setHeaders(hdr http.Header, env envelope.Envelope) {
 	set := func(name, value string) { hdr.Set(name, EncodeHeaderValue(value)) }
 	set("ce-specversion", envelope.SpecVersion)
-	set("ce-id", env.ID.String())
+	set("ce-id", env.ID)
 	set("ce-type", env.Type)
 	set("ce-source", env.Source)
-	set("ce-time", envelope.FormatTime(env.Time))
+	if !env.Time.IsZero() {
+		set("ce-time", envelope.FormatTime(env.Time))
+	}
 	if env.Subject != "" {
 		set("ce-subject", env.Subject)
 	}
-	if env.Key != "" {
-		set(PartitionKeyHeader, env.Key)
+	if env.DataSchema != "" {
+		set("ce-dataschema", env.DataSchema)
 	}
 	for k, v := range env.Meta {
 		set("ce-"+k, v) // keys are valid extension names (envelope.ValidMetaKey)
@@ -206,7 +207,7 @@ func setHeaders(hdr http.Header, env envelope.Envelope) {
 	if env.ContentType != "" {
 		hdr.Set("Content-Type", env.ContentType)
 	}
-	hdr.Set(IdempotencyKeyHeader, env.ID.String())
+	hdr.Set(IdempotencyKeyHeader, EncodeHeaderValue(env.ID))
 	if hdr.Get("User-Agent") == "" {
 		hdr.Set("User-Agent", "pulsebus-webhook")
 	}

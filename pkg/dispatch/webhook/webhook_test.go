@@ -69,7 +69,7 @@ func newHandler(t *testing.T, cfg webhook.Config) *webhook.Handler {
 
 func testEnvelope() envelope.Envelope {
 	return envelope.Envelope{
-		ID:          uuid.MustParse("0195f3c2-7a0e-7c4b-9d7e-2b1f0c9a6e11"),
+		ID:          uuid.MustParse("0195f3c2-7a0e-7c4b-9d7e-2b1f0c9a6e11").String(),
 		Type:        "lesson.published",
 		Source:      "lessons-api",
 		Subject:     "lessons/42",
@@ -104,7 +104,6 @@ func TestHandler_BinaryModeRequest(t *testing.T) {
 		"ce-source":       "lessons-api",
 		"ce-time":         "2025-03-01T12:00:00.123456Z",
 		"ce-subject":      "lessons/42",
-		"ce-partitionkey": "lesson%2042",
 		"ce-tenant":       "%C3%A9cole%20%22A%22%20100%25",
 		"ce-traceparent":  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		"Content-Type":    "application/json; charset=utf-8",
@@ -116,6 +115,7 @@ func TestHandler_BinaryModeRequest(t *testing.T) {
 		require.Equal(t, []string{v}, r.header.Values(k), "header %s", k)
 	}
 	require.Empty(t, r.header.Values("ce-datacontenttype"), "binary mode carries the content type in Content-Type only")
+	require.Empty(t, r.header.Values("ce-partitionkey"), "the Kafka key is not an attribute the producer set")
 	// The receiver's single round of percent-decoding restores the value.
 	dec, err := url.PathUnescape(r.header.Get("ce-tenant"))
 	require.NoError(t, err)
@@ -135,6 +135,37 @@ func TestHandler_OptionalAttributesOmitted(t *testing.T) {
 			require.Contains(t, []string{"Ce-Specversion", "Ce-Id", "Ce-Type", "Ce-Source", "Ce-Time"}, k)
 		}
 	}
+}
+
+// What reaches the endpoint is what the producer sent: an upper-case or
+// non-UUID id unchanged (also as Idempotency-Key), no ce-time for an event
+// without a time, ce-dataschema when set, and ce-partitionkey only when the
+// producer set that extension.
+func TestHandler_ChangesNothingInTransit(t *testing.T) {
+	t.Parallel()
+	ep := newEndpoint(t, nil)
+	h := newHandler(t, webhook.Config{URL: ep.URL})
+	for _, id := range []string{"0195F3C2-7A0E-7C4B-9D7E-2B1F0C9A6E11", "order-1005/created#1"} {
+		env := envelope.Envelope{ID: id, Type: "order.created", Source: "/orders", Key: "order-1005",
+			DataSchema: "https://schemas.example/order.json", Payload: []byte("{}")}
+		require.NoError(t, h.Handle(context.Background(), env))
+	}
+	withKey := envelope.Envelope{ID: "k-1", Type: "order.created", Source: "/orders", Key: "order-1005",
+		Meta: map[string]string{"partitionkey": "order-1005"}, Payload: []byte("{}")}
+	require.NoError(t, h.Handle(context.Background(), withKey))
+
+	reqs := ep.requests()
+	require.Len(t, reqs, 3)
+	require.Equal(t, "0195F3C2-7A0E-7C4B-9D7E-2B1F0C9A6E11", reqs[0].header.Get("ce-id"))
+	require.Equal(t, "0195F3C2-7A0E-7C4B-9D7E-2B1F0C9A6E11", reqs[0].header.Get("Idempotency-Key"))
+	require.Equal(t, "order-1005/created#1", reqs[1].header.Get("ce-id"))
+	require.Equal(t, "order-1005/created#1", reqs[1].header.Get("Idempotency-Key"))
+	for _, r := range reqs[:2] {
+		require.Empty(t, r.header.Values("ce-time"))
+		require.Empty(t, r.header.Values("ce-partitionkey"))
+		require.Equal(t, "https://schemas.example/order.json", r.header.Get("ce-dataschema"))
+	}
+	require.Equal(t, "order-1005", reqs[2].header.Get("ce-partitionkey"))
 }
 
 func TestHandler_StatusClassification(t *testing.T) {
