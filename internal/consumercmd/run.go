@@ -228,7 +228,8 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer stopHTTP()
 	var httpDone <-chan error
 	if rc.metricsAddr != "" {
-		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, c.Ready, log)
+		ready := &readiness{ready: c.Ready, log: log}
+		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, ready.check, log)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
