@@ -27,7 +27,7 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // and returns nil as soon as one answers: a real request, so a broker that
 // accepts connections but answers nothing (a blackholed network, a hung
 // process) fails it when ctx ends. Without a deadline in ctx, each attempt
-// is bounded by the dialer's timeout.
+// is bounded by the dialer's timeout (10 s when it has none).
 func (c *Consumer) pingKafka(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the slower brokers' attempts end with the first answer
@@ -54,7 +54,11 @@ func (c *Consumer) pingBroker(ctx context.Context, broker string) error {
 	defer conn.Close()
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(c.cfg.Dialer.Timeout)
+		timeout := c.cfg.Dialer.Timeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		deadline = time.Now().Add(timeout)
 	}
 	_ = conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
