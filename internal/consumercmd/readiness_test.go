@@ -146,10 +146,10 @@ func TestRun_ReadyzBodyHidesDatabaseDetails(t *testing.T) {
 	_, body := waitStatus(t, ready, http.StatusServiceUnavailable, 30*time.Second)
 	// A check on a fresh connection fails with the login refused; look at
 	// a few bodies so that one is about it.
-	var bodies []string
+	bodies := []string{body}
 	for range 3 {
 		time.Sleep(httpserve.ReadyCacheTTL)
-		_, body = getBody(t, ready)
+		_, body := getBody(t, ready)
 		bodies = append(bodies, body)
 	}
 	for _, body := range bodies {
