@@ -102,6 +102,7 @@ func TestRun_ReadyzFollowsABlackholedBroker(t *testing.T) {
 	for code := range codes {
 		require.Equal(t, http.StatusOK, code)
 	}
+	t.Logf("200 probes: %d broker connections, %d API versions requests", px.Accepted()-accepted, px.Requests(int16(kmsg.ApiVersions))-asked)
 	// The consumer's own traffic (a partition watch, a reconnect) may add
 	// one or two.
 	require.LessOrEqual(t, px.Accepted()-accepted, int64(3), "broker connections opened for 200 probes")
