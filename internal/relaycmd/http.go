@@ -44,7 +44,8 @@ type readiness struct {
 type readyReport struct {
 	pending             bool // the caller gave up waiting for a check
 	dbErr, kafkaErr     error
-	leader              bool
+	leader              bool // this relay holds the lease, as it knew at the check
+	ownsLeaseRow        bool // the lease row names this relay
 	leaderID            string
 	term                int64
 	held, leaseRowFound bool
@@ -86,7 +87,8 @@ func (r *readiness) check(ctx context.Context) readyReport {
 		rep.kafkaErr = pingKafka(ctx, r.client)
 	}()
 	wg.Wait()
-	rep.leader = r.relay.IsLeader() && (!rep.leaseRowFound || rep.leaderID == r.relay.ID())
+	rep.leader = r.relay.IsLeader()
+	rep.ownsLeaseRow = rep.leaseRowFound && rep.leaderID == r.relay.ID()
 	r.logChange(rep)
 	return rep
 }
@@ -139,9 +141,9 @@ func (r *readiness) lines(rep readyReport) (lines []string, ok bool) {
 		lines = append(lines, "ready")
 	}
 	switch {
-	case rep.leader && rep.leaseRowFound:
+	case rep.leader && rep.ownsLeaseRow:
 		lines = append(lines, fmt.Sprintf("lease: leader (term %d)", rep.term))
-	case rep.leader || r.relay.IsLeader():
+	case rep.leader:
 		lines = append(lines, "lease: leader")
 	case rep.dbErr != nil || rep.pending:
 		lines = append(lines, "lease: standby (leader unknown)")

@@ -34,7 +34,7 @@ func TestRun_ReadyzCachedAndTellsOnlyWhatIsNotReady(t *testing.T) {
 	b := startBackground(t, "--database-url", u.String(), "--kafka-brokers", px.Addr(),
 		"--lease-ttl", "3s", "--poll-interval", "100ms", "--name", "inproc", "--id", id)
 	_, body := b.waitGet("/readyz", 20*time.Second, func(code int, body string) bool {
-		return code == http.StatusOK && strings.Contains(body, "lease: leader")
+		return code == http.StatusOK && strings.Contains(body, "lease: leader (term")
 	})
 	require.Equal(t, "ready\nlease: leader (term 1)\n", body)
 

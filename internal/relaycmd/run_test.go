@@ -56,7 +56,7 @@ func TestRun_PublishesReadyzMetricsAndStopsCleanly(t *testing.T) {
 	b := startBackground(t, "--database-url", db.URL, "--kafka-brokers", strings.Join(kc.Addrs, ","),
 		"--lease-ttl", "3s", "--poll-interval", "100ms", "--backlog-interval", "100ms", "--name", "inproc", "--id", "relay-inproc-1")
 	_, body := b.waitGet("/readyz", 20*time.Second, func(code int, body string) bool {
-		return code == http.StatusOK && strings.Contains(body, "lease: leader")
+		return code == http.StatusOK && strings.Contains(body, "lease: leader (term")
 	})
 	require.Equal(t, "ready\nlease: leader (term 1)\n", body)
 
@@ -234,7 +234,7 @@ func TestRun_NotReadyWithoutPostgres(t *testing.T) {
 
 	b := startBackground(t, "--database-url", u.String(), "--kafka-brokers", kc.Addrs[0], "--lease-ttl", "3s", "--poll-interval", "100ms")
 	b.waitGet("/readyz", 20*time.Second, func(code int, body string) bool {
-		return code == http.StatusOK && strings.Contains(body, "lease: leader")
+		return code == http.StatusOK && strings.Contains(body, "lease: leader (term")
 	})
 	px.Cut()
 	_, body := b.waitGet("/readyz", 20*time.Second, func(code int, _ string) bool { return code == http.StatusServiceUnavailable })
