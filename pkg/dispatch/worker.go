@@ -385,7 +385,7 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		cur.next = it.msg.Offset + 1
 		return nil
 	}
-	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
+	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
 		return safeCall(func() error { return w.h.run.Handle(withMessage(hctx, it.msg), it.env) })
 	})
 	if errors.Is(err, errStopped) {
@@ -417,7 +417,7 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 		w.parked(it, it.bad, 0, time.Since(start))
 		return nil
 	}
-	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
+	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
 		return w.inTx(cur, end, func(tx pgx.Tx) error { return w.runTx(hctx, tx, it) })
 	})
 	if errors.Is(err, errStopped) || errors.Is(err, errMoved) || isInfra(err) {
@@ -570,8 +570,10 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 // (RetryPolicy.nextRetry); it returns the attempts made. It returns
 // errStopped when ctx ends during a back-off or the work context is
 // cancelled (the drain timeout), and errMoved and infrastructure errors at
-// once.
-func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Context) error) (int, error) {
+// once. Before it first holds the partition for a transient failure it
+// saves the cursor's progress, so the messages handled before the held one
+// are not re-delivered after a crash however long the hold lasts.
+func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn func(context.Context) error) (int, error) {
 	p := w.h.retry
 	var b *backoff.ExponentialBackOff
 	others := 0 // failures neither permanent nor transient
@@ -609,6 +611,9 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
 		if transient && !held {
 			held = true
+			if err := w.flush(cur); err != nil {
+				w.c.log.Debug("saving progress before holding the partition", "handler", w.key.handler, "err", err)
+			}
 			w.c.log.Warn("handler failed transiently; holding the partition for it and retrying", "handler", w.key.handler,
 				"topic", w.key.topic, "partition", w.key.partition, "retry_for", p.RetryFor, "err", err)
 		}
