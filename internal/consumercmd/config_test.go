@@ -123,7 +123,7 @@ func TestParseHandlerSpec(t *testing.T) {
 	t.Setenv("PULSEBUS_TEST_TOKEN", "tok-123")
 	s, err := consumercmd.ParseHandlerSpec("--handler", " name=search , types=lesson.*|quiz.submitted ,"+
 		"webhook=https://user:pw@search.internal/events?key=abc,timeout=5s,header=Authorization:Bearer ${PULSEBUS_TEST_TOKEN},"+
-		"header=X-Team:search,max-attempts=10,max-elapsed=2m")
+		"header=X-Team:search,max-attempts=10,max-elapsed=2m,retry-for=30m")
 	require.NoError(t, err)
 	require.Equal(t, "search", s.Name)
 	require.Equal(t, []string{"lesson.*", "quiz.submitted"}, s.Types)
@@ -133,12 +133,13 @@ func TestParseHandlerSpec(t *testing.T) {
 	require.Equal(t, "search", s.Headers.Get("X-Team"))
 	require.Equal(t, 10, s.Retry.MaxAttempts)
 	require.Equal(t, 2*time.Minute, s.Retry.MaxElapsed)
+	require.Equal(t, 30*time.Minute, s.Retry.RetryFor)
 	desc := s.Describe()
 	for _, secret := range []string{"tok-123", "pw", "key=abc", "user"} {
 		require.NotContains(t, desc, secret)
 	}
 	require.Equal(t, "name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/events?...,timeout=5s,"+
-		"header=Authorization:<redacted>,header=X-Team:<redacted>,max-attempts=10,max-elapsed=2m0s", desc)
+		"header=Authorization:<redacted>,header=X-Team:<redacted>,max-attempts=10,max-elapsed=2m0s,retry-for=30m0s", desc)
 
 	s, err = consumercmd.ParseHandlerSpec("x", "name=audit-log,types=*,log=warn")
 	require.NoError(t, err)

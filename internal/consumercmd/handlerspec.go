@@ -19,8 +19,8 @@ import (
 // HandlerSpec is one built-in handler as configured by a --handler flag or
 // an entry of CONSUMER_HANDLERS:
 //
-//	name=NAME,types=T1|T2,webhook=URL[,timeout=D][,header=Name:Value]...[,max-attempts=N][,max-elapsed=D]
-//	name=NAME,types=T1|T2,log=LEVEL[,max-attempts=N][,max-elapsed=D]
+//	name=NAME,types=T1|T2,webhook=URL[,timeout=D][,header=Name:Value]...[,max-attempts=N][,max-elapsed=D][,retry-for=D]
+//	name=NAME,types=T1|T2,log=LEVEL[,max-attempts=N][,max-elapsed=D][,retry-for=D]
 type HandlerSpec struct {
 	// Name is the handler's name, its identity in the offsets and dead
 	// letters.
@@ -48,7 +48,7 @@ func (s HandlerSpec) Kind() string {
 }
 
 // specKeys are the keys a handler spec accepts, in the order help shows.
-var specKeys = []string{"name", "types", "webhook", "log", "timeout", "header", "max-attempts", "max-elapsed"}
+var specKeys = []string{"name", "types", "webhook", "log", "timeout", "header", "max-attempts", "max-elapsed", "retry-for"}
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -110,15 +110,18 @@ func ParseHandlerSpec(setting, spec string) (HandlerSpec, error) {
 				return s, bad("log=%s: not debug, info, warn or error", value)
 			}
 			s.Log = &lvl
-		case "timeout", "max-elapsed":
+		case "timeout", "max-elapsed", "retry-for":
 			d, err := time.ParseDuration(value)
 			if err != nil || d <= 0 {
 				return s, bad("%s=%s: not a positive duration such as 5s or 1m30s", key, value)
 			}
-			if key == "timeout" {
+			switch key {
+			case "timeout":
 				s.Timeout = d
-			} else {
+			case "max-elapsed":
 				s.Retry.MaxElapsed = d
+			default:
+				s.Retry.RetryFor = d
 			}
 		case "max-attempts":
 			n, err := strconv.Atoi(value)
@@ -213,6 +216,9 @@ func (s HandlerSpec) Describe() string {
 	}
 	if s.Retry.MaxElapsed > 0 {
 		fmt.Fprintf(&b, ",max-elapsed=%s", s.Retry.MaxElapsed)
+	}
+	if s.Retry.RetryFor > 0 {
+		fmt.Fprintf(&b, ",retry-for=%s", s.Retry.RetryFor)
 	}
 	return b.String()
 }

@@ -190,6 +190,7 @@ type hook struct {
 	mu     sync.Mutex
 	got    []delivery
 	status func(r *http.Request, n int) int // n counts requests for this ce-id, from 1
+	header func(w http.ResponseWriter, r *http.Request)
 }
 
 type delivery struct {
@@ -197,12 +198,14 @@ type delivery struct {
 	header http.Header
 	body   []byte
 	status int
+	at     time.Time // when the request arrived
 }
 
 func newHook(t *testing.T) *hook {
 	t.Helper()
 	h := &hook{}
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
 		body, _ := io.ReadAll(r.Body)
 		h.mu.Lock()
 		n := 1
@@ -211,15 +214,18 @@ func newHook(t *testing.T) *hook {
 				n++
 			}
 		}
-		f := h.status
+		f, setHeader := h.status, h.header
 		h.mu.Unlock()
 		status := http.StatusOK
 		if f != nil {
 			status = f(r, n) // outside the lock: it may block
 		}
 		h.mu.Lock()
-		h.got = append(h.got, delivery{path: r.URL.Path, header: r.Header.Clone(), body: body, status: status})
+		h.got = append(h.got, delivery{path: r.URL.Path, header: r.Header.Clone(), body: body, status: status, at: at})
 		h.mu.Unlock()
+		if setHeader != nil {
+			setHeader(w, r)
+		}
 		w.WriteHeader(status)
 		if status >= 300 {
 			fmt.Fprintf(w, "rejected with %d", status)
@@ -232,6 +238,13 @@ func newHook(t *testing.T) *hook {
 func (h *hook) setStatus(f func(r *http.Request, n int) int) {
 	h.mu.Lock()
 	h.status = f
+	h.mu.Unlock()
+}
+
+// setHeader has f add response headers to every answer.
+func (h *hook) setHeader(f func(w http.ResponseWriter, r *http.Request)) {
+	h.mu.Lock()
+	h.header = f
 	h.mu.Unlock()
 }
 

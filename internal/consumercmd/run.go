@@ -63,12 +63,13 @@ func (rc *runConfig) register(c *cli.Command) {
 	rc.kafka.Register(c.Settings)
 	c.String(&rc.group, "group", "CONSUMER_GROUP", "", "consumer group: the Kafka group and the group_id of the handler offsets (required)", nil)
 	c.String(&rc.topics, "topics", "CONSUMER_TOPICS", "", "comma-separated topics to consume (required)", nil)
-	c.List(&rc.handlers, "handler", "CONSUMER_HANDLERS", "handler spec: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D]; in CONSUMER_HANDLERS, specs separated by ';' or newlines", splitEnvSpecs)
+	c.List(&rc.handlers, "handler", "CONSUMER_HANDLERS", "handler spec: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D][,retry-for=D]; in CONSUMER_HANDLERS, specs separated by ';' or newlines", splitEnvSpecs)
 	c.String(&rc.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz; empty disables", nil)
 	c.String(&rc.logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto (text on a terminal, else JSON), json or text", nil)
 	c.String(&rc.logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error", nil)
-	c.Int(&rc.retry.MaxAttempts, "max-attempts", "CONSUMER_MAX_ATTEMPTS", dispatch.DefaultMaxAttempts, minInt, maxInt, "attempts per event and handler before it is dead-lettered (first one included)")
-	c.Duration(&rc.retry.MaxElapsed, "max-elapsed", "CONSUMER_MAX_ELAPSED", dispatch.DefaultMaxElapsed, minDuration, maxDuration, "no retry starts later than this after an event's first attempt")
+	c.Int(&rc.retry.MaxAttempts, "max-attempts", "CONSUMER_MAX_ATTEMPTS", dispatch.DefaultMaxAttempts, minInt, maxInt, "attempts per event and handler failing with an error neither transient nor permanent before it is dead-lettered (first one included)")
+	c.Duration(&rc.retry.MaxElapsed, "max-elapsed", "CONSUMER_MAX_ELAPSED", dispatch.DefaultMaxElapsed, minDuration, maxDuration, "no retry of an error neither transient nor permanent starts later than this after an event's first attempt")
+	c.Duration(&rc.retry.RetryFor, "retry-for", "CONSUMER_RETRY_FOR", dispatch.DefaultRetryFor, minDuration, maxDuration, "how long transient failures (network errors, timeouts, HTTP 5xx, 408, 429) are retried, holding the partition for the handler, before the event is dead-lettered")
 	c.Duration(&rc.retry.InitialInterval, "retry-initial-interval", "CONSUMER_RETRY_INITIAL_INTERVAL", dispatch.DefaultInitialInterval, minDuration, maxDuration, "first retry back-off; each next one is 1.5 times longer, with jitter")
 	c.Duration(&rc.retry.MaxInterval, "retry-max-interval", "CONSUMER_RETRY_MAX_INTERVAL", dispatch.DefaultMaxInterval, minDuration, maxDuration, "longest single retry back-off")
 	c.String(&rc.startOffset, "start-offset", "CONSUMER_START_OFFSET", "earliest", "where a handler starts on a partition it has no offset for (and the group none): earliest or latest", nil)
@@ -145,6 +146,8 @@ func checkRetry(c *cli.Command, p dispatch.RetryPolicy) error {
 		return c.Invalid("max-attempts", fmt.Sprintf("%d: want at least 1", p.MaxAttempts))
 	case p.MaxElapsed <= 0:
 		return c.Invalid("max-elapsed", fmt.Sprintf("%s is not a positive duration", p.MaxElapsed))
+	case p.RetryFor <= 0:
+		return c.Invalid("retry-for", fmt.Sprintf("%s is not a positive duration", p.RetryFor))
 	case p.InitialInterval <= 0:
 		return c.Invalid("retry-initial-interval", fmt.Sprintf("%s is not a positive duration", p.InitialInterval))
 	case p.MaxInterval < p.InitialInterval:
@@ -155,17 +158,22 @@ func checkRetry(c *cli.Command, p dispatch.RetryPolicy) error {
 
 const runAbout = `Joins the consumer group, reads the topics and runs every configured handler
 on the events it wants, each handler with its own offsets in PostgreSQL. A
-failing handler is retried with back-off, then its event is parked in the dead
-letters and the handler moves on. SIGTERM or SIGINT stops fetching, lets the
-in-flight handlers finish (--drain-timeout), saves progress and exits 0.
+handler failing transiently (its endpoint unreachable, timing out or answering
+5xx, 408 or 429) is retried with back-off for --retry-for, holding its
+partition; a failure for good (another 4xx) parks the event in the dead
+letters at once, any other failure after --max-attempts; then the handler
+moves on. SIGTERM or SIGINT stops fetching, lets the in-flight handlers finish
+(--drain-timeout), saves progress and exits 0.
 
 Built-in handlers (--handler, repeatable, or CONSUMER_HANDLERS):
   name=audit-log,types=*,log=info
   name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/events,timeout=5s
-  name=crm,types=payment.processed,webhook=https://crm/hook,header=Authorization:Bearer ${CRM_TOKEN},max-attempts=10
+  name=crm,types=payment.processed,webhook=https://crm/hook,header=Authorization:Bearer ${CRM_TOKEN},retry-for=30m
 A webhook handler POSTs each event as a CloudEvent (HTTP binary mode) and
-retries network errors, timeouts, 5xx, 408 and 429; other statuses park the
-event at once. ${VAR} in a header value is read from the environment.`
+retries network errors, timeouts, 5xx, 408 and 429 (waiting at least what a
+Retry-After asks for) for --retry-for or the spec's retry-for; other statuses
+park the event at once. ${VAR} in a header value is read from the
+environment.`
 
 func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewRunCommand(ctx, "consumer run", runAbout)
@@ -227,7 +235,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	reg.MustRegister(dispatchprom.NewDeadLetterGauges(pool, rc.group, handlerNames, dispatchprom.StateOptions{}))
 	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
 		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
-		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "drain_timeout", rc.drainTimeout)
+		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "retry_for", rc.retry.RetryFor, "drain_timeout", rc.drainTimeout)
 
 	// The HTTP server outlives ctx until the consumer has drained, so
 	// /metrics shows the drain.
@@ -235,13 +243,13 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer stopHTTP()
 	var httpDone <-chan error
 	if rc.metricsAddr != "" {
-		ready := func(ctx context.Context) error {
+		ready := &readiness{ready: func(ctx context.Context) error {
 			if err := c.Ready(ctx); err != nil {
 				return err
 			}
 			return c.Stalled()
-		}
-		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, ready, log)
+		}, log: log}
+		_, httpDone, err = httpserve.Start(httpCtx, rc.metricsAddr, reg, ready.check, log)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}

@@ -16,12 +16,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// ReadyTimeout bounds one readiness check.
-const ReadyTimeout = 3 * time.Second
-
 // Handler returns the mux: /metrics from gatherer, /healthz always 200, and
-// /readyz 200 when ready returns nil, else 503 with the error text.
+// /readyz 200 when ready returns nil, else 503 with the error text, which
+// anyone who can reach the port reads: it must name what is not ready
+// without addresses, user or database names (log those). ready runs at
+// most once per ReadyCacheTTL, bounded by ReadyTimeout, whatever the number
+// of callers (see [Cache]).
 func Handler(gatherer prometheus.Gatherer, ready func(context.Context) error) http.Handler {
+	var cache *Cache[error]
+	if ready != nil {
+		cache = NewCache(ReadyCacheTTL, ReadyTimeout, ready)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -30,10 +35,14 @@ func Handler(gatherer prometheus.Gatherer, ready func(context.Context) error) ht
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
-		defer cancel()
-		if ready != nil {
-			if err := ready(ctx); err != nil {
+		if cache != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
+			defer cancel()
+			err, waitErr := cache.Get(ctx)
+			if waitErr != nil {
+				err = errors.New("readiness check still running")
+			}
+			if err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				fmt.Fprintf(w, "not ready: %v\n", err)
 				return

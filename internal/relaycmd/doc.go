@@ -29,5 +29,9 @@
 // Readiness: /readyz answers 200 when PostgreSQL and a Kafka broker answer,
 // whether this relay leads or stands by (a standby is ready to take over),
 // and 503 otherwise or while shutting down. The body says which, e.g.
-// "ready\nlease: leader (term 3)\n".
+// "ready\nlease: leader (term 3)\n" or "not ready: kafka does not
+// answer\n...", without addresses, user or database names or relay ids
+// (the cause is logged when readiness changes). One check, a query of the
+// lease row and an API versions request to Kafka, runs at most once per
+// httpserve.ReadyCacheTTL whatever the number of callers.
 package relaycmd

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -21,71 +22,135 @@ import (
 )
 
 // readiness checks the relay's dependencies for /readyz and reports its
-// lease state.
+// lease state. The body, which anyone who reaches the port can read, names
+// what is not ready and the lease state, never the relay's name or id, nor
+// addresses, user or database names: those go to the log, when readiness
+// changes.
 type readiness struct {
 	pool     *pgxpool.Pool
 	client   *kafka.Client
 	relay    *outbox.Relay
 	name     string
+	log      *slog.Logger
 	stopping atomic.Bool
+
+	cacheOnce sync.Once
+	cache     *httpserve.Cache[readyReport]
+	mu        sync.Mutex
+	lastCause string // the causes last logged, "" when ready
 }
 
-// check returns the lines of the /readyz body and whether the relay is
-// ready: PostgreSQL and a Kafka broker answer and it is not shutting down.
-func (r *readiness) check(ctx context.Context) (lines []string, ok bool) {
+// readyReport is one check of the relay's dependencies.
+type readyReport struct {
+	pending             bool // the caller gave up waiting for a check
+	dbErr, kafkaErr     error
+	leader              bool // this relay holds the lease, as it knew at the check
+	ownsLeaseRow        bool // the lease row names this relay
+	leaderID            string
+	term                int64
+	held, leaseRowFound bool
+}
+
+// report returns the latest check, running one at most every
+// httpserve.ReadyCacheTTL however many callers ask (httpserve.Cache).
+func (r *readiness) report(ctx context.Context) readyReport {
+	r.cacheOnce.Do(func() { r.cache = httpserve.NewCache(httpserve.ReadyCacheTTL, httpserve.ReadyTimeout, r.check) })
+	rep, err := r.cache.Get(ctx)
+	if err != nil {
+		rep.pending = true
+	}
+	return rep
+}
+
+// check asks PostgreSQL for the lease row and a Kafka broker for its API
+// versions, at once, and logs the causes when they change.
+func (r *readiness) check(ctx context.Context) readyReport {
 	var (
-		wg                  sync.WaitGroup
-		dbErr, kafkaErr     error
-		leaderID            string
-		term                int64
-		held, leaseRowFound bool
+		wg  sync.WaitGroup
+		rep readyReport
 	)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		err := r.pool.QueryRow(ctx, `SELECT leader_id, term, expires_at > clock_timestamp() FROM pulsebus.relay_leader WHERE name = $1`,
-			r.name).Scan(&leaderID, &term, &held)
+			r.name).Scan(&rep.leaderID, &rep.term, &rep.held)
 		switch {
 		case err == nil:
-			leaseRowFound = true
+			rep.leaseRowFound = true
 		case errors.Is(err, pgx.ErrNoRows):
 		default:
-			dbErr = err
+			rep.dbErr = err
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		kafkaErr = pingKafka(ctx, r.client)
+		rep.kafkaErr = pingKafka(ctx, r.client)
 	}()
 	wg.Wait()
+	rep.leader = r.relay.IsLeader()
+	rep.ownsLeaseRow = rep.leaseRowFound && rep.leaderID == r.relay.ID()
+	r.logChange(rep)
+	return rep
+}
 
+// logChange logs the causes of a failed check at warn when they differ
+// from the last ones logged, and the return to ready at info.
+func (r *readiness) logChange(rep readyReport) {
+	var causes []string
+	if rep.dbErr != nil {
+		causes = append(causes, "postgres: "+oneLine(rep.dbErr.Error(), 0))
+	}
+	if rep.kafkaErr != nil {
+		causes = append(causes, "kafka: "+oneLine(rep.kafkaErr.Error(), 0))
+	}
+	cause := strings.Join(causes, "; ")
+	r.mu.Lock()
+	changed := cause != r.lastCause
+	r.lastCause = cause
+	r.mu.Unlock()
+	switch {
+	case !changed || r.log == nil:
+	case cause != "":
+		r.log.Warn("not ready", "err", cause)
+	default:
+		r.log.Info("ready again")
+	}
+}
+
+// lines renders rep as the /readyz body and says whether the relay is
+// ready: PostgreSQL and a Kafka broker answer and it is not shutting down.
+func (r *readiness) lines(rep readyReport) (lines []string, ok bool) {
 	ok = true
 	if r.stopping.Load() {
 		ok = false
 		lines = append(lines, "not ready: shutting down")
 	}
-	if dbErr != nil {
+	if rep.pending {
 		ok = false
-		lines = append(lines, "not ready: postgres: "+oneLine(dbErr.Error(), 0))
+		lines = append(lines, "not ready: readiness check still running")
 	}
-	if kafkaErr != nil {
+	if rep.dbErr != nil {
 		ok = false
-		lines = append(lines, "not ready: kafka: "+oneLine(kafkaErr.Error(), 0))
+		lines = append(lines, "not ready: postgres does not answer")
+	}
+	if rep.kafkaErr != nil {
+		ok = false
+		lines = append(lines, "not ready: kafka does not answer")
 	}
 	if ok {
 		lines = append(lines, "ready")
 	}
 	switch {
-	case r.relay.IsLeader() && leaseRowFound && leaderID == r.relay.ID():
-		lines = append(lines, fmt.Sprintf("lease: leader (relay %s, id %s, term %d)", r.name, r.relay.ID(), term))
-	case r.relay.IsLeader():
-		lines = append(lines, fmt.Sprintf("lease: leader (relay %s, id %s)", r.name, r.relay.ID()))
-	case dbErr != nil:
-		lines = append(lines, fmt.Sprintf("lease: standby (relay %s, id %s; leader unknown)", r.name, r.relay.ID()))
-	case leaseRowFound && held:
-		lines = append(lines, fmt.Sprintf("lease: standby (relay %s, id %s; leader %s, term %d)", r.name, r.relay.ID(), leaderID, term))
+	case rep.leader && rep.ownsLeaseRow:
+		lines = append(lines, fmt.Sprintf("lease: leader (term %d)", rep.term))
+	case rep.leader:
+		lines = append(lines, "lease: leader")
+	case rep.dbErr != nil || rep.pending:
+		lines = append(lines, "lease: standby (leader unknown)")
+	case rep.leaseRowFound && rep.held:
+		lines = append(lines, fmt.Sprintf("lease: standby (another relay leads, term %d)", rep.term))
 	default:
-		lines = append(lines, fmt.Sprintf("lease: standby (relay %s, id %s; no leader)", r.name, r.relay.ID()))
+		lines = append(lines, "lease: standby (no leader)")
 	}
 	return lines, ok
 }
@@ -98,7 +163,7 @@ func handler(gatherer prometheus.Gatherer, ready *readiness) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), httpserve.ReadyTimeout)
 		defer cancel()
-		lines, ok := ready.check(ctx)
+		lines, ok := ready.lines(ready.report(ctx))
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)

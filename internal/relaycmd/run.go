@@ -268,7 +268,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return &cli.ConfigError{Setting: "relay configuration", Reason: err.Error()}
 	}
 
-	ready := &readiness{pool: pool, client: client, relay: relay, name: c.name}
+	ready := &readiness{pool: pool, client: client, relay: relay, name: c.name, log: log}
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
 	addr, httpDone, err := serveHTTP(httpCtx, c.metricsAddr, handler(reg, ready))

@@ -161,7 +161,7 @@ func (c *Config) withDefaults() Config {
 		out.Hooks = NopHooks{}
 	}
 	out.Retry = out.Retry.withDefaults(RetryPolicy{
-		MaxAttempts: DefaultMaxAttempts, MaxElapsed: DefaultMaxElapsed,
+		MaxAttempts: DefaultMaxAttempts, MaxElapsed: DefaultMaxElapsed, RetryFor: DefaultRetryFor,
 		InitialInterval: DefaultInitialInterval, MaxInterval: DefaultMaxInterval,
 	})
 	if out.Limits == nil {

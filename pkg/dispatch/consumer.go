@@ -95,21 +95,20 @@ func (c *Consumer) register(r *registration, opts []HandlerOption) error {
 	return nil
 }
 
-// Ready reports whether PostgreSQL and a Kafka broker answer, for /readyz.
+// Ready reports whether PostgreSQL and a Kafka broker answer, for /readyz:
+// a round trip to PostgreSQL and an API versions request to the brokers,
+// so give ctx a short deadline (a silent broker fails the check only when
+// ctx ends, or after the dialer's timeout). Each call costs those
+// requests: cache the result when many callers probe. The error is an
+// [*UnavailableError] naming the dependency.
 func (c *Consumer) Ready(ctx context.Context) error {
 	if err := c.cfg.Pool.Ping(ctx); err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return &UnavailableError{Dependency: "postgres", Err: err}
 	}
-	var errs []error
-	for _, b := range c.cfg.Brokers {
-		conn, err := c.cfg.Dialer.DialContext(ctx, "tcp", b)
-		if err == nil {
-			_ = conn.Close()
-			return nil
-		}
-		errs = append(errs, err)
+	if err := c.pingKafka(ctx); err != nil {
+		return &UnavailableError{Dependency: "kafka", Err: err}
 	}
-	return fmt.Errorf("kafka: %w", errors.Join(errs...))
+	return nil
 }
 
 // Run joins the group and handles messages until ctx is done. It then stops

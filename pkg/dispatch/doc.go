@@ -94,17 +94,34 @@
 // # Failures
 //
 // A failing handler is retried with exponential back-off (cenkalti/backoff)
-// up to its RetryPolicy's attempts and elapsed time. Errors wrapped with
-// [Permanent], and invalid envelopes ([envelope.ErrInvalid], which
-// [envelope.Decode] errors match too), are not retried. Then the message is
-// parked in pulsebus.dead_letters for that handler — with its raw key,
-// headers and value, the error and the attempt count — and the handler
-// moves on. Parking never fails on the message's content: key, header keys
-// and values and value are stored as bytes, the text columns derived from
-// them are made valid text (U+FFFD for invalid UTF-8 and NUL), and a row
-// PostgreSQL refuses anyway is replaced by one holding only the message's
-// position and the errors ([DeadLetter].MessageStored false), so one
-// message never stops its partition. A message that is not a valid envelope is parked with its
+// according to what its error says, per its [RetryPolicy]:
+//
+//   - permanent: errors wrapped with [Permanent], and invalid envelopes
+//     ([envelope.ErrInvalid], which [envelope.Decode] errors match too), are
+//     not retried;
+//   - transient ([IsTransient]): errors wrapped with [Transient] or
+//     [TransientAfter] (the webhook handler's network errors, timeouts, 5xx,
+//     408 and 429), network errors and timeouts, and PostgreSQL errors that
+//     blame the moment rather than the statement (a lost connection, a
+//     serialization failure, a deadlock, a server shutting down) are
+//     retried until RetryPolicy.RetryFor (default 10 minutes) has passed
+//     since the first attempt, at least as far apart as a [TransientAfter]
+//     asks. The worker holds its partition for that handler meanwhile:
+//     an outage of what the handler calls delays its events, in order,
+//     and dead-letters none, and the other handlers go on;
+//   - anything else, a constraint violation of the handler's own SQL
+//     included (the handler knows whether it is permanent), is retried up
+//     to RetryPolicy.MaxAttempts such failures within MaxElapsed.
+//
+// When the policy is spent the message is parked in pulsebus.dead_letters
+// for that handler — with its raw key, headers and value, the error and the
+// attempt count — and the handler moves on. Parking never fails on the
+// message's content: key, header keys and values and value are stored as
+// bytes, the text columns derived from them are made valid text (U+FFFD for
+// invalid UTF-8 and NUL), and a row PostgreSQL refuses anyway is replaced by
+// one holding only the message's position and the errors
+// ([DeadLetter].MessageStored false), so one message never stops its
+// partition. A message that is not a valid envelope is parked with its
 // decode error by every handler that would have wanted it (all of them when
 // it has no readable ce_type). A failure of the consumer's own database
 // work (a lost connection, begin, commit) is not the handler's: it does not
@@ -130,7 +147,8 @@
 // messages, the batches in hand finish (up to Config.DrainTimeout, after
 // which the handlers' context is cancelled and those messages are left for
 // the next run, not parked), progress is saved and the member leaves the
-// group. A rebalance stops a generation the same way.
+// group. A handler waiting between retries stops waiting at once; its
+// message is left for the next run too. A rebalance stops a generation the same way.
 //
 // # Replay
 //

@@ -100,26 +100,52 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &pe) || errors.Is(err, envelope.ErrInvalid)
 }
 
-// RetryPolicy is how often and how long a handler is retried on one event
-// before the event is parked in the dead letters.
+// RetryPolicy is how long a handler is retried on one event before the
+// event is parked in the dead letters. Every failed attempt is classified
+// (see the package documentation, "Failures"):
+//
+//   - permanent ([Permanent], an invalid envelope): dead-lettered at once;
+//   - transient ([IsTransient]: marked [Transient], a network error, a
+//     timeout, a PostgreSQL connection loss, serialization failure or
+//     deadlock): retried until RetryFor has passed since the first attempt,
+//     holding the partition for this handler, then dead-lettered;
+//   - anything else (most likely a bug or bad data): retried until
+//     MaxAttempts such failures or MaxElapsed, then dead-lettered.
+//
+// The pause between attempts grows from InitialInterval by 1.5 times up to
+// MaxInterval, with 50% jitter; a [TransientAfter] error (an HTTP 429 or 503
+// with Retry-After) lengthens it to what the other side asked for.
 type RetryPolicy struct {
-	// MaxAttempts is the most attempts, the first one included. Defaults to
-	// DefaultMaxAttempts.
+	// MaxAttempts is the most attempts that fail with an error neither
+	// permanent nor transient, the first one included. Transient failures
+	// do not count. Defaults to DefaultMaxAttempts.
 	MaxAttempts int
-	// MaxElapsed bounds the time from the first attempt; no retry starts
-	// after it. Defaults to DefaultMaxElapsed.
+	// MaxElapsed bounds the time from the first attempt within which an
+	// error neither permanent nor transient is retried; no such retry
+	// starts after it. Defaults to DefaultMaxElapsed.
 	MaxElapsed time.Duration
+	// RetryFor bounds the time from the first attempt within which
+	// transient failures are retried: how long an outage of what the
+	// handler calls (a webhook endpoint being deployed, a database
+	// failing over) is ridden out before events are dead-lettered. The
+	// handler holds its partition meanwhile: later events wait, so order
+	// is kept. Defaults to DefaultRetryFor.
+	RetryFor time.Duration
 	// InitialInterval is the first back-off; each next one is 1.5 times
 	// longer, with 50% jitter. Defaults to DefaultInitialInterval.
 	InitialInterval time.Duration
-	// MaxInterval caps a single back-off. Defaults to DefaultMaxInterval.
+	// MaxInterval caps a single back-off (not a pause a [TransientAfter]
+	// error asks for). Defaults to DefaultMaxInterval.
 	MaxInterval time.Duration
 }
 
-// Retry defaults.
+// Retry defaults: a failing handler is given 5 attempts within 30 s, and
+// an unreachable or overloaded endpoint or database 10 minutes, which
+// rides out a deploy, a restart or a failover.
 const (
 	DefaultMaxAttempts     = 5
 	DefaultMaxElapsed      = 30 * time.Second
+	DefaultRetryFor        = 10 * time.Minute
 	DefaultInitialInterval = 100 * time.Millisecond
 	DefaultMaxInterval     = 5 * time.Second
 )
@@ -133,7 +159,7 @@ func (p RetryPolicy) check(what string) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"MaxElapsed", p.MaxElapsed}, {"InitialInterval", p.InitialInterval}, {"MaxInterval", p.MaxInterval}} {
+	}{{"MaxElapsed", p.MaxElapsed}, {"RetryFor", p.RetryFor}, {"InitialInterval", p.InitialInterval}, {"MaxInterval", p.MaxInterval}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("dispatch: %s.%s %s is negative", what, d.name, d.v))
 		}
@@ -147,6 +173,9 @@ func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
 	}
 	if p.MaxElapsed <= 0 {
 		p.MaxElapsed = d.MaxElapsed
+	}
+	if p.RetryFor <= 0 {
+		p.RetryFor = d.RetryFor
 	}
 	if p.InitialInterval <= 0 {
 		p.InitialInterval = d.InitialInterval

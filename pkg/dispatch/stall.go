@@ -3,6 +3,7 @@ package dispatch
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -129,6 +130,10 @@ func (c *Consumer) recovered(w *worker, s stall, why string) {
 		Since: s.since, Waiting: s.waiting, Cause: s.cause})
 }
 
+// ErrStalled is matched by the error of [Consumer.Stalled]: a handler's
+// worker has not advanced for Config.StallTimeout while messages wait.
+var ErrStalled = errors.New("handler stalled")
+
 // Stalled returns an error naming this member's stalled workers (see
 // Config.StallTimeout), or nil when none is. The consumer binary's /readyz
 // calls it.
@@ -159,5 +164,5 @@ func (c *Consumer) Stalled() error {
 		parts[i] = fmt.Sprintf("%s on %s/%d has not advanced for %s while %s: %v", s.key.handler, s.key.topic,
 			s.key.partition, time.Since(s.since).Round(time.Second), waiting, cause)
 	}
-	return fmt.Errorf("%d handler worker(s) stalled: %s", len(ss), strings.Join(parts, "; "))
+	return fmt.Errorf("%w: %d handler worker(s): %s", ErrStalled, len(ss), strings.Join(parts, "; "))
 }

@@ -480,7 +480,7 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		cur.next = it.msg.Offset + 1
 		return nil
 	}
-	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
+	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
 		return safeCall(func() error { return w.h.run.Handle(withMessage(hctx, it.msg), it.env) })
 	})
 	if errors.Is(err, errStopped) {
@@ -512,7 +512,7 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 		w.parked(it, it.bad, 0, time.Since(start))
 		return nil
 	}
-	attempts, err := w.retry(ctx, start, func(hctx context.Context) error {
+	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
 		return w.inTx(cur, end, func(tx pgx.Tx) error { return w.runTx(hctx, tx, it) })
 	})
 	if errors.Is(err, errStopped) || errors.Is(err, errMoved) || isInfra(err) {
@@ -661,13 +661,18 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 }
 
 // retry runs fn until it succeeds, returns a permanent error, or the
-// handler's retry policy is spent; it returns the attempts made. It
-// returns errStopped when ctx ends during a back-off or the work context
-// is cancelled (the drain timeout), and errMoved and infrastructure errors
-// at once.
-func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Context) error) (int, error) {
+// handler's retry policy is spent for the kind of failure it returned
+// (RetryPolicy.nextRetry); it returns the attempts made. It returns
+// errStopped when ctx ends during a back-off or the work context is
+// cancelled (the drain timeout), and errMoved and infrastructure errors at
+// once. Before it first holds the partition for a transient failure it
+// saves the cursor's progress, so the messages handled before the held one
+// are not re-delivered after a crash however long the hold lasts.
+func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn func(context.Context) error) (int, error) {
 	p := w.h.retry
 	var b *backoff.ExponentialBackOff
+	others := 0 // failures neither permanent nor transient
+	held := false
 	for attempt := 1; ; attempt++ {
 		err := fn(w.workCtx)
 		if err == nil || errors.Is(err, errMoved) || isInfra(err) {
@@ -676,8 +681,12 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 		if w.workCtx.Err() != nil {
 			return attempt, errStopped
 		}
-		if IsPermanent(err) || attempt >= p.MaxAttempts {
+		if IsPermanent(err) {
 			return attempt, err
+		}
+		transient := IsTransient(err)
+		if !transient {
+			others++
 		}
 		if b == nil {
 			b = &backoff.ExponentialBackOff{
@@ -690,14 +699,22 @@ func (w *worker) retry(ctx context.Context, start time.Time, fn func(context.Con
 			}
 			b.Reset()
 		}
-		d := b.NextBackOff()
-		if time.Since(start)+d > p.MaxElapsed {
+		d, ok := p.nextRetry(err, transient, time.Since(start), b.NextBackOff(), others)
+		if !ok {
 			return attempt, err
 		}
 		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
 		w.setCause(fmt.Errorf("handler failed (attempt %d), retrying: %w", attempt, err))
+		if transient && !held {
+			held = true
+			if err := w.flush(cur); err != nil {
+				w.c.log.Debug("saving progress before holding the partition", "handler", w.key.handler, "err", err)
+			}
+			w.c.log.Warn("handler failed transiently; holding the partition for it and retrying", "handler", w.key.handler,
+				"topic", w.key.topic, "partition", w.key.partition, "retry_for", p.RetryFor, "err", err)
+		}
 		w.c.log.Debug("handler failed; retrying", "handler", w.key.handler, "topic", w.key.topic,
-			"partition", w.key.partition, "attempt", attempt, "in", d, "err", err)
+			"partition", w.key.partition, "attempt", attempt, "in", d, "transient", transient, "err", err)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

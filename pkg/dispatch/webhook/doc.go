@@ -30,9 +30,13 @@
 //
 //   - 2xx: delivered.
 //   - Network errors, timeouts ([Config.Timeout]), 5xx, 408 and 429:
-//     a plain error, so the consumer retries with its back-off. A
-//     Retry-After header is reported in the error, not obeyed: the retry
-//     policy decides the pause.
+//     [dispatch.Transient], so the consumer retries with its back-off for
+//     the handler's RetryPolicy.RetryFor (10 minutes by default), holding
+//     the partition for this handler: a deploy or a short outage of the
+//     endpoint delays events, in order, and dead-letters none. A
+//     Retry-After header (seconds or an HTTP date, at most
+//     [MaxRetryAfter]) is obeyed: the next attempt waits at least that
+//     long.
 //   - Any other status (other 4xx, and 3xx: redirects are not followed,
 //     since a POST may not survive one): [dispatch.Permanent], so the event
 //     is parked in the dead letters at once. The error names the status and

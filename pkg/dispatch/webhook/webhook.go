@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -133,9 +134,10 @@ func isTokenChar(r rune) bool {
 // URL returns the endpoint without user info or query, for logs.
 func (h *Handler) URL() string { return h.safeURL }
 
-// Handle POSTs env and classifies the outcome: nil for 2xx, a plain error
-// for what a retry may fix (network errors, timeouts, 5xx, 408, 429) and
-// [dispatch.Permanent] for the rest.
+// Handle POSTs env and classifies the outcome: nil for 2xx,
+// [dispatch.Transient] for what the endpoint coming back will fix (network
+// errors, timeouts, 5xx, 408, 429; with the pause a Retry-After header asks
+// for) and [dispatch.Permanent] for the rest.
 func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 	actx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
@@ -154,9 +156,9 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 		case ctx.Err() != nil:
 			return fmt.Errorf("webhook POST %s: %w", h.safeURL, ctx.Err())
 		case errors.Is(err, context.DeadlineExceeded):
-			return fmt.Errorf("webhook POST %s: no answer within %s", h.safeURL, h.timeout)
+			return dispatch.Transient(fmt.Errorf("webhook POST %s: no answer within %s", h.safeURL, h.timeout))
 		default:
-			return fmt.Errorf("webhook POST %s: %w", h.safeURL, err)
+			return dispatch.Transient(fmt.Errorf("webhook POST %s: %w", h.safeURL, err))
 		}
 	}
 	defer func() {
@@ -177,7 +179,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 		Location:   RedactURL(resp.Header.Get("Location")),
 	}
 	if RetryableStatus(resp.StatusCode) {
-		return serr
+		return dispatch.TransientAfter(serr, ParseRetryAfter(serr.RetryAfter, time.Now()))
 	}
 	return dispatch.Permanent(serr)
 }
@@ -247,8 +249,37 @@ func RetryableStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || (code >= 500 && code <= 599)
 }
 
-// StatusError is a non-2xx answer. Retryable ones are returned as they
-// are, the others wrapped in [dispatch.Permanent]; use errors.As.
+// MaxRetryAfter caps the pause a Retry-After header can ask for, so a
+// misconfigured endpoint cannot hold a handler for hours; the handler's
+// RetryPolicy.RetryFor still bounds the whole outage.
+const MaxRetryAfter = 5 * time.Minute
+
+// ParseRetryAfter returns the pause a Retry-After header value asks for
+// (RFC 9110: delay seconds or an HTTP date, relative to now), at most
+// MaxRetryAfter; 0 for an empty, invalid or past value.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs >= int64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), MaxRetryAfter)
+}
+
+// StatusError is a non-2xx answer. Retryable ones are wrapped in
+// [dispatch.TransientAfter] (with the Retry-After pause), the others in
+// [dispatch.Permanent]; use errors.As.
 type StatusError struct {
 	// URL is the endpoint without user info or query.
 	URL string
@@ -259,8 +290,9 @@ type StatusError struct {
 	// Body is the start of the answer's body (MaxBodySnippet bytes at most),
 	// as valid UTF-8 without control characters.
 	Body string
-	// RetryAfter is the answer's Retry-After header, if any. It is
-	// information only: the consumer's retry policy sets the pause.
+	// RetryAfter is the answer's Retry-After header, if any. For a
+	// retryable status the consumer waits at least that long
+	// ([ParseRetryAfter]) before the next attempt.
 	RetryAfter string
 	// Location is a redirect's target (without user info or query).
 	Location string

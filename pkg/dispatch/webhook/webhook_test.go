@@ -211,6 +211,12 @@ func TestHandler_StatusClassification(t *testing.T) {
 			}
 			require.Error(t, err)
 			require.Equal(t, tc.permanent, dispatch.IsPermanent(err), "permanent? %v", err)
+			require.Equal(t, !tc.permanent, dispatch.IsTransient(err), "transient? %v", err)
+			var te *dispatch.TransientError
+			if tc.status == 503 {
+				require.ErrorAs(t, err, &te)
+				require.Equal(t, 7*time.Second, te.After, "Retry-After honoured")
+			}
 			var se *webhook.StatusError
 			require.ErrorAs(t, err, &se)
 			require.Equal(t, tc.status, se.StatusCode)
@@ -270,6 +276,7 @@ func TestHandler_Timeout(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, dispatch.IsPermanent(err))
 	require.Contains(t, err.Error(), "no answer within 150ms")
+	require.True(t, dispatch.IsTransient(err), "%v", err)
 	require.Less(t, time.Since(start), 5*time.Second)
 }
 
@@ -302,6 +309,7 @@ func TestHandler_NetworkErrorRedactsURL(t *testing.T) {
 	err := h.Handle(context.Background(), testEnvelope())
 	require.Error(t, err)
 	require.False(t, dispatch.IsPermanent(err))
+	require.True(t, dispatch.IsTransient(err), "%v", err)
 	for _, secret := range []string{"hunter2", "tok3n", "bob", "frag"} {
 		require.NotContains(t, err.Error(), secret)
 	}
@@ -346,5 +354,25 @@ func TestRetryableStatus(t *testing.T) {
 	for code := 100; code < 600; code++ {
 		want := code == 408 || code == 429 || code >= 500
 		require.Equal(t, want, webhook.RetryableStatus(code), "status %d", code)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"":                              0,
+		"7":                             7 * time.Second,
+		" 120 ":                         2 * time.Minute,
+		"0":                             0,
+		"-3":                            0,
+		"86400":                         webhook.MaxRetryAfter,
+		"99999999999999999999":          0, // overflows int64: ignored
+		"soon":                          0,
+		"Fri, 04 Dec 2026 12:00:30 GMT": 30 * time.Second,
+		"Fri, 04 Dec 2026 11:00:00 GMT": 0,
+		"Sat, 05 Dec 2026 12:00:00 GMT": webhook.MaxRetryAfter,
+	} {
+		require.Equal(t, want, webhook.ParseRetryAfter(v, now), "Retry-After %q", v)
 	}
 }
