@@ -36,8 +36,10 @@ test: ## go vet, then every test with the race detector (needs PostgreSQL, see T
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	@echo "==> bench module unit tests"
 	cd bench && $(GO) test -count=1 ./...
+	@echo "==> interop module: the CloudEvents conformance suite"
+	cd interop && $(GO) test -race -count=1 ./...
 
-lint: alerts-check ## gofmt check, go vet and staticcheck (the product and the bench module), and alerts-check
+lint: alerts-check ## gofmt check, go vet and staticcheck (the product, bench and interop modules), and alerts-check
 	@echo "==> gofmt -l"
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
@@ -45,6 +47,8 @@ lint: alerts-check ## gofmt check, go vet and staticcheck (the product and the b
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 	@echo "==> bench module: go vet, staticcheck"
 	cd bench && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	@echo "==> interop module: go vet, staticcheck"
+	cd interop && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 alerts-check: ## promtool: check the Prometheus config and alert rules, and run each rule's unit tests (deploy/prometheus/tests)
 	@echo "==> promtool check config, check rules, test rules"
@@ -55,16 +59,18 @@ alerts-check: ## promtool: check the Prometheus config and alert rules, and run 
 fmt: ## rewrite Go files with gofmt
 	gofmt -w $$(git ls-files '*.go')
 
-vulncheck: ## govulncheck every package of both modules (VULNDB=offline builds the database from the golang.org/x/vulndb module)
+vulncheck: ## govulncheck every package of the three modules (VULNDB=offline builds the database from the golang.org/x/vulndb module)
 ifeq ($(VULNDB),offline)
 	@echo "==> govulncheck (database built offline from golang.org/x/vulndb@$(VULNDB_VERSION))"
 	./scripts/vulndb-offline $(VULNDB_VERSION) $(CURDIR)/.cache/vulndb
 	$(GO) run $(VULNCHECK) -db file://$(CURDIR)/.cache/vulndb ./...
 	cd bench && $(GO) run $(VULNCHECK) -db file://$(CURDIR)/.cache/vulndb ./...
+	cd interop && $(GO) run $(VULNCHECK) -db file://$(CURDIR)/.cache/vulndb ./...
 else
 	@echo "==> govulncheck (online database)"
 	$(GO) run $(VULNCHECK) ./...
 	cd bench && $(GO) run $(VULNCHECK) ./...
+	cd interop && $(GO) run $(VULNCHECK) ./...
 endif
 
 fuzz: ## fuzz the envelope decoder, then dead-lettering into PostgreSQL, for FUZZTIME each (default 60s)
