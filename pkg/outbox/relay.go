@@ -45,10 +45,10 @@ const (
 // RelayConfig configures a [Relay].
 type RelayConfig struct {
 	// DB is the pool the relay claims rows, keeps its lease and listens
-	// with. It takes one connection out of the pool for LISTEN (unless
-	// PollOnly) and uses up to four: the batch in hand, the next batch
-	// claimed ahead (only while another connection is free), lease
-	// renewals and backlog measurements. Required.
+	// with. It takes one connection out of the pool for the lease and one
+	// for LISTEN (unless PollOnly) and uses up to three more: the batch in
+	// hand, the next batch claimed ahead (only while another connection is
+	// free) or a settle, and backlog measurements. Required.
 	DB *pgxpool.Pool
 	// Brokers are the Kafka bootstrap addresses (host:port). Required.
 	Brokers []string
@@ -126,9 +126,10 @@ type RelayConfig struct {
 	// is parked. Defaults to envelope.DefaultLimits().
 	Limits *envelope.Limits
 
-	// BackoffInitial and BackoffMax bound the exponential back-off after a
-	// transient broker or database error. Default to DefaultBackoffInitial
-	// and DefaultBackoffMax.
+	// BackoffInitial and BackoffMax bound the exponential back-offs: of a
+	// topic whose rows failed transiently (its rows wait, the other
+	// topics' flow), and of the whole relay after a database error or a
+	// lost lease. Default to DefaultBackoffInitial and DefaultBackoffMax.
 	BackoffInitial, BackoffMax time.Duration
 
 	// AutoCreateTopics creates a missing topic with TopicPartitions
