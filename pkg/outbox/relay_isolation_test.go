@@ -166,3 +166,57 @@ func TestRelay_MissingTopicDoesNotSlowOtherTopics(t *testing.T) {
 	require.Zero(t, testkafka.CheckDelivery(t, kc.ReadAll(t, "late.topic"), late.want()), "duplicates on the late topic")
 	require.Zero(t, testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want()), "duplicates on the healthy topic")
 }
+
+// batchHooks records the size of every batch the relay produced.
+type batchHooks struct {
+	*recordingHooks
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (h *batchHooks) Batch(size int, _ time.Duration) {
+	h.mu.Lock()
+	h.sizes = append(h.sizes, size)
+	h.mu.Unlock()
+}
+
+// TestRelay_ClaimsAreBoundedInBytes: rows of about 40 KB under a
+// MaxBatchBytes of 128 KiB go out in batches of at most three rows, not in
+// one batch of BatchSize rows; a row larger than the bound goes out alone;
+// everything arrives in per-key order.
+func TestRelay_ClaimsAreBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	kc.CreateTopic(t, "large", 2)
+	hooks := &batchHooks{recordingHooks: newRecordingHooks()}
+	ctx := context.Background()
+	insert := func(n, size int) {
+		_, err := db.Pool.Exec(ctx, `
+			SELECT pulsebus.publish('large', 'k' || (g % 3), 'test.large', jsonb_build_object('data', repeat('x', $2)))
+			  FROM generate_series(1, $1) AS g`, n, size)
+		require.NoError(t, err)
+	}
+	insert(30, 40_000)
+	insert(1, 200_000) // larger than the bound: claimed alone
+	insert(30, 40_000)
+	b := &relayBundle{db: db, kc: kc, hooks: hooks.recordingHooks}
+	startRelay(t, b, outbox.RelayConfig{Hooks: hooks, MaxBatchBytes: 128 << 10})
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "large rows relayed", func() bool { return outboxCount(t, db) == 0 })
+
+	hooks.mu.Lock()
+	sizes := slices.Clone(hooks.sizes)
+	hooks.mu.Unlock()
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	t.Logf("batch sizes: %v", sizes)
+	require.Equal(t, 61, total, "every row in exactly one batch")
+	require.LessOrEqual(t, slices.Max(sizes), 3, "at most 128 KiB of 40 KB rows per batch")
+	require.Contains(t, sizes, 1, "the row larger than the bound went out alone")
+	require.EqualValues(t, 61, kc.RecordCount("large"), "every row on Kafka once")
+
+	_, err := outbox.NewRelay(outbox.RelayConfig{DB: db.Pool, Brokers: kc.Addrs, MaxBatchBytes: 1000})
+	require.ErrorContains(t, err, "MaxBatchBytes 1000 must be at least 65536")
+}
