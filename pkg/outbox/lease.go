@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -58,18 +57,14 @@ func (l *lease) connection(ctx context.Context) (*pgx.Conn, error) {
 	return l.conn, nil
 }
 
-// failed closes the connection after err, unless err is nil or a plain
-// answer from PostgreSQL on a connection still usable, so the next
-// operation starts on a fresh one.
+// failed closes the connection after an error, so the next operation
+// starts on a fresh one: after a timeout, a lost connection or a
+// terminated backend the old one is of no use, and for the rare plain
+// SQL error a reconnect costs little.
 func (l *lease) failed(err error) {
-	if err == nil || l.conn == nil {
-		return
+	if err != nil {
+		l.close()
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && !l.conn.IsClosed() && l.conn.PgConn().TxStatus() == 'I' {
-		return
-	}
-	l.close()
 }
 
 // close closes the lease's connection.

@@ -79,9 +79,11 @@ type RelayConfig struct {
 	// for the other columns) add up to at most this, and the batch claimed
 	// ahead takes only what the batch in hand leaves of it. A single row
 	// larger than this is still claimed, alone. The relay's heap peaks at
-	// about twice this plus one produce request (MaxMessageBytes) per
-	// broker; DefaultMaxBatchBytes (16 MiB) keeps it within GOMEMLIMIT=48MiB
-	// (see the README on memory sizing). At least 64 KiB.
+	// about twice this (the rows and the messages built from them) plus
+	// one produce request (MaxMessageBytes) per broker: with
+	// DefaultMaxBatchBytes (16 MiB) and GOMEMLIMIT=48MiB the relay binary
+	// drained 880 KB rows at a peak RSS of 55 MiB (see the README on
+	// memory sizing). At least MinMaxBatchBytes.
 	MaxBatchBytes int
 	// PollInterval is the longest the leader goes without claiming: its
 	// poll period (jittered down by up to 20%) once claims stop finding

@@ -402,6 +402,9 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 			if ferr == nil {
 				ferr = out.err
 			}
+			if ferr == nil { // cannot happen: a row neither acked nor parked has an error
+				ferr = fmt.Errorf("topic %s: not acknowledged", row.Topic)
+			}
 			failedIDs = append(failedIDs, row.ID)
 			failedErrs = append(failedErrs, ferr.Error())
 			if !errors.Is(ferr, ErrLeaseLost) {
