@@ -130,7 +130,7 @@ type RelayConfig struct {
 
 	// BackoffInitial and BackoffMax bound the exponential back-offs: of a
 	// topic whose rows failed transiently (its rows wait, the other
-	// topics' flow), and of the whole relay after a database error or a
+	// topics flow), and of the whole relay after a database error or a
 	// lost lease. Default to DefaultBackoffInitial and DefaultBackoffMax.
 	BackoffInitial, BackoffMax time.Duration
 
