@@ -38,6 +38,7 @@ type runConfig struct {
 	name, id          string
 	warnings          []string // unsafe but valid settings, logged at start
 	batchSize         int
+	maxBatchBytes     int
 	pollInterval      time.Duration
 	pollOnly          bool
 	leaseTTL          time.Duration
@@ -71,6 +72,8 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 		"this relay's id in the lease row (default hostname-pid-random)", nil)
 	ss.Int(&c.batchSize, "batch-size", "RELAY_BATCH_SIZE", outbox.DefaultBatchSize, 1, 100_000,
 		"most rows claimed, produced and deleted per transaction")
+	ss.Int(&c.maxBatchBytes, "max-batch-bytes", "RELAY_MAX_BATCH_BYTES", outbox.DefaultMaxBatchBytes, outbox.MinMaxBatchBytes, math.MaxInt32,
+		"most row bytes (payload, key, meta) the relay holds in memory, the batch in hand and the one claimed ahead together; a larger row is claimed alone")
 	ss.Duration(&c.pollInterval, "poll-interval", "RELAY_POLL_INTERVAL", outbox.DefaultPollInterval, time.Millisecond, time.Hour,
 		"fallback poll period when no notification arrives (jittered down by up to 20%), and how often a standby tries to take the lease")
 	ss.Bool(&c.pollOnly, "poll-only", "RELAY_POLL_ONLY", false,
@@ -181,6 +184,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		"kafka", c.kafka.String(),
 		"name", c.name,
 		"batch_size", c.batchSize,
+		"max_batch_bytes", c.maxBatchBytes,
 		"poll_interval", c.pollInterval,
 		"poll_only", c.pollOnly,
 		"lease_ttl", c.leaseTTL,
@@ -257,6 +261,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		WriteTimeout:           c.writeTimeout,
 		MaxMessageBytes:        c.maxMessageBytes,
 		Limits:                 &limits,
+		MaxBatchBytes:          c.maxBatchBytes,
 		AutoCreateTopics:       c.createTopics,
 		TopicPartitions:        c.topicPartitions,
 		TopicReplicationFactor: c.replicationFactor,

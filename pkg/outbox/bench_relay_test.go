@@ -185,7 +185,8 @@ func BenchmarkClaimDelete(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rs, err := tx.Query(ctx, outbox.ClaimSQLForTest, pgx.QueryExecModeCacheDescribe, "default", "bench", int64(1), batch)
+			rs, err := tx.Query(ctx, outbox.ClaimSQLForTest, pgx.QueryExecModeCacheDescribe, "default", "bench", int64(1), batch,
+				[]int64{}, []string{}, int64(outbox.DefaultMaxBatchBytes), true)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -33,15 +33,27 @@
 // without releasing it, at once after a clean [Relay.Stop].
 //
 // The leader loops over batches. A batch is one transaction: delete (claim)
-// up to BatchSize of the oldest visible rows in id order, FOR UPDATE SKIP
-// LOCKED; produce them; and commit the delete only after the broker
-// acknowledged every message, or else settle: delete what was
-// acknowledged, park what was refused for good, and leave the rest, with
-// an attempt counted, for the next try after an exponential back-off. The
-// next batch is claimed ahead, in a second transaction: while the batch is
-// produced when it came back full (a backlog), or while it commits when
-// notifications arrived meanwhile. It is produced only after the batch
-// before it succeeded; if that one failed, it is rolled back unpublished.
+// the oldest visible rows in id order, up to BatchSize rows and
+// MaxBatchBytes bytes, FOR UPDATE SKIP LOCKED; produce them; and commit
+// the delete only after the broker acknowledged every message, or else
+// settle: delete what was acknowledged, park what was refused for good,
+// and leave the rest, with an attempt and its own error counted, for the
+// next try. The next batch is claimed ahead, in a second transaction that
+// excludes the batch in hand's rows by id and takes only what that batch
+// leaves of MaxBatchBytes: while the batch is produced when it came back
+// full (a backlog), or while it commits when notifications arrived
+// meanwhile. It is produced only after the batch before it succeeded; if
+// that one did not go through whole, the claim-ahead is rolled back
+// unpublished before that batch is settled, so a settle never waits for a
+// lock the relay itself holds.
+//
+// Back-off: rows that failed transiently (a missing topic, a partition
+// without leader, a broker unreachable) make their topic back off on its
+// own, exponentially from BackoffInitial to BackoffMax; claims skip the
+// topic's rows until its back-off ends, so its rows keep their order and
+// every other topic flows at full speed. A topic that succeeds again
+// starts over. Only a failure of the whole batch (a database error, the
+// lease lost) backs the whole relay off.
 //
 // # Waking the relay
 //
@@ -145,10 +157,14 @@
 // even from statistics taken while the table was empty. Claim and settle
 // transactions commit with synchronous_commit = off: a delete lost in a
 // PostgreSQL crash only brings published rows back as duplicates. The
-// relay holds up to four pool connections (two claim transactions, lease
-// renewals, backlog measurement) plus one it takes out of the pool for
-// LISTEN; it claims ahead only while the pool has a spare connection, so
-// lease renewals do not queue behind batches.
+// relay holds up to three pool connections (two claim transactions, or a
+// claim and a settle, and the backlog measurement) plus two it takes out
+// of the pool: one for LISTEN and one for the lease, so renewals never
+// wait for a pool connection. Nor do they wait for a lock a batch holds:
+// claims lock the lease row FOR KEY SHARE, which does not conflict with a
+// renewal's UPDATE; the commit fence and the settle statement take it FOR
+// SHARE only for their last statement and COMMIT, after the batch's rows
+// are locked. It claims ahead only while the pool has a spare connection.
 //
 // The package never imports Prometheus: the relay reports through
 // [RelayHooks], and the binaries wire metrics.

@@ -26,11 +26,56 @@ import (
 // transactions, so a new term can only begin when no claim of the old term
 // is open. A hung old leader is cut off by idle_in_transaction_session_timeout
 // (set on every claim transaction), which rolls its claim back.
+//
+// Connection: the lease has a connection of its own, taken out of the
+// pool (so it is made the pool's way) and never returned to it, used by
+// one goroutine (keepLease) at a time. A renewal therefore never waits for
+// a pool connection behind batches, and no batch statement runs on it.
+// Nor does a batch hold a lock a renewal waits for: claims lock the lease
+// row FOR KEY SHARE, which an UPDATE of expires_at does not conflict with,
+// and the FOR SHARE of the commit fence and of the settle statement is
+// taken only once the batch's rows are locked (see settleLockSQL), held
+// for one statement and COMMIT.
 type lease struct {
 	db   *pgxpool.Pool
 	name string
 	id   string
 	ttl  time.Duration
+	conn *pgx.Conn // nil until connected, and after an error
+}
+
+// connection returns the lease's connection, connecting when there is none.
+func (l *lease) connection(ctx context.Context) (*pgx.Conn, error) {
+	if l.conn != nil && !l.conn.IsClosed() {
+		return l.conn, nil
+	}
+	pc, err := l.db.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.conn = pc.Hijack()
+	return l.conn, nil
+}
+
+// failed closes the connection after an error, so the next operation
+// starts on a fresh one: after a timeout, a lost connection or a
+// terminated backend the old one is of no use, and for the rare plain
+// SQL error a reconnect costs little.
+func (l *lease) failed(err error) {
+	if err != nil {
+		l.close()
+	}
+}
+
+// close closes the lease's connection.
+func (l *lease) close() {
+	if l.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = l.conn.Close(ctx)
+	l.conn = nil
 }
 
 // leaseTerm is a held lease: its term and the local time it is safe until.
@@ -51,18 +96,23 @@ SELECT term FROM ins`
 // tryAcquire takes the lease when nobody holds it. It returns ok false when
 // another relay holds an unexpired lease.
 func (l *lease) tryAcquire(ctx context.Context) (leaseTerm, bool, error) {
+	conn, err := l.connection(ctx)
+	if err != nil {
+		return leaseTerm{}, false, fmt.Errorf("acquire relay lease %q: connect: %w", l.name, err)
+	}
 	start := time.Now()
 	ttlMS := l.ttl.Milliseconds()
 	var term int64
-	err := l.db.QueryRow(ctx, acquireSQL, l.name, l.id, ttlMS).Scan(&term)
+	err = conn.QueryRow(ctx, acquireSQL, l.name, l.id, ttlMS).Scan(&term)
 	if err == nil {
 		return leaseTerm{Term: term, Deadline: start.Add(l.ttl)}, true, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
+		l.failed(err)
 		return leaseTerm{}, false, fmt.Errorf("acquire relay lease %q: %w", l.name, err)
 	}
 	ok := false
-	err = pgx.BeginTxFunc(ctx, l.db, pgx.TxOptions{
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{
 		// The lock waits for the old term's open claim; bound the wait and
 		// try again at the next attempt.
 		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", max(l.ttl.Milliseconds(), 1000)),
@@ -95,6 +145,7 @@ func (l *lease) tryAcquire(ctx context.Context) (leaseTerm, bool, error) {
 		return nil
 	})
 	if err != nil {
+		l.failed(err)
 		return leaseTerm{}, false, fmt.Errorf("acquire relay lease %q: %w", l.name, err)
 	}
 	if !ok {
@@ -105,13 +156,18 @@ func (l *lease) tryAcquire(ctx context.Context) (leaseTerm, bool, error) {
 
 // renew extends a held, unexpired lease. ok false means the term is over.
 func (l *lease) renew(ctx context.Context, term int64) (leaseTerm, bool, error) {
+	conn, err := l.connection(ctx)
+	if err != nil {
+		return leaseTerm{}, false, fmt.Errorf("renew relay lease %q term %d: connect: %w", l.name, term, err)
+	}
 	start := time.Now()
-	tag, err := l.db.Exec(ctx, `
+	tag, err := conn.Exec(ctx, `
 		UPDATE pulsebus.relay_leader
 		   SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
 		 WHERE name = $1 AND leader_id = $2 AND term = $3 AND expires_at > clock_timestamp()`,
 		l.name, l.id, term, l.ttl.Milliseconds())
 	if err != nil {
+		l.failed(err)
 		return leaseTerm{}, false, fmt.Errorf("renew relay lease %q term %d: %w", l.name, term, err)
 	}
 	if tag.RowsAffected() == 0 {
@@ -122,11 +178,16 @@ func (l *lease) renew(ctx context.Context, term int64) (leaseTerm, bool, error) 
 
 // release ends the term now so a standby can take over at once.
 func (l *lease) release(ctx context.Context, term int64) error {
-	_, err := l.db.Exec(ctx, `
+	conn, err := l.connection(ctx)
+	if err != nil {
+		return fmt.Errorf("release relay lease %q term %d: connect: %w", l.name, term, err)
+	}
+	_, err = conn.Exec(ctx, `
 		UPDATE pulsebus.relay_leader SET expires_at = clock_timestamp()
 		 WHERE name = $1 AND leader_id = $2 AND term = $3 AND expires_at > clock_timestamp()`,
 		l.name, l.id, term)
 	if err != nil {
+		l.failed(err)
 		return fmt.Errorf("release relay lease %q term %d: %w", l.name, term, err)
 	}
 	return nil

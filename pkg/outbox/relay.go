@@ -34,6 +34,7 @@ const (
 	DefaultLeaseTTL          = 15 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultMaxMessageBytes   = 1_000_000
+	DefaultMaxBatchBytes     = 16 << 20
 	DefaultBackoffInitial    = 100 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
 	DefaultBacklogInterval   = 10 * time.Second
@@ -44,10 +45,10 @@ const (
 // RelayConfig configures a [Relay].
 type RelayConfig struct {
 	// DB is the pool the relay claims rows, keeps its lease and listens
-	// with. It takes one connection out of the pool for LISTEN (unless
-	// PollOnly) and uses up to four: the batch in hand, the next batch
-	// claimed ahead (only while another connection is free), lease
-	// renewals and backlog measurements. Required.
+	// with. It takes one connection out of the pool for the lease and one
+	// for LISTEN (unless PollOnly) and uses up to three more: the batch in
+	// hand, the next batch claimed ahead (only while another connection is
+	// free) or a settle, and backlog measurements. Required.
 	DB *pgxpool.Pool
 	// Brokers are the Kafka bootstrap addresses (host:port). Required.
 	Brokers []string
@@ -73,6 +74,17 @@ type RelayConfig struct {
 	// BatchSize is the most rows claimed, produced and deleted per
 	// transaction. Defaults to DefaultBatchSize.
 	BatchSize int
+	// MaxBatchBytes bounds the rows the relay holds in memory: a claim
+	// takes rows while their payloads, keys and meta (plus 128 bytes a row
+	// for the other columns) add up to at most this, and the batch claimed
+	// ahead takes only what the batch in hand leaves of it. A single row
+	// larger than this is still claimed, alone. The relay's heap peaks at
+	// about twice this (the rows and the messages built from them) plus
+	// one produce request (MaxMessageBytes) per broker: with
+	// DefaultMaxBatchBytes (16 MiB) and GOMEMLIMIT=48MiB the relay binary
+	// drained 880 KB rows at a peak RSS of 55 MiB (see the README on
+	// memory sizing). At least MinMaxBatchBytes.
+	MaxBatchBytes int
 	// PollInterval is the longest the leader goes without claiming: its
 	// poll period (jittered down by up to 20%) once claims stop finding
 	// rows and no notification arrives; and how often a standby tries to
@@ -116,9 +128,10 @@ type RelayConfig struct {
 	// is parked. Defaults to envelope.DefaultLimits().
 	Limits *envelope.Limits
 
-	// BackoffInitial and BackoffMax bound the exponential back-off after a
-	// transient broker or database error. Default to DefaultBackoffInitial
-	// and DefaultBackoffMax.
+	// BackoffInitial and BackoffMax bound the exponential back-offs: of a
+	// topic whose rows failed transiently (its rows wait, the other
+	// topics flow), and of the whole relay after a database error or a
+	// lost lease. Default to DefaultBackoffInitial and DefaultBackoffMax.
 	BackoffInitial, BackoffMax time.Duration
 
 	// AutoCreateTopics creates a missing topic with TopicPartitions
@@ -164,6 +177,7 @@ func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 	setDefault(&cfg.NotifyDebounce, DefaultNotifyDebounce)
 	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&cfg.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&cfg.MaxBatchBytes, DefaultMaxBatchBytes)
 	setDefault(&cfg.BackoffInitial, DefaultBackoffInitial)
 	setDefault(&cfg.BackoffMax, DefaultBackoffMax)
 	setDefault(&cfg.BacklogInterval, DefaultBacklogInterval)
@@ -214,9 +228,14 @@ func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 		return cfg, fmt.Errorf("outbox: RelayConfig.BackoffMax %s must not be below BackoffInitial %s", cfg.BackoffMax, cfg.BackoffInitial)
 	case cfg.MaxMessageBytes < minMaxMessageBytes:
 		return cfg, fmt.Errorf("outbox: RelayConfig.MaxMessageBytes %d must be at least %d", cfg.MaxMessageBytes, minMaxMessageBytes)
+	case cfg.MaxBatchBytes < MinMaxBatchBytes:
+		return cfg, fmt.Errorf("outbox: RelayConfig.MaxBatchBytes %d must be at least %d", cfg.MaxBatchBytes, MinMaxBatchBytes)
 	}
 	return cfg, nil
 }
+
+// MinMaxBatchBytes is the least RelayConfig.MaxBatchBytes.
+const MinMaxBatchBytes = 64 << 10
 
 // minMaxMessageBytes is the least MaxMessageBytes: below it, ordinary
 // events would not fit a produce request and would all be parked.
@@ -452,11 +471,11 @@ type prefetch struct {
 	err   error
 }
 
-func (r *Relay) startPrefetch(ctx context.Context, term leaseTerm) *prefetch {
+func (r *Relay) startPrefetch(ctx context.Context, term leaseTerm, bounds claimBounds) *prefetch {
 	p := &prefetch{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.batch, p.err = r.claim(ctx, term)
+		p.batch, p.err = r.claim(ctx, term, bounds)
 	}()
 	return p
 }
@@ -466,7 +485,7 @@ func (p *prefetch) wait() (*claimedBatch, error) {
 	return p.batch, p.err
 }
 
-// discard rolls the prefetched claim back unpublished.
+// discard waits for the prefetched claim and rolls it back unpublished.
 func (p *prefetch) discard() {
 	if b, err := p.wait(); err == nil {
 		b.rollback()
@@ -474,7 +493,8 @@ func (p *prefetch) discard() {
 }
 
 // canPrefetch reports whether a second claim transaction may hold a pool
-// connection now and still leave one for lease renewals.
+// connection now and still leave one for the backlog measurement and a
+// settle.
 func (r *Relay) canPrefetch() bool {
 	if r.noPrefetch {
 		return false
@@ -483,30 +503,106 @@ func (r *Relay) canPrefetch() bool {
 	return st.MaxConns()-st.AcquiredConns() >= 2
 }
 
+// topicWait is the back-off of a topic whose rows failed transiently: its
+// rows are not claimed until the back-off ends.
+type topicWait struct {
+	bo    *backoff.ExponentialBackOff
+	until time.Time
+}
+
+// topicWaits are the topics backing off.
+type topicWaits struct {
+	r     *Relay
+	waits map[string]*topicWait
+}
+
+// skipped returns the topics whose rows are not to be claimed now, and
+// forgets the back-offs that ended long ago (the topic's rows went some
+// other way).
+func (w *topicWaits) skipped(now time.Time) []string {
+	var topics []string
+	for topic, tw := range w.waits {
+		switch {
+		case now.Before(tw.until):
+			topics = append(topics, topic)
+		case now.After(tw.until.Add(w.r.cfg.BackoffMax)):
+			delete(w.waits, topic)
+		}
+	}
+	return topics
+}
+
+// next returns how long until the first back-off ends, or ok false when
+// no topic is backing off.
+func (w *topicWaits) next(now time.Time) (d time.Duration, ok bool) {
+	for _, tw := range w.waits {
+		if now.Before(tw.until) && (!ok || tw.until.Sub(now) < d) {
+			d, ok = tw.until.Sub(now), true
+		}
+	}
+	return d, ok
+}
+
+// update records a batch's outcome: the topics whose rows wait back off
+// (longer each time in a row), the others that had rows in the batch are
+// healthy again.
+func (w *topicWaits) update(rows []Row, waiting map[string]error) {
+	now := time.Now()
+	for topic, err := range waiting {
+		tw := w.waits[topic]
+		if tw == nil {
+			tw = &topicWait{bo: w.r.newBackoff()}
+			w.waits[topic] = tw
+		}
+		d := tw.bo.NextBackOff()
+		tw.until = now.Add(d)
+		w.r.log.Warn("topic failed; its rows wait while other topics flow", "topic", topic, "err", err, "backoff", d)
+	}
+	if len(w.waits) == 0 {
+		return
+	}
+	for i := range rows {
+		if _, failed := waiting[rows[i].Topic]; !failed {
+			delete(w.waits, rows[i].Topic)
+		}
+	}
+}
+
 // loop claims and publishes batches while leader, waking as the package
 // documentation describes (Waking the relay): at once after a full batch,
-// else on a notification (debounced), a follow-up (see followUp) or the
-// poll.
+// else on a notification (debounced), a follow-up (see followUp), the
+// poll, or the end of a topic's back-off.
 //
 // Pipeline: the next batch is claimed ahead, in a second transaction, when
 // the batch in hand came back full (a backlog: claimed while it is being
 // produced) or when notifications arrived while it was produced (claimed
 // while it commits, if NotifyDebounce has passed since the last claim
-// began). The claim skips the rows the first transaction holds.
-// The next batch is produced only once the batch before it was
-// acknowledged and committed, so per partition the produce requests stay
-// in row order; if the batch before it fails, it is rolled back
-// unpublished.
+// began); in either case only while the batch in hand holds at most half
+// of MaxBatchBytes, and within the other half. The claim-ahead excludes
+// the batch in hand's rows by id. The next batch is produced only once the
+// batch before it was acknowledged and committed, so per partition the
+// produce requests stay in row order; if the batch before it did not go
+// through whole, the claim-ahead is rolled back unpublished before that
+// batch is settled, so a settle never waits on the relay's own locks.
+//
+// Failures: rows that failed transiently make their topic back off on its
+// own (topicWaits); claims skip that topic's rows until then, so the
+// other topics flow at full speed and the topic's rows keep their order.
+// Only a failure of the batch as a whole (the database, the lease) backs
+// the whole loop off.
 func (r *Relay) loop(pollCtx, workCtx context.Context) {
 	bo := r.newBackoff()
+	waits := &topicWaits{r: r, waits: map[string]*topicWait{}}
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	var next *prefetch
-	defer func() {
+	discardNext := func() {
 		if next != nil {
 			next.discard()
+			next = nil
 		}
-	}()
+	}
+	defer discardNext()
 	var lastClaim time.Time
 	// idle is how long after lastClaim the leader claims again when no
 	// notification wakes it (see followUp).
@@ -518,29 +614,36 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 		term, leader := r.currentTerm()
 		if leader || next != nil {
 			var (
-				b   *claimedBatch
-				err error
+				b         *claimedBatch
+				err       error
+				fromAhead = next != nil
 			)
 			if next != nil {
 				b, err = next.wait()
 				next = nil
 			} else {
 				lastClaim = time.Now()
-				b, err = r.claim(workCtx, term)
+				b, err = r.claim(workCtx, term, claimBounds{
+					maxBytes: r.cfg.MaxBatchBytes, atLeastOne: true, skipTopics: waits.skipped(lastClaim),
+				})
 			}
 			var res batchResult
 			if err == nil {
 				prefetch := func() bool {
-					if next == nil && pollCtx.Err() == nil && r.canPrefetch() {
-						if t, ok := r.currentTerm(); ok && t.Term == b.term.Term {
-							lastClaim = time.Now()
-							next = r.startPrefetch(workCtx, t)
-							return true
-						}
+					if next != nil || pollCtx.Err() != nil || b.bytes > r.cfg.MaxBatchBytes/2 || !r.canPrefetch() {
+						return false
 					}
-					return false
+					t, ok := r.currentTerm()
+					if !ok || t.Term != b.term.Term {
+						return false
+					}
+					lastClaim = time.Now()
+					next = r.startPrefetch(workCtx, t, claimBounds{
+						maxBytes: r.cfg.MaxBatchBytes - b.bytes, exclude: b.ids(), skipTopics: waits.skipped(lastClaim),
+					})
+					return true
 				}
-				if len(b.rows) >= r.cfg.BatchSize {
+				if b.full {
 					prefetch() // a backlog: claim the next batch while producing this one
 				}
 				res, err = r.finish(workCtx, b, func() {
@@ -554,13 +657,10 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 						}
 					default:
 					}
-				})
+				}, discardNext)
 			}
 			if err != nil {
-				if next != nil {
-					next.discard()
-					next = nil
-				}
+				discardNext()
 				d := bo.NextBackOff()
 				r.log.Warn("relay batch failed; backing off", "err", err, "backoff", d,
 					"claimed", res.claimed, "published", res.published, "parked", res.parked)
@@ -570,14 +670,19 @@ func (r *Relay) loop(pollCtx, workCtx context.Context) {
 				continue
 			}
 			bo.Reset()
+			waits.update(b.rows, res.waiting)
 			idle = r.followUp(idle, res.claimed > 0)
-			if next != nil || res.claimed >= r.cfg.BatchSize || res.parked > 0 {
+			if next != nil || b.full || res.parked > 0 || (fromAhead && res.claimed == 0) {
 				continue // more waiting: no need to wait for a signal
 			}
 		} else {
 			idle = r.cfg.PollInterval
 		}
-		resetTimer(poll, r.idleWait(idle, lastClaim))
+		wait := r.idleWait(idle, lastClaim)
+		if d, ok := waits.next(time.Now()); ok && d < wait {
+			wait = d
+		}
+		resetTimer(poll, wait)
 		select {
 		case <-pollCtx.Done():
 			return
@@ -650,8 +755,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// keepLease acquires, renews and on return releases the lease.
+// keepLease acquires, renews and on return releases the lease, on the
+// lease's own connection (see lease), closed on return.
 func (r *Relay) keepLease(ctx context.Context) {
+	defer r.lease.close()
 	renewEvery := r.cfg.LeaseTTL / 3
 	timer := time.NewTimer(0)
 	defer timer.Stop()

@@ -20,16 +20,30 @@ import (
 // UPDATE waits for it, so no new term can begin while a claim of this one
 // is open.
 //
-// Its shape cannot be planned badly (DESIGN.md §3): the ids are an
-// uncorrelated ARRAY(...) sublink, an InitPlan that runs exactly once, so
-// no plan can re-run the LIMIT per outer row (the nested-loop semi join a
-// generic plan made on an empty table picks for "id IN (SELECT ...)", which
-// also deletes far more than LIMIT rows, because each re-run skips the rows
-// the previous ones locked). And the claim transaction sets
-// enable_seqscan = off, so neither the ordered LIMIT nor the delete by id
-// can become a sequential scan of a large table whose statistics say it is
-// empty. Both plans are index scans whatever the statistics and whether the
-// plan is custom or generic (TestClaim_PlanIsSafe).
+// Parameters: $1 name, $2 leader_id, $3 term; $4 the most rows; $5 the ids
+// of the relay's other open claim (the batch in hand, when this is the
+// claim-ahead), never taken; $6 topics backing off, skipped; $7 the most
+// bytes (rowSizeSQL summed over the rows); $8 whether the first row is
+// taken even when it alone is larger than $7.
+//
+// The byte bound is a running sum over the head of the outbox, read
+// without locks, so no row beyond the claimed prefix is locked: a locked,
+// unclaimed row would be skipped by the claim-ahead and published out of
+// order. Only the rows within the bound are then locked (FOR UPDATE SKIP
+// LOCKED, never waiting) and deleted. The batch in hand is excluded by id,
+// not by its locks, so the claim-ahead cannot take its rows even after it
+// rolled back.
+//
+// Its shape cannot be planned badly: the ids are uncorrelated ARRAY(...)
+// sublinks, InitPlans that run exactly once, so no plan can re-run the
+// LIMIT per outer row (the nested-loop semi join a generic plan made on an
+// empty table picks for "id IN (SELECT ...)", which also deletes far more
+// than LIMIT rows, because each re-run skips the rows the previous ones
+// locked). And the claim transaction sets enable_seqscan = off, so neither
+// the ordered LIMIT nor the delete by id can become a sequential scan of a
+// large table whose statistics say it is empty. The plans are index scans
+// whatever the statistics and whether the plan is custom or generic
+// (TestClaim_PlanIsSafe).
 const claimSQL = `
 WITH lease AS (
 	SELECT 1 FROM pulsebus.relay_leader
@@ -37,11 +51,27 @@ WITH lease AS (
 	   FOR KEY SHARE
 )
 DELETE FROM pulsebus.outbox
- WHERE id = ANY (ARRAY(SELECT id FROM pulsebus.outbox
-                        WHERE EXISTS (SELECT 1 FROM lease)
-                        ORDER BY id LIMIT $4
-                          FOR UPDATE SKIP LOCKED))
+ WHERE id = ANY (ARRAY(
+	SELECT id FROM pulsebus.outbox
+	 WHERE id = ANY (ARRAY(
+		SELECT id FROM (
+			SELECT id, sum(size) OVER (ORDER BY id) AS upto, row_number() OVER (ORDER BY id) AS n
+			  FROM (SELECT id, ` + rowSizeSQL + ` AS size FROM pulsebus.outbox
+			         WHERE EXISTS (SELECT 1 FROM lease)
+			           AND id NOT IN (SELECT unnest($5::bigint[]))
+			           AND topic <> ALL ($6::text[])
+			         ORDER BY id LIMIT $4) AS head
+		) AS sized
+		 WHERE upto <= $7::bigint OR (n = 1 AND $8::boolean)))
+	 ORDER BY id
+	   FOR UPDATE SKIP LOCKED))
 RETURNING ` + RowColumns
+
+// rowSizeSQL is the size a claimed row counts for against
+// RelayConfig.MaxBatchBytes: its payload, key and meta and a fixed
+// allowance for the other columns. octet_length of a bytea reads the
+// stored length without decompressing it.
+const rowSizeSQL = `(octet_length(payload) + octet_length(key) + pg_column_size(meta) + 128)`
 
 // fenceSQL runs just before a batch transaction commits: it fails the
 // transaction (division by zero, so the COMMIT is never reached) unless the
@@ -62,8 +92,12 @@ SELECT 1 / count(*) FROM (
 // statement fenced like fenceSQL, in its own transaction after the claim
 // rolled back: it deletes the acknowledged rows, moves the refused ones to
 // outbox_parked with their errors and counts an attempt on the rest, which
-// stay. It returns whether the term was still held; when it was not,
-// nothing changed.
+// stay, each with its own error. It returns whether the term was still
+// held; when it was not, nothing changed.
+//
+// It runs after settleLockSQL locked the batch's rows, so it never waits
+// for a row lock while it holds the lease row FOR SHARE (which a renewal
+// would queue behind).
 const settleSQL = `
 WITH lease AS (
 	SELECT 1 FROM pulsebus.relay_leader
@@ -83,10 +117,16 @@ WITH lease AS (
 	       content_type, meta, payload, created_at, attempts + 1, error
 	  FROM parked
 ), failed AS (
-	UPDATE pulsebus.outbox SET attempts = attempts + 1, last_error = $8
-	 WHERE id = ANY($7::bigint[]) AND EXISTS (SELECT 1 FROM lease)
+	UPDATE pulsebus.outbox o SET attempts = o.attempts + 1, last_error = f.error
+	  FROM unnest($7::bigint[], $8::text[]) AS f(id, error)
+	 WHERE o.id = f.id AND EXISTS (SELECT 1 FROM lease)
 )
 SELECT EXISTS (SELECT 1 FROM lease)`
+
+// settleLockSQL locks a failed batch's rows before settleSQL touches the
+// lease row. A lock wait here (an operator's statement on the same rows)
+// holds no lock that a lease renewal needs; statement_timeout bounds it.
+const settleLockSQL = `SELECT count(*) FROM (SELECT 1 FROM pulsebus.outbox WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE) AS locked`
 
 // txSettings are the claim and settle transactions' settings:
 //   - bounds on a hung holder: a claim that stalls, or a relay that stops
@@ -117,7 +157,36 @@ type claimedBatch struct {
 	conn      *pgxpool.Conn // nil once the transaction ended
 	term      leaseTerm
 	rows      []Row
+	bytes     int             // rowBytes summed over rows
+	full      bool            // the claim hit its row or byte bound: more rows may be waiting
 	decodeErr map[int64]error // row id → why it does not form an envelope
+}
+
+// rowBytes is what a claimed row counts for against MaxBatchBytes, the Go
+// side of rowSizeSQL: payload, key, meta and an allowance for the rest.
+func rowBytes(row *Row) int {
+	n := len(row.Envelope.Payload) + len(row.Envelope.Key) + 128
+	for k, v := range row.Envelope.Meta {
+		n += len(k) + len(v) + 8
+	}
+	return n
+}
+
+// claimBounds bound one claim.
+type claimBounds struct {
+	maxBytes   int      // most bytes (rowSizeSQL) claimed
+	atLeastOne bool     // take the first row even when it alone exceeds maxBytes
+	exclude    []int64  // ids of the batch in hand, never claimed ahead
+	skipTopics []string // topics backing off
+}
+
+// ids returns the batch's row ids.
+func (b *claimedBatch) ids() []int64 {
+	ids := make([]int64, len(b.rows))
+	for i := range b.rows {
+		ids[i] = b.rows[i].ID
+	}
+	return ids
 }
 
 // rollback ends the transaction if it is still open: its rows go back to
@@ -160,14 +229,19 @@ func (b *claimedBatch) commit(ctx context.Context, name, id string) error {
 	return nil
 }
 
+// batchResult is what became of a batch.
 type batchResult struct {
 	claimed, published, parked int
+	// waiting are the topics with rows neither acknowledged nor parked
+	// (their partition or the topic failed transiently), with the error:
+	// their rows stay in the outbox and the topic backs off.
+	waiting map[string]error
 }
 
 // claim opens a claim transaction and deletes up to BatchSize of the
-// oldest visible rows, in one round trip. The caller must finish or roll
-// back the batch.
-func (r *Relay) claim(ctx context.Context, term leaseTerm) (*claimedBatch, error) {
+// oldest visible rows within bounds, in one round trip. The caller must
+// finish or roll back the batch.
+func (r *Relay) claim(ctx context.Context, term leaseTerm, bounds claimBounds) (*claimedBatch, error) {
 	r.claims.Add(1)
 	conn, err := r.cfg.DB.Acquire(ctx)
 	if err != nil {
@@ -175,21 +249,34 @@ func (r *Relay) claim(ctx context.Context, term leaseTerm) (*claimedBatch, error
 		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	b := &claimedBatch{conn: conn, term: term}
-	if err := r.claimRows(ctx, b); err != nil {
+	if err := r.claimRows(ctx, b, bounds); err != nil {
 		b.rollback()
 		r.hooks.PublishError(ReasonDatabase)
 		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	// DELETE ... RETURNING hands rows back in no set order.
 	slices.SortFunc(b.rows, func(x, y Row) int { return cmp.Compare(x.ID, y.ID) })
+	for i := range b.rows {
+		b.bytes += rowBytes(&b.rows[i])
+	}
+	// Full by bytes: the next row did not fit; rows are rarely so large
+	// that a batch stops below half its byte bound for that.
+	b.full = len(b.rows) >= r.cfg.BatchSize || (len(b.rows) > 0 && b.bytes >= bounds.maxBytes/2)
 	return b, nil
 }
 
-func (r *Relay) claimRows(ctx context.Context, b *claimedBatch) error {
+func (r *Relay) claimRows(ctx context.Context, b *claimedBatch, bounds claimBounds) error {
+	exclude, skip := bounds.exclude, bounds.skipTopics
+	if exclude == nil {
+		exclude = []int64{}
+	}
+	if skip == nil {
+		skip = []string{}
+	}
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
 	batch.Queue(r.txSettings)
-	batch.Queue(claimSQL, r.cfg.Name, r.cfg.ID, b.term.Term, r.cfg.BatchSize)
+	batch.Queue(claimSQL, r.cfg.Name, r.cfg.ID, b.term.Term, r.cfg.BatchSize, exclude, skip, int64(bounds.maxBytes), bounds.atLeastOne)
 	br := b.conn.SendBatch(ctx, batch)
 	defer br.Close()
 	for range 2 {
@@ -227,13 +314,19 @@ func (r *Relay) claimRows(ctx context.Context, b *claimedBatch) error {
 // finish publishes a claimed batch and ends its transaction: it commits
 // (deleting the rows) only if every row was acknowledged or refused for
 // good, and only while the term is still this relay's; otherwise it rolls
-// back and settles what was acknowledged or refused. A transient failure
-// leaves the other rows in the outbox and returns an error (the caller
-// backs off). ctx ends only the sending of further produce requests.
+// back and settles what was acknowledged or refused. Rows that failed
+// transiently stay in the outbox with their own error, and res.waiting
+// names their topics, for the caller to back off per topic; an error is
+// returned only when the batch as a whole failed (the database, the lease,
+// or Stop abandoning it). ctx ends only the sending of further produce
+// requests.
 //
 // afterAck, when not nil, runs once every row was acknowledged, before the
 // commit: the loop claims the next batch there, overlapping the commit.
-func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck func()) (res batchResult, err error) {
+// beforeSettle, when not nil, runs before a batch that did not go through
+// whole is rolled back and settled: the loop discards its claim-ahead
+// there, so no other claim of this relay is open while it settles.
+func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck, beforeSettle func()) (res batchResult, err error) {
 	defer b.rollback() // no-op after a commit
 	res.claimed = len(b.rows)
 	if len(b.rows) == 0 {
@@ -264,6 +357,9 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck func()) (r
 		r.reportAcked(b.rows, &out, ackedAt)
 		return res, nil
 	}
+	if beforeSettle != nil {
+		beforeSettle()
+	}
 	return r.settle(dbCtx, b, &out, ackedAt)
 }
 
@@ -282,12 +378,16 @@ func (r *Relay) commit(ctx context.Context, b *claimedBatch) error {
 
 // settle rolls the claim back and, in one fenced statement, deletes the
 // acknowledged rows, parks the refused ones and counts an attempt on the
-// others.
+// others, each with its own error. The caller must have ended every other
+// claim transaction of the relay: settling waits for the locks on the
+// batch's rows, which after the rollback nothing but a claim of this
+// relay could take.
 func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome, ackedAt time.Time) (res batchResult, err error) {
 	res.claimed = len(b.rows)
 	b.rollback()
+	abandoned := errors.Is(out.err, errAbandoned)
 	var ackedIDs, parkedIDs, failedIDs []int64
-	var parkedErrs []string
+	var parkedErrs, failedErrs []string
 	for i, row := range b.rows {
 		switch {
 		case out.acked[i]:
@@ -295,21 +395,36 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 		case out.parked[i] != nil:
 			parkedIDs = append(parkedIDs, row.ID)
 			parkedErrs = append(parkedErrs, out.parked[i].Error())
+		case abandoned:
+			// Not an attempt: the relay stopped before sending it.
 		default:
+			ferr := out.failed[i]
+			if ferr == nil {
+				ferr = out.err
+			}
+			if ferr == nil { // cannot happen: a row neither acked nor parked has an error
+				ferr = fmt.Errorf("topic %s: not acknowledged", row.Topic)
+			}
 			failedIDs = append(failedIDs, row.ID)
+			failedErrs = append(failedErrs, ferr.Error())
+			if !errors.Is(ferr, ErrLeaseLost) {
+				if res.waiting == nil {
+					res.waiting = map[string]error{}
+				}
+				if _, seen := res.waiting[row.Topic]; !seen {
+					res.waiting[row.Topic] = ferr
+				}
+			}
 		}
 	}
-	lastErr := ""
-	if out.err != nil {
-		lastErr = out.err.Error()
-	}
-	if errors.Is(out.err, errAbandoned) {
-		failedIDs = nil // not an attempt: the relay stopped before sending them
-	}
+	settled := append(append(slices.Clone(ackedIDs), parkedIDs...), failedIDs...)
 	var held bool
 	err = pgx.BeginTxFunc(ctx, r.cfg.DB, pgx.TxOptions{BeginQuery: r.beginSQL}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, settleLockSQL, pgx.QueryExecModeCacheDescribe, settled); err != nil {
+			return err
+		}
 		return tx.QueryRow(ctx, settleSQL, pgx.QueryExecModeCacheDescribe, r.cfg.Name, r.cfg.ID, b.term.Term,
-			ackedIDs, parkedIDs, parkedErrs, failedIDs, lastErr).Scan(&held)
+			ackedIDs, parkedIDs, parkedErrs, failedIDs, failedErrs).Scan(&held)
 	})
 	if err != nil {
 		r.hooks.PublishError(ReasonDatabase)
@@ -328,7 +443,9 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 				"id", row.ID, "event_id", row.Envelope.ID, "topic", row.Topic, "reason", perr.Reason, "err", perr.Err)
 		}
 	}
-	if out.err != nil {
+	// The batch as a whole failed: the caller backs off. Otherwise the
+	// topics in res.waiting back off, each on its own.
+	if abandoned || errors.Is(out.err, ErrLeaseLost) {
 		return res, out.err
 	}
 	return res, nil

@@ -50,6 +50,9 @@ type publisher struct {
 type publishOutcome struct {
 	acked  []bool
 	parked []*PublishError
+	// failed is, for a row neither acknowledged nor parked, why: an error
+	// naming its topic (and partition, once it had one).
+	failed []error
 	err    error // the first transient error, if any row was neither acked nor parked
 }
 
@@ -90,6 +93,14 @@ type partQueue struct {
 	msgs      []int // indexes into the publish call's msgs
 	next      int   // first message not yet acknowledged or parked
 	done      bool  // all sent, or stopped by a failure
+	err       error // why it stopped short, naming topic and partition
+}
+
+// stop ends the queue at its first message not yet acknowledged or
+// parked, for err.
+func (q *partQueue) stop(err error) {
+	q.done = true
+	q.err = fmt.Errorf("%s/%d: %w", q.topic, q.partition, err)
 }
 
 type pubMsg struct {
@@ -103,7 +114,7 @@ type pubMsg struct {
 // the sending of further requests (Stop abandoning the batch); requests
 // already sent are waited for until their deadline.
 func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64]error, safe safeUntil) publishOutcome {
-	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows))}
+	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows)), failed: make([]error, len(rows))}
 	msgs := make([]pubMsg, 0, len(rows))
 	topics := make([]string, 0, 1)
 	mb := newMessageBuilder(p.limits)
@@ -150,6 +161,9 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 			p.hooks.PublishError(pe.Reason)
 		}
 		out.err = pe
+		for _, m := range msgs {
+			out.failed[m.row] = fmt.Errorf("topic %s: %w", m.msg.Topic, pe)
+		}
 		return out
 	}
 
@@ -162,6 +176,8 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 		if tm.err != nil {
 			if tm.err.Permanent {
 				out.parked[m.row] = tm.err
+			} else {
+				out.failed[m.row] = tm.err
 			}
 			continue
 		}
@@ -188,11 +204,12 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	var wg sync.WaitGroup
 	for leader, qs := range queues {
 		if leader < 0 {
+			pe := &PublishError{Reason: ReasonBrokerError, Err: fmt.Errorf("no leader: %w", kafka.LeaderNotAvailable)}
 			for _, q := range qs {
-				q.done = true
+				q.stop(pe)
 			}
 			p.hooks.PublishError(ReasonBrokerError)
-			fail(&PublishError{Reason: ReasonBrokerError, Err: fmt.Errorf("no leader for partitions of %s: %w", qs[0].topic, kafka.LeaderNotAvailable)})
+			fail(qs[0].err)
 			continue
 		}
 		wg.Add(1)
@@ -202,6 +219,13 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 		}()
 	}
 	wg.Wait()
+	for _, q := range byPart {
+		for _, j := range q.msgs[q.next:] {
+			if row := msgs[j].row; !out.acked[row] && out.parked[row] == nil {
+				out.failed[row] = q.err
+			}
+		}
+	}
 	if out.err == nil && !out.complete() {
 		// Cannot happen: every message is acked, parked or failed with an
 		// error. Guard the invariant anyway: never delete what was not sent.
@@ -278,7 +302,7 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 			// Nothing of this request counts as acknowledged; its
 			// partitions stop here and keep their order.
 			for _, s := range round {
-				s.q.done = true
+				s.q.stop(pe)
 			}
 			fail(pe)
 			continue
@@ -296,16 +320,17 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 			pe := ClassifyPublishError(perr)
 			p.hooks.PublishError(pe.Reason)
 			if !pe.Permanent {
-				s.q.done = true
-				fail(fmt.Errorf("%s/%d: %w", s.q.topic, s.q.partition, pe))
+				s.q.stop(pe)
+				fail(s.q.err)
 				continue
 			}
 			// The broker refused the record batch for good. Nothing of it
 			// was appended: send it one message at a time, in order, to
 			// find and park the refused message(s) and publish the rest.
-			if err := p.oneByOne(ctx, s.q, s.from, s.to, msgs, out, safe); err != nil {
-				s.q.done = true
-				fail(err)
+			if k, err := p.oneByOne(ctx, s.q, s.from, s.to, msgs, out, safe); err != nil {
+				s.q.next = k
+				s.q.stop(err)
+				fail(s.q.err)
 				continue
 			}
 			s.q.next = s.to
@@ -314,7 +339,10 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 	}
 }
 
-func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, msgs []pubMsg, out *publishOutcome, safe safeUntil) error {
+// oneByOne sends q.msgs[from:to] one request each, parking the refused
+// ones. On a transient failure it returns the index in q.msgs it stopped
+// at and the error.
+func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, msgs []pubMsg, out *publishOutcome, safe safeUntil) (int, error) {
 	for k := from; k < to; k++ {
 		j := q.msgs[k]
 		req := &produceAPI.Request{Acks: int16(kafka.RequireAll), Topics: []produceAPI.RequestTopic{{
@@ -340,11 +368,11 @@ func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, ms
 			p.hooks.PublishError(pe.Reason)
 		}
 		if !pe.Permanent {
-			return fmt.Errorf("%s/%d: %w", q.topic, q.partition, pe)
+			return k, pe
 		}
 		out.parked[msgs[j].row] = pe
 	}
-	return nil
+	return to, nil
 }
 
 // errAbandoned stops a batch when the relay is stopping and gave up on it.
