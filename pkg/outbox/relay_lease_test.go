@@ -118,7 +118,10 @@ func TestRelay_TwoRelays(t *testing.T) {
 
 	s := newStream(db, "lessons")
 	s.produce(t, 4, 500, 8, 5)
-	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
+	// The hooks hear of a batch after its commit: wait for them too.
+	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first events relayed", func() bool {
+		return outboxCount(t, db) == 0 && leader.hooks.publishedCount("lessons")+follower.hooks.publishedCount("lessons") >= 2000
+	})
 	require.Zero(t, follower.hooks.publishedCount("lessons"), "the follower publishes nothing")
 	require.Equal(t, 2000, leader.hooks.publishedCount("lessons"))
 
