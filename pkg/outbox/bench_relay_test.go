@@ -186,7 +186,7 @@ func BenchmarkClaimDelete(b *testing.B) {
 				b.Fatal(err)
 			}
 			rs, err := tx.Query(ctx, outbox.ClaimSQLForTest, pgx.QueryExecModeCacheDescribe, "default", "bench", int64(1), batch,
-				[]int64{}, []string{}, int64(outbox.DefaultMaxBatchBytes), true)
+				[]int64{}, []string{}, int64(outbox.DefaultMaxBatchBytes), true, true)
 			if err != nil {
 				b.Fatal(err)
 			}
