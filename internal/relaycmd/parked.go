@@ -122,31 +122,35 @@ func ListParked(ctx context.Context, db queryer, topic string, limit int) (rows 
 type RequeueResult struct {
 	// Rows is how many parked rows went back into the outbox.
 	Rows int
-	// FirstID and LastID are the smallest and largest outbox ids they got
-	// (0 when none moved).
+	// FirstID and LastID are the smallest and largest outbox ids they went
+	// back under, the ids they had (0 when none moved).
 	FirstID, LastID int64
 	// Topics counts the moved rows per topic, by topic name.
 	Topics []TopicCount
 }
 
-// requeueSQL moves the selected parked rows back into the outbox, in their
-// old id order, as new rows: new ids (after every row already waiting),
-// attempts 0, no last error, created_at now.
+// requeueSQL moves the selected parked rows back into the outbox with
+// their old ids (never reused: the outbox's ids come from an identity), so
+// each goes out before the rows committed after it (with --on-refused
+// hold-key, before the rows of its key that waited behind it); attempts 0,
+// no last error, created_at now.
 const requeueSQL = `
 WITH moved AS (
 	DELETE FROM pulsebus.outbox_parked WHERE ` + parkedWhere + `
 	RETURNING *
 )
-INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
-SELECT event_id, topic, key, type, source, subject, event_time, content_type, meta, payload
+INSERT INTO pulsebus.outbox (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+OVERRIDING SYSTEM VALUE
+SELECT id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload
   FROM moved ORDER BY id
 RETURNING id, topic`
 
 // RequeueParked moves the parked rows f selects back into pulsebus.outbox
 // and wakes the relays (pg_notify on [outbox.NotifyChannel]), in one
-// transaction. The rows get new outbox ids, so the relay publishes them
-// after the rows already waiting: for their keys, they reach Kafka after
-// events committed later. Attempts start again from 0.
+// transaction. The rows keep their outbox ids, so the relay publishes them
+// at once, ahead of the rows committed after them: with hold-key, a
+// requeued row goes out before the rows of its key that waited behind it.
+// Attempts start again from 0.
 func RequeueParked(ctx context.Context, db interface {
 	Begin(context.Context) (pgx.Tx, error)
 }, f ParkedFilter) (RequeueResult, error) {
@@ -404,12 +408,13 @@ the running relays (pg_notify), which publish them like any other row. Fix
 the cause first (raise the topic's max.message.bytes and --max-message-bytes,
 create the topic, grant the ACL), or the relay parks them again.
 
-The rows get new outbox ids, so they go out after the rows already waiting.
-Per-key order relative to later events is not kept for a requeued event: an
-event of the same key committed after it was parked reaches Kafka before it.
-That is the nature of a redrive. Among themselves, requeued rows keep their
-order. Attempts start again from 0; created_at becomes now (backlog age and
-commit-to-ack latency count from the requeue); the event id and time stay.`
+The rows keep their outbox ids, so they go out ahead of the rows committed
+after them. With --on-refused hold-key (the relay's default) the later rows
+of a parked row's key waited behind it: the requeued row reaches Kafka first,
+then they follow in order. With --on-refused park they went out already, so
+the requeued event arrives after them. Attempts start again from 0;
+created_at becomes now (backlog age and commit-to-ack latency count from the
+requeue); the event id and time stay.`
 
 func parkedRequeueCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newParkedCmd("requeue", "requeue --id ID | --topic T | --all [flags]", requeueAbout)
@@ -429,7 +434,7 @@ func parkedRequeueCommand(ctx context.Context, args []string, stdout, stderr io.
 		if res.Rows > 1 {
 			ids = fmt.Sprintf("ids %d to %d", res.FirstID, res.LastID)
 		}
-		fmt.Fprintf(stdout, "requeued %s into pulsebus.outbox (new %s) and notified the relay\n", rows(int64(res.Rows)), ids)
+		fmt.Fprintf(stdout, "requeued %s into pulsebus.outbox (%s, as before) and notified the relay\n", rows(int64(res.Rows)), ids)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		for _, tc := range res.Topics {
 			fmt.Fprintf(tw, "  %s\t%s\n", tc.Topic, rows(tc.Rows))

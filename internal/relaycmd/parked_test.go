@@ -167,20 +167,22 @@ func TestParked_RequeueByIDTopicAndAll(t *testing.T) {
 	lessonIDs := parkedIDs(t, db, "lessons")
 	require.Len(t, lessonIDs, 3)
 
-	// By id: one row moves, after the row already waiting.
+	// By id: one row moves back under its old id, ahead of the row
+	// committed after it.
 	out, _, err := run(t, "parked", "requeue", "--database-url", db.URL, "--id", fmt.Sprint(lessonIDs[1]))
 	require.NoError(t, err)
-	require.Regexp(t, `^requeued 1 row into pulsebus.outbox \(new id (\d+)\) and notified the relay\n  lessons  1 row\n$`, out)
+	require.Regexp(t, `^requeued 1 row into pulsebus.outbox \(id (\d+), as before\) and notified the relay\n  lessons  1 row\n$`, out)
 	var newID, attempts int64
 	var lastErr *string
 	var eventID string
 	require.NoError(t, db.Pool.QueryRow(context.Background(),
 		`SELECT id, attempts, last_error, event_id::text FROM pulsebus.outbox WHERE key = 'b'`).Scan(&newID, &attempts, &lastErr, &eventID))
-	require.Contains(t, out, fmt.Sprintf("(new id %d)", newID))
+	require.Contains(t, out, fmt.Sprintf("(id %d, as before)", newID))
+	require.Equal(t, lessonIDs[1], newID, "the row keeps its id")
 	var waitingID int64
 	require.NoError(t, db.Pool.QueryRow(context.Background(),
 		`SELECT id FROM pulsebus.outbox WHERE event_id = $1`, waiting[0].ID).Scan(&waitingID))
-	require.Greater(t, newID, waitingID, "a requeued row goes out after the rows already waiting")
+	require.Less(t, newID, waitingID, "a requeued row goes out ahead of the rows committed after it")
 	require.Zero(t, attempts, "attempts start again")
 	require.Nil(t, lastErr)
 	require.Equal(t, []int64{lessonIDs[0], lessonIDs[2]}, parkedIDs(t, db, "lessons"))
@@ -193,8 +195,8 @@ func TestParked_RequeueByIDTopicAndAll(t *testing.T) {
 	// By topic: that topic's rows, in their old order.
 	out, _, err = run(t, "parked", "requeue", "--database-url", db.URL, "--topic", "lessons")
 	require.NoError(t, err)
-	require.Regexp(t, `^requeued 2 rows into pulsebus.outbox \(new ids \d+ to \d+\) and notified the relay\n  lessons  2 rows\n$`, out)
-	require.Equal(t, []string{"later", "b", "a", "c"}, outboxKeys(t, db, "lessons"))
+	require.Regexp(t, `^requeued 2 rows into pulsebus.outbox \(ids \d+ to \d+, as before\) and notified the relay\n  lessons  2 rows\n$`, out)
+	require.Equal(t, []string{"a", "b", "c", "later"}, outboxKeys(t, db, "lessons"))
 	require.Equal(t, 3, count(t, db, "outbox_parked", "true"))
 
 	out, _, err = run(t, "parked", "requeue", "--database-url", db.URL, "--topic", "lessons")
@@ -204,7 +206,7 @@ func TestParked_RequeueByIDTopicAndAll(t *testing.T) {
 	// All: every topic.
 	out, _, err = run(t, "parked", "requeue", "--database-url", db.URL, "--all")
 	require.NoError(t, err)
-	require.Regexp(t, `^requeued 3 rows into pulsebus.outbox \(new ids \d+ to \d+\) and notified the relay\n  media   2 rows\n  grades  1 row\n$`, out)
+	require.Regexp(t, `^requeued 3 rows into pulsebus.outbox \(ids \d+ to \d+, as before\) and notified the relay\n  media   2 rows\n  grades  1 row\n$`, out)
 	require.Zero(t, count(t, db, "outbox_parked", "true"))
 	require.Equal(t, []string{"m1", "m2"}, outboxKeys(t, db, "media"))
 	require.Equal(t, 7, count(t, db, "outbox", "attempts = 0 AND last_error IS NULL"))
@@ -268,11 +270,13 @@ func ceID(r *kgo.Record) string {
 	return ""
 }
 
-// The whole loop with the real relay engine: it parks an event the broker
-// refuses; once the cause is fixed (a relay allowing larger messages), the
-// requeued event is published after the rows that were already waiting;
-// and a running, idle relay publishes requeued rows at once because
-// requeue notifies it (its poll interval is a minute).
+// The whole loop with the real relay engine (--on-refused hold-key, the
+// default): it parks an event the broker refuses and holds the later
+// events of its key while another key flows; once the cause is fixed (a
+// relay allowing larger messages), the requeued event is published first,
+// then the held ones, in order, read back with an independent client; and
+// a running, idle relay publishes requeued rows at once because requeue
+// notifies it (its poll interval is a minute).
 func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
@@ -288,12 +292,19 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
 	second := insertKeyed(t, db, "lessons", "k")
+	other := insertKeyed(t, db, "lessons", "l")
 
 	stopA := startEngine(t, db, kc, outbox.RelayConfig{MaxMessageBytes: 2048, PollInterval: 100 * time.Millisecond,
 		LeaseTTL: 3 * time.Second, WriteTimeout: time.Second})
-	require.Eventually(t, func() bool { return rowsAre(db, "outbox_parked", 1)() && rowsAre(db, "outbox", 0)() },
-		20*time.Second, 20*time.Millisecond, "the big event parked and the others published")
+	require.Eventually(t, func() bool {
+		return rowsAre(db, "outbox_parked", 1)() && rowsAre(db, "outbox", 1)() && recordsAre(kc, "lessons", 2)()
+	}, 20*time.Second, 20*time.Millisecond, "the big event parked, the event of its key after it held, the others published")
 	stopA()
+	var got []string
+	for _, r := range kc.ReadAll(t, "lessons") {
+		got = append(got, string(r.Key)+"/"+ceID(r))
+	}
+	require.Equal(t, []string{"k/" + first[0].ID, "l/" + other[0].ID}, got, "k's event after the refused one waits; l flows")
 	out, _, err := run(t, "parked", "list", "--database-url", db.URL)
 	require.NoError(t, err)
 	require.Contains(t, out, big.ID)
@@ -310,14 +321,15 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 	require.Contains(t, out, "requeued 1 row")
 
 	startEngine(t, db, kc, outbox.RelayConfig{PollInterval: time.Minute})
-	require.Eventually(t, recordsAre(kc, "lessons", 4), 20*time.Second, 20*time.Millisecond, "lessons published")
-	var got []string
+	require.Eventually(t, recordsAre(kc, "lessons", 5), 20*time.Second, 20*time.Millisecond, "lessons published")
+	got = got[:0]
 	for _, r := range kc.ReadAll(t, "lessons") {
-		require.Equal(t, "k", string(r.Key))
-		got = append(got, ceID(r))
+		if string(r.Key) == "k" {
+			got = append(got, ceID(r))
+		}
 	}
-	require.Equal(t, []string{first[0].ID, second[0].ID, third[0].ID, big.ID}, got,
-		"the requeued event goes out after the event that was waiting")
+	require.Equal(t, []string{first[0].ID, big.ID, second[0].ID, third[0].ID}, got,
+		"per key, Kafka order is commit order through the refused event")
 
 	// The relay is idle now, next poll in 48 s or more: only requeue's
 	// notification wakes it.
@@ -425,7 +437,7 @@ func TestParked_Help(t *testing.T) {
 	out, _, err := run(t, "help", "parked", "requeue")
 	require.Equal(t, 0, relaycmd.ExitCode(err))
 	require.Contains(t, out, "Usage: relay parked requeue --id ID | --topic T | --all")
-	require.Contains(t, out, "Per-key order relative to later events is not kept for a requeued event")
+	require.Contains(t, out, "With --on-refused hold-key (the relay's default) the later rows")
 	require.Contains(t, out, "--all")
 	require.Contains(t, out, "--database-url string  (env DATABASE_URL")
 
@@ -441,4 +453,39 @@ func TestParked_Help(t *testing.T) {
 	out, _, err = run(t, "help")
 	require.NoError(t, err)
 	require.Contains(t, out, "parked    list, requeue or delete")
+}
+
+// Deleting a parked row releases the rows its key held, in order, at once
+// (the delete notifies the relay); rows without a key were never held.
+func TestParked_DeleteReleasesTheRowsItsKeyHeld(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	kc := testkafka.New(t)
+	kc.CreateTopic(t, "lessons", 1)
+
+	big, err := envelope.New("parked-test", struct {
+		statusEvent
+		Pad string `json:"pad"`
+	}{Pad: strings.Repeat("x", 4096)}, envelope.WithKey("k"))
+	require.NoError(t, err)
+	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	held := insertKeyed(t, db, "lessons", "k", "k")
+	unkeyed := insertKeyed(t, db, "lessons", "")
+
+	startEngine(t, db, kc, outbox.RelayConfig{MaxMessageBytes: 2048, PollInterval: 100 * time.Millisecond,
+		LeaseTTL: 3 * time.Second, WriteTimeout: time.Second})
+	require.Eventually(t, func() bool {
+		return rowsAre(db, "outbox_parked", 1)() && rowsAre(db, "outbox", 2)() && recordsAre(kc, "lessons", 1)()
+	}, 20*time.Second, 20*time.Millisecond, "the big event parked, k's later events held, the unkeyed one published")
+	require.Equal(t, unkeyed[0].ID, ceID(kc.ReadAll(t, "lessons")[0]))
+
+	out, _, err := run(t, "parked", "delete", "--database-url", db.URL, "--topic", "lessons")
+	require.NoError(t, err)
+	require.Contains(t, out, "deleted 1 row")
+	require.Eventually(t, recordsAre(kc, "lessons", 3), 20*time.Second, 20*time.Millisecond, "the held events released")
+	var got []string
+	for _, r := range kc.ReadAll(t, "lessons")[1:] {
+		got = append(got, ceID(r))
+	}
+	require.Equal(t, []string{held[0].ID, held[1].ID}, got)
 }

@@ -39,6 +39,7 @@ type runConfig struct {
 	warnings          []string // unsafe but valid settings, logged at start
 	batchSize         int
 	maxBatchBytes     int
+	onRefused         string
 	pollInterval      time.Duration
 	pollOnly          bool
 	leaseTTL          time.Duration
@@ -72,6 +73,9 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 		"this relay's id in the lease row (default hostname-pid-random)", nil)
 	ss.Int(&c.batchSize, "batch-size", "RELAY_BATCH_SIZE", outbox.DefaultBatchSize, 1, 100_000,
 		"most rows claimed, produced and deleted per transaction")
+	ss.Enum(&c.onRefused, "on-refused", "RELAY_ON_REFUSED", string(outbox.OnRefusedHoldKey),
+		[]string{string(outbox.OnRefusedHoldKey), string(outbox.OnRefusedPark)},
+		"a row the broker refuses for good is parked; with hold-key the later rows of its topic and key wait behind it until it is requeued or deleted, with park they go out without it")
 	ss.Int(&c.maxBatchBytes, "max-batch-bytes", "RELAY_MAX_BATCH_BYTES", outbox.DefaultMaxBatchBytes, outbox.MinMaxBatchBytes, math.MaxInt32,
 		"most row bytes (payload, key, meta) the relay holds in memory, the batch in hand and the one claimed ahead together; a larger row is claimed alone")
 	ss.Duration(&c.pollInterval, "poll-interval", "RELAY_POLL_INTERVAL", outbox.DefaultPollInterval, time.Millisecond, time.Hour,
@@ -185,6 +189,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		"name", c.name,
 		"batch_size", c.batchSize,
 		"max_batch_bytes", c.maxBatchBytes,
+		"on_refused", c.onRefused,
 		"poll_interval", c.pollInterval,
 		"poll_only", c.pollOnly,
 		"lease_ttl", c.leaseTTL,
@@ -245,7 +250,8 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		// Read at scrape time, at most once per backlog interval, so the
 		// parked-rows alert fires while rows stay parked and after a
 		// restart.
-		reg.MustRegister(outboxprom.NewParkedGauges(pool, outboxprom.StateOptions{MaxAge: c.backlogInterval}))
+		reg.MustRegister(outboxprom.NewParkedGauges(pool, outboxprom.StateOptions{MaxAge: c.backlogInterval,
+			HoldKeys: c.onRefused == string(outbox.OnRefusedHoldKey)}))
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		DB:                     pool,
@@ -262,6 +268,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		MaxMessageBytes:        c.maxMessageBytes,
 		Limits:                 &limits,
 		MaxBatchBytes:          c.maxBatchBytes,
+		OnRefused:              outbox.OnRefused(c.onRefused),
 		AutoCreateTopics:       c.createTopics,
 		TopicPartitions:        c.topicPartitions,
 		TopicReplicationFactor: c.replicationFactor,

@@ -28,7 +28,36 @@ type Status struct {
 	// Lease is the leader lease row, nil when no relay of the group ever
 	// held it.
 	Lease *Lease `json:"lease"`
+	// Held lists the keys whose rows wait behind a parked row (relay
+	// --on-refused hold-key), oldest parked row first, at most
+	// maxHeldKeys; empty with --on-refused park.
+	Held []HeldKey `json:"held"`
 }
+
+// HeldKey is one topic and key whose later rows wait in the outbox behind
+// a parked row.
+type HeldKey struct {
+	Topic string `json:"topic"`
+	Key   string `json:"key"`
+	// HeadID is the parked row they wait for (relay parked list shows it).
+	HeadID int64 `json:"head_id"`
+	// Rows is how many outbox rows wait behind it.
+	Rows int64 `json:"rows"`
+}
+
+// maxHeldKeys bounds the held keys status lists.
+const maxHeldKeys = 100
+
+// heldSQL lists the keys held behind their earliest parked row, with how
+// many outbox rows wait behind it.
+const heldSQL = `
+SELECT p.topic, p.key, p.id, count(*)
+  FROM (SELECT DISTINCT ON (topic, key) topic, key, id FROM pulsebus.outbox_parked
+         WHERE key <> '' ORDER BY topic, key, id) AS p
+  JOIN pulsebus.outbox o ON o.topic = p.topic AND o.key = p.key AND o.id > p.id
+ GROUP BY p.topic, p.key, p.id
+ ORDER BY p.id
+ LIMIT $1`
 
 // Backlog is the outbox's content.
 type Backlog struct {
@@ -84,10 +113,13 @@ type Lease struct {
 
 // ReadStatus reads the status of relay group name in one read-only
 // snapshot.
+//
+// With holdKeys (relay --on-refused hold-key) it also lists the keys held
+// behind a parked row.
 func ReadStatus(ctx context.Context, db interface {
 	BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error)
-}, name string) (Status, error) {
-	st := Status{Relay: name, Backlog: Backlog{Topics: []TopicCount{}}, Parked: Parked{Topics: []TopicCount{}}}
+}, name string, holdKeys bool) (Status, error) {
+	st := Status{Relay: name, Backlog: Backlog{Topics: []TopicCount{}}, Parked: Parked{Topics: []TopicCount{}}, Held: []HeldKey{}}
 	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
 			SELECT topic, count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8
@@ -126,6 +158,20 @@ func ReadStatus(ctx context.Context, db interface {
 		}
 		for _, tc := range st.Parked.Topics {
 			st.Parked.Rows += tc.Rows
+		}
+		if holdKeys && st.Parked.Rows > 0 && st.Backlog.Rows > 0 {
+			rows, err := tx.Query(ctx, heldSQL, maxHeldKeys)
+			if err != nil {
+				return fmt.Errorf("read held keys: %w", err)
+			}
+			st.Held, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (HeldKey, error) {
+				var h HeldKey
+				err := r.Scan(&h.Topic, &h.Key, &h.HeadID, &h.Rows)
+				return h, err
+			})
+			if err != nil {
+				return fmt.Errorf("read held keys: %w", err)
+			}
 		}
 
 		var l Lease
@@ -181,6 +227,16 @@ func (st Status) WriteText(w io.Writer) error {
 	for _, tc := range st.Parked.Topics {
 		fmt.Fprintf(tw, "  %s\t%s, last parked %s ago\n", tc.Topic, rows(tc.Rows), seconds(tc.OldestAgeSeconds))
 	}
+	if len(st.Held) > 0 {
+		var n int64
+		for _, h := range st.Held {
+			n += h.Rows
+		}
+		fmt.Fprintf(tw, "held:\t%s behind %d parked row(s) of their key\n", rows(n), len(st.Held))
+		for _, h := range st.Held {
+			fmt.Fprintf(tw, "  %s\t%s, key %q behind parked row %d\n", h.Topic, rows(h.Rows), h.Key, h.HeadID)
+		}
+	}
 	return tw.Flush()
 }
 
@@ -227,11 +283,12 @@ func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
 
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		db     dbFlags
-		name   string
-		asJSON bool
-		check  bool
-		maxAge time.Duration
+		db        dbFlags
+		name      string
+		asJSON    bool
+		check     bool
+		maxAge    time.Duration
+		onRefused string
 	)
 	cmd := cli.NewCommand(prog+" status", prog+" status [--json] [--check] [flags]", `Prints the outbox backlog (rows, age of the oldest, per topic), the parked
 rows (per topic; "relay parked list" shows them one by one) and the relay
@@ -243,6 +300,8 @@ older than --max-backlog-age: for scripts and probes.`)
 	db.register(cmd.Settings)
 	cmd.String(&name, "name", "RELAY_NAME", outbox.DefaultRelayName, "relay group whose leader lease to show", cli.NonEmpty)
 	cmd.Bool(&asJSON, "json", "", false, "print JSON instead of text")
+	cmd.Enum(&onRefused, "on-refused", "RELAY_ON_REFUSED", string(outbox.OnRefusedHoldKey),
+		[]string{string(outbox.OnRefusedHoldKey), string(outbox.OnRefusedPark)}, "the relays' --on-refused: with hold-key, list the keys held behind parked rows")
 	cmd.Bool(&check, "check", "", false, "exit 1 without a leader, with parked rows, or with a backlog older than --max-backlog-age")
 	cmd.Duration(&maxAge, "max-backlog-age", "", DefaultMaxBacklogAge, time.Second, 24*time.Hour, "with --check, the oldest waiting row's age that counts as a problem")
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
@@ -253,7 +312,7 @@ older than --max-backlog-age: for scripts and probes.`)
 		return err
 	}
 	defer pool.Close()
-	st, err := ReadStatus(ctx, pool, name)
+	st, err := ReadStatus(ctx, pool, name, onRefused == string(outbox.OnRefusedHoldKey))
 	if err != nil {
 		return err
 	}
@@ -290,6 +349,9 @@ func (st Status) Problems(maxAge time.Duration) []string {
 	}
 	if st.Parked.Rows > 0 {
 		problems = append(problems, fmt.Sprintf("%d parked row(s): relay parked list", st.Parked.Rows))
+	}
+	for _, h := range st.Held {
+		problems = append(problems, fmt.Sprintf("%s of %s key %q held behind parked row %d", rows(h.Rows), h.Topic, h.Key, h.HeadID))
 	}
 	if age := time.Duration(st.Backlog.OldestAgeSeconds * float64(time.Second)); st.Backlog.Rows > 0 && age > maxAge {
 		problems = append(problems, fmt.Sprintf("the oldest of %d waiting row(s) is %s old (over --max-backlog-age %s)", st.Backlog.Rows, age.Round(time.Second), maxAge))

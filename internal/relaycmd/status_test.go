@@ -51,7 +51,7 @@ parked:   0 rows
 
 	out, _, err = run(t, "status", "--database-url", db.URL, "--json")
 	require.NoError(t, err)
-	require.JSONEq(t, `{"relay":"default","backlog":{"rows":0,"oldest_age_seconds":0,"topics":[]},"parked":{"rows":0,"topics":[]},"lease":null}`, out)
+	require.JSONEq(t, `{"relay":"default","backlog":{"rows":0,"oldest_age_seconds":0,"topics":[]},"parked":{"rows":0,"topics":[]},"lease":null,"held":[]}`, out)
 }
 
 func TestStatus_BacklogLeaseAndParkedRows(t *testing.T) {
@@ -189,4 +189,30 @@ $`, stderr)
 	// Without --check the same state exits 0: status only reports.
 	_, _, err := run(t, "status", "--database-url", db.URL)
 	require.NoError(t, err)
+}
+
+// With hold-key (the default) status lists the keys whose rows wait
+// behind a parked row, and --check counts them as a problem; with
+// --on-refused park nothing is held.
+func TestStatus_HeldKeys(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	exec(t, db, `INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+		VALUES (0, gen_random_uuid(), 'lessons', '0', 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'too big')`)
+	insertEvents(t, db, "lessons", 3) // keys 0, 1, 2: only key 0 is held
+	insertEvents(t, db, "lessons", 1) // key 0 again
+
+	out, _, err := run(t, "status", "--database-url", db.URL)
+	require.NoError(t, err)
+	require.Contains(t, out, "held:      2 rows behind 1 parked row(s) of their key\n  lessons  2 rows, key \"0\" behind parked row 0\n", out)
+
+	_, stderr, err := run(t, "status", "--database-url", db.URL, "--check", "--max-backlog-age", "1h")
+	require.Equal(t, 1, relaycmd.ExitCode(err))
+	require.Contains(t, stderr, `check: 2 rows of lessons key "0" held behind parked row 0`)
+
+	out, _, err = run(t, "status", "--database-url", db.URL, "--on-refused", "park", "--json")
+	require.NoError(t, err)
+	var st relaycmd.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Empty(t, st.Held)
 }

@@ -186,7 +186,7 @@ func BenchmarkClaimDelete(b *testing.B) {
 				b.Fatal(err)
 			}
 			rs, err := tx.Query(ctx, outbox.ClaimSQLForTest, pgx.QueryExecModeCacheDescribe, "default", "bench", int64(1), batch,
-				[]int64{}, []string{}, int64(outbox.DefaultMaxBatchBytes), true)
+				[]int64{}, []string{}, int64(outbox.DefaultMaxBatchBytes), true, true)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -254,6 +254,9 @@ func (h *countingHooks) CommitToAck(d time.Duration) {
 // BenchmarkRelayDrain drains a pre-filled backlog (PULSEBUS_BENCH_ROWS,
 // default 1,000,000 rows) to kfake with the relay's defaults and reports
 // events/s, and the ratio to the last BenchmarkClaimDelete of this run.
+// PULSEBUS_BENCH_ON_REFUSED sets RelayConfig.OnRefused, and
+// PULSEBUS_BENCH_PARKED_KEYS parks that many rows of other keys first, so
+// every claimed row's hold check probes a non-empty index.
 func BenchmarkRelayDrain(b *testing.B) {
 	rows := envInt(b, "PULSEBUS_BENCH_ROWS", 1_000_000)
 	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
@@ -282,6 +285,14 @@ func BenchmarkRelayDrain(b *testing.B) {
 			})
 		}
 		fillOutbox(b, db, rows)
+		if n := envInt(b, "PULSEBUS_BENCH_PARKED_KEYS", 0); n > 0 && i == 0 {
+			if _, err := db.Pool.Exec(ctx, `
+				INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+				SELECT -g, gen_random_uuid(), $1, 'parked-' || g, 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'bench'
+				  FROM generate_series(1, $2) g`, benchTopic, n); err != nil {
+				b.Fatal(err)
+			}
+		}
 		hooks := &countingHooks{target: int64(rows), done: make(chan struct{})}
 		pool, err := pgxpool.New(ctx, db.URL)
 		if err != nil {
@@ -289,6 +300,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 		}
 		r, err := outbox.NewRelay(outbox.RelayConfig{
 			DB: pool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+			OnRefused: outbox.OnRefused(os.Getenv("PULSEBUS_BENCH_ON_REFUSED")),
 		})
 		if err != nil {
 			b.Fatal(err)

@@ -140,7 +140,12 @@
 // authorized, invalid record) or a row that does not form a valid envelope
 // moves to pulsebus.outbox_parked with its error, is counted through
 // [RelayHooks.Parked] and logged, and the rest of the stream keeps moving.
-// Everything else (broker down or slow, leader changes, a missing topic
+// With [OnRefusedHoldKey] (the default) the rest of its own key does not:
+// within the batch the later rows of the refused row's topic and key are
+// not sent, and every later claim skips a keyed row while outbox_parked
+// holds an earlier row of its topic and key, so per-key order holds through
+// a poison event; requeuing the parked row (under its old id, so it goes
+// out first) or deleting it releases them. Everything else (broker down or slow, leader changes, a missing topic
 // unless AutoCreateTopics) is transient: the rows stay.
 //
 // Shutdown: [Relay.Stop] stops claiming, lets the batch in hand finish,

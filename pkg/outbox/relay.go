@@ -42,6 +42,16 @@ const (
 	DefaultReplicationFactor = 1
 )
 
+// OnRefused is what a refused row does to the later rows of its key; see
+// RelayConfig.OnRefused.
+type OnRefused string
+
+// The choices of RelayConfig.OnRefused.
+const (
+	OnRefusedHoldKey OnRefused = "hold-key"
+	OnRefusedPark    OnRefused = "park"
+)
+
 // RelayConfig configures a [Relay].
 type RelayConfig struct {
 	// DB is the pool the relay claims rows, keeps its lease and listens
@@ -74,6 +84,17 @@ type RelayConfig struct {
 	// BatchSize is the most rows claimed, produced and deleted per
 	// transaction. Defaults to DefaultBatchSize.
 	BatchSize int
+	// OnRefused says what a row the broker refuses for good (too large, an
+	// invalid envelope) does to the later rows of its key. With
+	// OnRefusedHoldKey (the default) it is parked and every later row with
+	// the same topic and key waits in the outbox until the parked row is
+	// requeued (it then goes out first) or deleted (they then go out in
+	// order): per-key order holds through a poison event. Rows of other
+	// keys and topics, and rows without a key (which promise no order),
+	// flow on. With OnRefusedPark it is parked and the later rows of its
+	// key go out without it. The state lives in pulsebus.outbox_parked, so
+	// it survives restarts and leader changes.
+	OnRefused OnRefused
 	// MaxBatchBytes bounds the rows the relay holds in memory: a claim
 	// takes rows while their payloads, keys and meta (plus 128 bytes a row
 	// for the other columns) add up to at most this, and the batch claimed
@@ -186,6 +207,13 @@ func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 	if cfg.Limits == nil {
 		l := envelope.DefaultLimits()
 		cfg.Limits = &l
+	}
+	switch cfg.OnRefused {
+	case "":
+		cfg.OnRefused = OnRefusedHoldKey
+	case OnRefusedHoldKey, OnRefusedPark:
+	default:
+		return cfg, fmt.Errorf("outbox: RelayConfig.OnRefused %q is not %q or %q", cfg.OnRefused, OnRefusedHoldKey, OnRefusedPark)
 	}
 	if cfg.Hooks == nil {
 		cfg.Hooks = NopRelayHooks{}
@@ -307,6 +335,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		timeout:     c.WriteTimeout,
 		hooks:       c.Hooks,
 		limits:      c.Limits,
+		holdKeys:    c.OnRefused == OnRefusedHoldKey,
 	}
 	if c.AutoCreateTopics {
 		r.pub.autoCreate = r.createTopics

@@ -24,7 +24,12 @@ import (
 // of the relay's other open claim (the batch in hand, when this is the
 // claim-ahead), never taken; $6 topics backing off, skipped; $7 the most
 // bytes (rowSizeSQL summed over the rows); $8 whether the first row is
-// taken even when it alone is larger than $7.
+// taken even when it alone is larger than $7; $9 whether rows are held
+// behind a parked row of their topic and key (OnRefusedHoldKey): a row
+// with a key is skipped while outbox_parked holds an earlier row (a lower
+// id) of the same topic and key. The index outbox_parked_held_keys
+// answers that per row; with no parked rows it costs one index probe of
+// an empty index.
 //
 // The byte bound is a running sum over the head of the outbox, read
 // without locks, so no row beyond the claimed prefix is locked: a locked,
@@ -60,6 +65,9 @@ DELETE FROM pulsebus.outbox
 			         WHERE EXISTS (SELECT 1 FROM lease)
 			           AND id NOT IN (SELECT unnest($5::bigint[]))
 			           AND topic <> ALL ($6::text[])
+			           AND NOT ($9::boolean AND key <> '' AND EXISTS (
+			                   SELECT 1 FROM pulsebus.outbox_parked p
+			                    WHERE p.topic = outbox.topic AND p.key = outbox.key AND p.key <> '' AND p.id < outbox.id))
 			         ORDER BY id LIMIT $4) AS head
 		) AS sized
 		 WHERE upto <= $7::bigint OR (n = 1 AND $8::boolean)))
@@ -236,6 +244,9 @@ type batchResult struct {
 	// (their partition or the topic failed transiently), with the error:
 	// their rows stay in the outbox and the topic backs off.
 	waiting map[string]error
+	// held counts the rows not sent because an earlier row of their topic
+	// and key was refused in the batch (OnRefusedHoldKey).
+	held int
 }
 
 // claim opens a claim transaction and deletes up to BatchSize of the
@@ -276,7 +287,8 @@ func (r *Relay) claimRows(ctx context.Context, b *claimedBatch, bounds claimBoun
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
 	batch.Queue(r.txSettings)
-	batch.Queue(claimSQL, r.cfg.Name, r.cfg.ID, b.term.Term, r.cfg.BatchSize, exclude, skip, int64(bounds.maxBytes), bounds.atLeastOne)
+	batch.Queue(claimSQL, r.cfg.Name, r.cfg.ID, b.term.Term, r.cfg.BatchSize, exclude, skip, int64(bounds.maxBytes), bounds.atLeastOne,
+		r.cfg.OnRefused == OnRefusedHoldKey)
 	br := b.conn.SendBatch(ctx, batch)
 	defer br.Close()
 	for range 2 {
@@ -395,6 +407,10 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 		case out.parked[i] != nil:
 			parkedIDs = append(parkedIDs, row.ID)
 			parkedErrs = append(parkedErrs, out.parked[i].Error())
+		case out.held[i]:
+			// Waits behind its key's parked row: untouched, and not a
+			// failure of its topic.
+			res.held++
 		case abandoned:
 			// Not an attempt: the relay stopped before sending it.
 		default:
@@ -439,6 +455,11 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 	for i, row := range b.rows {
 		if perr := out.parked[i]; perr != nil {
 			r.hooks.Parked(row.Topic, perr.Reason)
+			if r.cfg.OnRefused == OnRefusedHoldKey && row.Envelope.Key != "" {
+				r.log.Error("outbox row parked: the broker refuses it for good; the later rows of its key wait behind it until it is requeued or deleted",
+					"id", row.ID, "event_id", row.Envelope.ID, "topic", row.Topic, "key", row.Envelope.Key, "reason", perr.Reason, "err", perr.Err)
+				continue
+			}
 			r.log.Error("outbox row parked: the broker refuses it for good",
 				"id", row.ID, "event_id", row.Envelope.ID, "topic", row.Topic, "reason", perr.Reason, "err", perr.Err)
 		}

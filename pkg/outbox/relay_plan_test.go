@@ -30,8 +30,8 @@ RETURNING id`
 
 // claimBoundsArgs are the claim's arguments after the row limit: no batch
 // in hand, no topic backing off, a byte bound no test row reaches, the
-// first row taken whatever its size.
-const claimBoundsArgs = `, '{}', '{}', 1000000000, true`
+// first row taken whatever its size, keys held behind parked rows.
+const claimBoundsArgs = `, '{}', '{}', 1000000000, true, true`
 
 // TestClaim_PlanIsSafe reproduces the trap of DESIGN.md §3: statistics
 // taken while the outbox was empty, a plan made from them, then a backlog.
@@ -51,7 +51,7 @@ func TestClaim_PlanIsSafe(t *testing.T) {
 	conn, err := db.Pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
-	_, err = conn.Exec(ctx, `PREPARE claim(text, text, bigint, int, bigint[], text[], bigint, boolean) AS `+outbox.ClaimSQLForTest)
+	_, err = conn.Exec(ctx, `PREPARE claim(text, text, bigint, int, bigint[], text[], bigint, boolean, boolean) AS `+outbox.ClaimSQLForTest)
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, `PREPARE old_claim(text, text, bigint, int) AS `+oldClaimSQL)
 	require.NoError(t, err)

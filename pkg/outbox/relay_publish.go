@@ -44,12 +44,17 @@ type publisher struct {
 	limits      *envelope.Limits
 	autoCreate  func(ctx context.Context, topics []string) error // nil: report missing topics
 	hooks       RelayHooks
+	holdKeys    bool // RelayConfig.OnRefused is OnRefusedHoldKey
 }
 
 // publishOutcome is what happened to each row of a batch.
 type publishOutcome struct {
 	acked  []bool
 	parked []*PublishError
+	// held marks a row not sent because an earlier row of its topic and
+	// key in the batch was refused (OnRefusedHoldKey): it stays in the
+	// outbox untouched, and the claim skips it while that row is parked.
+	held []bool
 	// failed is, for a row neither acknowledged nor parked, why: an error
 	// naming its topic (and partition, once it had one).
 	failed []error
@@ -61,7 +66,7 @@ func (o *publishOutcome) complete() bool {
 		return false
 	}
 	for i := range o.acked {
-		if !o.acked[i] && o.parked[i] == nil {
+		if !o.acked[i] && o.parked[i] == nil && !o.held[i] {
 			return false
 		}
 	}
@@ -90,10 +95,11 @@ const recordBatchOverhead = 61 + 4 + 4
 type partQueue struct {
 	topic     string
 	partition int32
-	msgs      []int // indexes into the publish call's msgs
-	next      int   // first message not yet acknowledged or parked
-	done      bool  // all sent, or stopped by a failure
-	err       error // why it stopped short, naming topic and partition
+	msgs      []int           // indexes into the publish call's msgs
+	next      int             // first message not yet acknowledged or parked
+	done      bool            // all sent, or stopped by a failure
+	err       error           // why it stopped short, naming topic and partition
+	held      map[string]bool // keys with a refused message (OnRefusedHoldKey)
 }
 
 // stop ends the queue at its first message not yet acknowledged or
@@ -114,28 +120,50 @@ type pubMsg struct {
 // the sending of further requests (Stop abandoning the batch); requests
 // already sent are waited for until their deadline.
 func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64]error, safe safeUntil) publishOutcome {
-	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows)), failed: make([]error, len(rows))}
+	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows)),
+		held: make([]bool, len(rows)), failed: make([]error, len(rows))}
 	msgs := make([]pubMsg, 0, len(rows))
 	topics := make([]string, 0, 1)
 	mb := newMessageBuilder(p.limits)
+	var refusedKeys map[topicKey]bool // keys with a row refused before sending (OnRefusedHoldKey)
 	for i := range rows {
 		row := &rows[i]
-		if e := decodeErr[row.ID]; e != nil {
-			out.parked[i] = ClassifyPublishError(e)
+		if refusedKeys[topicKey{row.Topic, row.Envelope.Key}] {
+			out.held[i] = true
 			continue
 		}
-		msg, err := mb.build(&row.Envelope)
+		var (
+			refused *PublishError
+			msg     kafka.Message
+			err     = decodeErr[row.ID]
+		)
+		if err == nil {
+			msg, err = mb.build(&row.Envelope)
+			if err != nil {
+				err = fmt.Errorf("row %d: %w", row.ID, err)
+			}
+		}
+		if err == nil {
+			msg.Topic = row.Topic
+			if size := messageSize(&msg); size+recordBatchOverhead > p.maxBytes {
+				err = fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
+					row.ID, size, p.maxBytes, kafka.MessageTooLargeError{Message: msg})
+			}
+		}
 		if err != nil {
-			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %w", row.ID, err))
+			refused = ClassifyPublishError(err)
+		}
+		if refused != nil {
+			out.parked[i] = refused
+			if p.holdKeys && row.Envelope.Key != "" {
+				if refusedKeys == nil {
+					refusedKeys = map[topicKey]bool{}
+				}
+				refusedKeys[topicKey{row.Topic, row.Envelope.Key}] = true
+			}
 			continue
 		}
-		msg.Topic = row.Topic
 		size := messageSize(&msg)
-		if size+recordBatchOverhead > p.maxBytes {
-			out.parked[i] = ClassifyPublishError(fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
-				row.ID, size, p.maxBytes, kafka.MessageTooLargeError{Message: msg}))
-			continue
-		}
 		msgs = append(msgs, pubMsg{msg: msg, row: i, size: size})
 		if !slices.Contains(topics, row.Topic) {
 			topics = append(topics, row.Topic)
@@ -221,7 +249,7 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	wg.Wait()
 	for _, q := range byPart {
 		for _, j := range q.msgs[q.next:] {
-			if row := msgs[j].row; !out.acked[row] && out.parked[row] == nil {
+			if row := msgs[j].row; !out.acked[row] && out.parked[row] == nil && !out.held[row] {
 				out.failed[row] = q.err
 			}
 		}
@@ -238,6 +266,9 @@ type partKey struct {
 	topic     string
 	partition int32
 }
+
+// topicKey is a topic and a partition key: the unit of order.
+type topicKey struct{ topic, key string }
 
 // produceToLeader sends the queues' messages in rounds of one request to
 // their leader broker, each carrying the next messages of every partition
@@ -342,9 +373,17 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 // oneByOne sends q.msgs[from:to] one request each, parking the refused
 // ones. On a transient failure it returns the index in q.msgs it stopped
 // at and the error.
+//
+// With OnRefusedHoldKey, a refused message's key is held: its later
+// messages in the queue, here and in later rounds, are not sent (held).
+// All of a key's messages are in one queue, its partition's.
 func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, msgs []pubMsg, out *publishOutcome, safe safeUntil) (int, error) {
 	for k := from; k < to; k++ {
 		j := q.msgs[k]
+		if q.held[string(msgs[j].msg.Key)] {
+			out.held[msgs[j].row] = true
+			continue
+		}
 		req := &produceAPI.Request{Acks: int16(kafka.RequireAll), Topics: []produceAPI.RequestTopic{{
 			Topic: q.topic,
 			Partitions: []produceAPI.RequestPartition{{
@@ -371,8 +410,32 @@ func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, ms
 			return k, pe
 		}
 		out.parked[msgs[j].row] = pe
+		if key := msgs[j].msg.Key; p.holdKeys && len(key) > 0 {
+			if q.held == nil {
+				q.held = map[string]bool{}
+			}
+			q.held[string(key)] = true
+		}
 	}
+	q.dropHeld(to, msgs, out)
 	return to, nil
+}
+
+// dropHeld takes the messages of held keys out of q.msgs[from:], marking
+// them held, so later rounds do not send them.
+func (q *partQueue) dropHeld(from int, msgs []pubMsg, out *publishOutcome) {
+	if len(q.held) == 0 {
+		return
+	}
+	kept := q.msgs[:from]
+	for _, j := range q.msgs[from:] {
+		if q.held[string(msgs[j].msg.Key)] {
+			out.held[msgs[j].row] = true
+			continue
+		}
+		kept = append(kept, j)
+	}
+	q.msgs = kept
 }
 
 // errAbandoned stops a batch when the relay is stopping and gave up on it.

@@ -237,15 +237,15 @@ func TestRelay_LateCommitterIsPublished(t *testing.T) {
 	require.Zero(t, outboxCount(t, b.db))
 }
 
-func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
-	t.Parallel()
+// refusedBatch inserts one batch into a cluster whose broker refuses
+// messages over 20 kB: small events of keys k0, k1, k2 around a 50 kB
+// event of k1, with two events of k1 before it and one after.
+func refusedBatch(t *testing.T) (*relayBundle, envelope.Envelope) {
+	t.Helper()
 	db := testdb.New(t)
 	kc := testkafka.New(t, kfakeMaxMessageBytes(20_000))
 	kc.CreateTopic(t, "lessons", 2)
 	b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
-	ctx := context.Background()
-
-	// One batch: small events around a 50 kB one the broker refuses.
 	var envs []envelope.Envelope
 	for i := range 10 {
 		envs = append(envs, seqEnv(t, fmt.Sprintf("k%d", i%3), i/3))
@@ -256,8 +256,17 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 		big.Payload[30+i] = 'x'
 	}
 	envs = append(envs[:5], append([]envelope.Envelope{big}, envs[5:]...)...)
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", envs...))
-	startRelay(t, b, outbox.RelayConfig{})
+	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", envs...))
+	return b, big
+}
+
+// With OnRefusedPark, a message the broker refuses is parked and the rest
+// of the batch, its own key included, goes out in order.
+func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
+	t.Parallel()
+	b, big := refusedBatch(t)
+	db, kc, ctx := b.db, b.kc, context.Background()
+	startRelay(t, b, outbox.RelayConfig{OnRefused: outbox.OnRefusedPark})
 
 	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	var (
@@ -275,6 +284,35 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
 	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
+}
+
+// With OnRefusedHoldKey (the default), the broker's refusal of a message
+// holds the later messages of its key, in this batch and later claims,
+// while the other keys go out; deleting the parked row releases them, in
+// order.
+func TestRelay_HoldsTheKeyOfAMessageTheBrokerRefuses(t *testing.T) {
+	t.Parallel()
+	b, big := refusedBatch(t)
+	db, kc, ctx := b.db, b.kc, context.Background()
+	startRelay(t, b, outbox.RelayConfig{})
+
+	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "k0 and k2 out, k1 up to the refused event", func() bool {
+		return kc.RecordCount("lessons") == 9
+	})
+	var parkedID string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text FROM pulsebus.outbox_parked`).Scan(&parkedID))
+	require.Equal(t, big.ID, parkedID)
+	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 2, "k2": 3})
+
+	// A later event of k1 waits too; one of k0 flows.
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3), seqEnv(t, "k0", 4)))
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's later event out", func() bool { return kc.RecordCount("lessons") == 10 })
+	require.Equal(t, 2, outboxCount(t, db), "k1's two later events wait behind the parked one")
+
+	_, err := db.Pool.Exec(ctx, `DELETE FROM pulsebus.outbox_parked`)
+	require.NoError(t, err)
+	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k1 released", func() bool { return kc.RecordCount("lessons") == 12 })
+	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 5, "k1": 4, "k2": 3})
 }
 
 func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {

@@ -52,6 +52,7 @@ func TestParkedGauges_Values(t *testing.T) {
 	require.Equal(t, map[string]float64{
 		"pulsebus_relay_parked_rows":               0,
 		"pulsebus_relay_parked_oldest_age_seconds": 0,
+		"pulsebus_relay_held_rows":                 0,
 		"pulsebus_relay_parked_read_errors_total":  0,
 	}, gauges(t, empty))
 
@@ -68,6 +69,34 @@ func TestParkedGauges_Values(t *testing.T) {
 	require.Equal(t, 23.0, gauges(t, reg)["pulsebus_relay_parked_rows"])
 }
 
+// With hold-key, the rows waiting in the outbox behind a parked row of
+// their topic and key are counted; rows of other keys, earlier rows and
+// rows without a key are not.
+func TestParkedGauges_HeldRows(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		// id 1 (k), 3 (k), 4 (l), 5 (''), 6 (k) wait; id 2 (k) is parked.
+		`INSERT INTO pulsebus.outbox (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+		 OVERRIDING SYSTEM VALUE
+		 SELECT g, gen_random_uuid(), 'lessons', k, 'x.y', 's', '', now(), '', '{}', '' FROM (VALUES (1, 'k'), (3, 'k'), (4, 'l'), (5, ''), (6, 'k')) AS v(g, k)`,
+		`INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+		 VALUES (2, gen_random_uuid(), 'lessons', 'k', 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'too big')`,
+	} {
+		_, err := db.Pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	for _, tc := range []struct {
+		holdKeys bool
+		want     float64
+	}{{true, 2}, {false, 0}} {
+		reg := prometheus.NewPedanticRegistry()
+		require.NoError(t, reg.Register(outboxprom.NewParkedGauges(db.Pool, outboxprom.StateOptions{HoldKeys: tc.holdKeys})))
+		require.Equal(t, tc.want, gauges(t, reg)["pulsebus_relay_held_rows"], "hold keys %t", tc.holdKeys)
+	}
+}
+
 // On 100,000 parked rows the query reads the limit's worth of rows and one
 // index probe for the oldest, not the table.
 func TestParkedGauges_QueryCostBounded(t *testing.T) {
@@ -82,7 +111,7 @@ func TestParkedGauges_QueryCostBounded(t *testing.T) {
 
 	var plan []byte
 	require.NoError(t, db.Pool.QueryRow(context.Background(), "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+outboxprom.ParkedSQL,
-		1000).Scan(&plan))
+		1000, true).Scan(&plan))
 	var nodes []struct {
 		Plan planNode `json:"Plan"`
 	}

@@ -1,0 +1,1 @@
+DROP INDEX pulsebus.outbox_parked_held_keys;
