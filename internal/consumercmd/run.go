@@ -18,6 +18,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/httpserve"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/internal/otelsetup"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -186,6 +187,17 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	log := rc.log
+	stopTracing, err := otelsetup.Start(ctx, cli.AppName("consumer", ""), cli.Version(), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("OpenTelemetry: flushing spans at exit", "err", err)
+		}
+	}()
 	dialer, err := rc.kafka.Dialer()
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/internal/otelsetup"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 	"github.com/edupulse/pulsebus/pkg/outbox"
@@ -168,6 +169,11 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, w := range c.warnings {
 		log.Warn(w)
 	}
+	stopTracing, err := otelsetup.Start(ctx, cli.AppName(prog, ""), cli.Version(), log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(stopTracing, log)
 	err = runRelay(ctx, c, log)
 	if err != nil && ctx.Err() != nil {
 		// A signal while starting (connecting, most likely): a clean stop.
@@ -409,4 +415,13 @@ func pingKafka(ctx context.Context, client *kafka.Client) error {
 		return err
 	}
 	return resp.Error
+}
+
+// shutdownTracing flushes the spans still buffered, for at most 5 s.
+func shutdownTracing(stop func(context.Context) error, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := stop(ctx); err != nil {
+		log.Warn("OpenTelemetry: flushing spans at exit", "err", err)
+	}
 }

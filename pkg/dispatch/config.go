@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
@@ -60,6 +62,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks receive events for metrics. Defaults to [NopHooks].
 	Hooks Hooks
+	// TracerProvider makes the consumer's spans: one "process" span (kind
+	// consumer) per event and per-event handler, a child of the trace
+	// context the event carries (its traceparent extension), with retries
+	// and dead-lettering as span events; the handler runs under it, so a
+	// webhook passes it on. Defaults to the global provider
+	// (otel.GetTracerProvider), a no-op unless the program installed one.
+	TracerProvider trace.TracerProvider
 	// Retry is the default retry policy of every handler. Zero fields take
 	// the Default* retry constants.
 	Retry RetryPolicy
@@ -159,6 +168,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.Hooks == nil {
 		out.Hooks = NopHooks{}
+	}
+	if out.TracerProvider == nil {
+		out.TracerProvider = otel.GetTracerProvider()
 	}
 	out.Retry = out.Retry.withDefaults(RetryPolicy{
 		MaxAttempts: DefaultMaxAttempts, MaxElapsed: DefaultMaxElapsed, RetryFor: DefaultRetryFor,

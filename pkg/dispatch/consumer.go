@@ -13,6 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/edupulse/pulsebus/internal/tracing"
 )
 
 // ErrRunning is returned when handlers are registered on, or Run is called
@@ -23,9 +26,10 @@ var ErrRunning = errors.New("dispatch: consumer already running")
 // handlers interested in its event type. See the package documentation for
 // the guarantees.
 type Consumer struct {
-	cfg  Config
-	log  *slog.Logger
-	offs offsets
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer
+	offs   offsets
 
 	mu       sync.Mutex
 	handlers []*registration
@@ -46,6 +50,7 @@ func New(cfg Config) (*Consumer, error) {
 	return &Consumer{
 		cfg:     c,
 		log:     c.Logger.With("group", c.Group),
+		tracer:  c.TracerProvider.Tracer(tracing.InstrumentationConsumer),
 		offs:    offsets{dialer: c.Dialer, brokers: c.Brokers},
 		byName:  map[string]*registration{},
 		workers: map[*worker]struct{}{},

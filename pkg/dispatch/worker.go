@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +14,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/tracing"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -67,6 +72,10 @@ type worker struct {
 	progressAt atomic.Int64
 	causeMu    sync.Mutex
 	cause      error
+
+	// span is the trace span of the event being handled (plain and
+	// per-event transactional handlers), for retry and dead-letter events.
+	span trace.Span
 }
 
 func newWorker(c *Consumer, h *registration, workCtx context.Context, topic string, pa kafka.PartitionAssignment) *worker {
@@ -480,8 +489,9 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		cur.next = it.msg.Offset + 1
 		return nil
 	}
+	defer w.endSpan(w.startSpan(it))
 	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
-		return safeCall(func() error { return w.h.run.Handle(withMessage(hctx, it.msg), it.env) })
+		return safeCall(func() error { return w.h.run.Handle(withMessage(w.inSpan(hctx), it.msg), it.env) })
 	})
 	if errors.Is(err, errStopped) {
 		return err
@@ -512,8 +522,9 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 		w.parked(it, it.bad, 0, time.Since(start))
 		return nil
 	}
+	defer w.endSpan(w.startSpan(it))
 	attempts, err := w.retry(ctx, cur, start, func(hctx context.Context) error {
-		return w.inTx(cur, end, func(tx pgx.Tx) error { return w.runTx(hctx, tx, it) })
+		return w.inTx(cur, end, func(tx pgx.Tx) error { return w.runTx(w.inSpan(hctx), tx, it) })
 	})
 	if errors.Is(err, errStopped) || errors.Is(err, errMoved) || isInfra(err) {
 		return err
@@ -704,6 +715,10 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 			return attempt, err
 		}
 		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
+		if w.span != nil {
+			w.span.AddEvent("retry", trace.WithAttributes(tracing.PulseBusAttempt.Int(attempt),
+				attribute.Bool("pulsebus.transient", transient), attribute.String("exception.message", err.Error())))
+		}
 		w.setCause(fmt.Errorf("handler failed (attempt %d), retrying: %w", attempt, err))
 		if transient && !held {
 			held = true
@@ -730,6 +745,11 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 // message that cannot be stored whole is recorded by its position, logged
 // at error.
 func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Time) error {
+	if w.span != nil {
+		w.span.AddEvent("dead_letter", trace.WithAttributes(tracing.PulseBusAttempt.Int(attempts),
+			attribute.String("exception.message", cause.Error())))
+		w.span.SetStatus(codes.Error, "dead-lettered: "+cause.Error())
+	}
 	d := deadLetterRow{key: w.key, offset: it.msg.Offset, msg: it.msg, err: cause, attempts: attempts,
 		first: first, last: time.Now()}
 	if it.bad == nil {
@@ -788,4 +808,41 @@ func safeCall(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// startSpan starts the span of handling it, a child of the trace context
+// the event carries, and keeps it in w.span for retry and dead-letter
+// events.
+func (w *worker) startSpan(it item) trace.Span {
+	parent := tracing.Extract(w.workCtx, it.env.Meta)
+	_, span := w.c.tracer.Start(parent, tracing.OperationNameProcess+" "+it.msg.Topic,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			tracing.MessagingSystem.String(tracing.MessagingSystemKafka),
+			tracing.MessagingOperationType.String(tracing.OperationTypeProcess),
+			tracing.MessagingOperationName.String(tracing.OperationNameProcess),
+			tracing.MessagingDestination.String(it.msg.Topic),
+			tracing.MessagingPartition.String(strconv.Itoa(it.msg.Partition)),
+			tracing.MessagingKafkaOffset.Int64(it.msg.Offset),
+			tracing.MessagingConsumerGroup.String(w.key.group),
+			tracing.MessagingMessageID.String(it.env.ID),
+			tracing.CloudEventsEventID.String(it.env.ID),
+			tracing.CloudEventsEventType.String(it.env.Type),
+			tracing.PulseBusHandler.String(w.key.handler),
+		))
+	w.span = span
+	return span
+}
+
+// inSpan returns ctx carrying the span of the event being handled.
+func (w *worker) inSpan(ctx context.Context) context.Context {
+	if w.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, w.span)
+}
+
+func (w *worker) endSpan(span trace.Span) {
+	span.End()
+	w.span = nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/edupulse/pulsebus/internal/tracing"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -76,6 +77,12 @@ var defaultProducer = NewProducer(envelope.Limits{})
 //
 // Events of one call, and of successive calls in one transaction, keep their
 // order in the outbox and so, per key, on Kafka.
+//
+// When ctx carries an OpenTelemetry span, each event without a traceparent
+// of its own gets the span's traceparent and tracestate as extension
+// attributes (the CloudEvents distributed tracing extension): the relay
+// links its publish span to it and the consumer's handler spans are its
+// children, one trace from the producer's request to the handler.
 func InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
 	return defaultProducer.InsertTx(ctx, tx, topic, envs...)
 }
@@ -156,6 +163,9 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		payloads     = make([][]byte, len(envs))
 	)
 	for i, env := range envs {
+		// The caller's span, when there is one, travels with the event
+		// (the CloudEvents distributed tracing extension).
+		env.Meta = tracing.Inject(ctx, env.Meta)
 		if err := p.limits.Validate(env); err != nil {
 			return fmt.Errorf("outbox: event %d of %d (id %q): %w", i, len(envs), env.ID, err)
 		}

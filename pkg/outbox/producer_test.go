@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -285,4 +286,34 @@ func TestNotify_OnlyOneTransactionNotifiesAtATime(t *testing.T) {
 			require.Len(t, readRows(t, db.Pool), 5)
 		})
 	}
+}
+
+// InsertTx writes the caller's span context into each event as the
+// traceparent extension; an event with a traceparent of its own keeps it,
+// and without a span nothing is added.
+func TestInsertTx_CarriesTheCallersTraceContext(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	traceID, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
+	spanID, _ := trace.SpanIDFromHex("b7ad6b7169203331")
+	spanCtx := trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled}))
+
+	plain, err := envelope.New("s", lessonPublished{}, envelope.WithKey("a"))
+	require.NoError(t, err)
+	own, err := envelope.New("s", lessonPublished{}, envelope.WithKey("b"),
+		envelope.WithMeta("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+	require.NoError(t, err)
+	untraced, err := envelope.New("s", lessonPublished{}, envelope.WithKey("c"))
+	require.NoError(t, err)
+	require.NoError(t, outbox.Insert(spanCtx, db.Pool, "lessons", plain, own))
+	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", untraced))
+	require.Nil(t, plain.Meta, "the caller's envelope is not changed")
+
+	rows := readRows(t, db.Pool)
+	require.Len(t, rows, 3)
+	require.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", rows[0].Envelope.Meta["traceparent"])
+	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", rows[1].Envelope.Meta["traceparent"])
+	require.NotContains(t, rows[2].Envelope.Meta, "traceparent")
 }

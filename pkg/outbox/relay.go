@@ -16,7 +16,10 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/tracing"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -171,6 +174,12 @@ type RelayConfig struct {
 	BacklogInterval time.Duration
 	// Hooks receives observations. Defaults to NopRelayHooks.
 	Hooks RelayHooks
+	// TracerProvider makes the relay's spans: one "publish" span (kind
+	// producer) per batch, linked to the trace context each event carries
+	// (its traceparent extension, which the Kafka message keeps). Defaults
+	// to the global provider (otel.GetTracerProvider), a no-op unless the
+	// program installed one.
+	TracerProvider trace.TracerProvider
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -217,6 +226,9 @@ func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 	}
 	if cfg.Hooks == nil {
 		cfg.Hooks = NopRelayHooks{}
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -283,6 +295,7 @@ type Relay struct {
 	cfg      RelayConfig
 	log      *slog.Logger
 	hooks    RelayHooks
+	tracer   trace.Tracer
 	pub      *publisher
 	own      *kafka.Transport // the transport the relay made, closed on stop
 	client   *kafka.Client
@@ -320,6 +333,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		own:        own,
 		log:        c.Logger.With("component", "relay", "relay", c.Name, "relay_id", c.ID),
 		hooks:      c.Hooks,
+		tracer:     c.TracerProvider.Tracer(tracing.InstrumentationRelay),
 		client:     &kafka.Client{Addr: addr, Transport: c.Transport, Timeout: c.WriteTimeout},
 		lease:      &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
 		beginSQL:   beginSQL(c.LeaseTTL),

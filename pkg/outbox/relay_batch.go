@@ -10,6 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/edupulse/pulsebus/internal/tracing"
 )
 
 // claimSQL deletes the oldest rows in id order inside the caller's
@@ -350,8 +355,10 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck, beforeSet
 		return res, fmt.Errorf("publish outbox batch: %w before producing", ErrLeaseLost)
 	}
 	start := time.Now()
+	span := r.startPublishSpan(ctx, b.rows)
 	out := r.pub.publish(ctx, b.rows, b.decodeErr, safe)
 	ackedAt := time.Now()
+	endPublishSpan(span, &out)
 	r.hooks.Batch(len(b.rows), ackedAt.Sub(start))
 
 	// The rest are database statements: give them their own bound, so an
@@ -492,4 +499,53 @@ func (r *Relay) reportAcked(rows []Row, out *publishOutcome, ackedAt time.Time) 
 	if n > 0 {
 		r.hooks.Published(topic, n)
 	}
+}
+
+// startPublishSpan starts the batch's publish span, linked to the trace
+// context of each event that carries one.
+func (r *Relay) startPublishSpan(ctx context.Context, rows []Row) trace.Span {
+	var links []trace.Link
+	topics := make([]string, 0, 1)
+	for i := range rows {
+		if l, ok := tracing.Link(rows[i].Envelope.Meta); ok {
+			links = append(links, l)
+		}
+		if !slices.Contains(topics, rows[i].Topic) {
+			topics = append(topics, rows[i].Topic)
+		}
+	}
+	attrs := []attribute.KeyValue{
+		tracing.MessagingSystem.String(tracing.MessagingSystemKafka),
+		tracing.MessagingOperationType.String(tracing.OperationTypeSend),
+		tracing.MessagingOperationName.String(tracing.OperationNamePublish),
+		tracing.MessagingBatchCount.Int(len(rows)),
+	}
+	name := tracing.OperationNamePublish
+	if len(topics) == 1 {
+		attrs = append(attrs, tracing.MessagingDestination.String(topics[0]))
+		name += " " + topics[0]
+	}
+	_, span := r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(links...), trace.WithAttributes(attrs...))
+	return span
+}
+
+// endPublishSpan records what the broker did with the batch and ends span.
+func endPublishSpan(span trace.Span, out *publishOutcome) {
+	var acked, parked, held int
+	for i := range out.acked {
+		switch {
+		case out.acked[i]:
+			acked++
+		case out.parked[i] != nil:
+			parked++
+		case out.held[i]:
+			held++
+		}
+	}
+	span.SetAttributes(attribute.Int("pulsebus.acknowledged", acked), attribute.Int("pulsebus.parked", parked), attribute.Int("pulsebus.held", held))
+	if out.err != nil {
+		span.RecordError(out.err)
+		span.SetStatus(codes.Error, out.err.Error())
+	}
+	span.End()
 }

@@ -13,6 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/edupulse/pulsebus/internal/tracing"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
@@ -149,6 +152,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 		req.Header[k] = v
 	}
 	setHeaders(req.Header, env)
+	setTraceContext(ctx, req.Header, env)
 	resp, err := h.client.Do(req)
 	if err != nil {
 		err = unwrapURLError(err)
@@ -212,6 +216,23 @@ func setHeaders(hdr http.Header, env envelope.Envelope) {
 	hdr.Set(IdempotencyKeyHeader, EncodeHeaderValue(env.ID))
 	if hdr.Get("User-Agent") == "" {
 		hdr.Set("User-Agent", "pulsebus-webhook")
+	}
+}
+
+// setTraceContext sets the W3C traceparent (and tracestate) header: the
+// span context in ctx (the consumer's handler span; with tracing off, the
+// event's own context unchanged, as the consumer then carries it), else
+// the event's traceparent extension as it came.
+func setTraceContext(ctx context.Context, hdr http.Header, env envelope.Envelope) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		tracing.InjectHeaders(ctx, hdr.Set)
+		return
+	}
+	if tp := env.Meta[tracing.TraceParent]; tp != "" {
+		hdr.Set(tracing.TraceParent, tp)
+		if ts := env.Meta[tracing.TraceState]; ts != "" {
+			hdr.Set(tracing.TraceState, ts)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/webhook"
@@ -375,4 +376,30 @@ func TestParseRetryAfter(t *testing.T) {
 	} {
 		require.Equal(t, want, webhook.ParseRetryAfter(v, now), "Retry-After %q", v)
 	}
+}
+
+// The W3C traceparent header: an event's own trace context passes on
+// unchanged when no span is in the context (tracing off); a span in the
+// context (the consumer's handler span) goes instead.
+func TestHandler_TraceContext(t *testing.T) {
+	t.Parallel()
+	ep := newEndpoint(t, nil)
+	h := newHandler(t, webhook.Config{URL: ep.URL})
+	const eventTP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	env := envelope.Envelope{ID: "t-1", Type: "x.y", Source: "s",
+		Meta: map[string]string{"traceparent": eventTP, "tracestate": "vendor=1"}, Payload: []byte("{}")}
+	require.NoError(t, h.Handle(context.Background(), env))
+
+	traceID, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
+	spanID, _ := trace.SpanIDFromHex("b7ad6b7169203331")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
+	env.ID = "t-2"
+	require.NoError(t, h.Handle(trace.ContextWithSpanContext(context.Background(), sc), env))
+
+	reqs := ep.requests()
+	require.Len(t, reqs, 2)
+	require.Equal(t, eventTP, reqs[0].header.Get("traceparent"))
+	require.Equal(t, "vendor=1", reqs[0].header.Get("tracestate"))
+	require.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", reqs[1].header.Get("traceparent"))
+	require.Equal(t, eventTP, reqs[1].header.Get("ce-traceparent"), "the event's own extension is unchanged")
 }
