@@ -11,13 +11,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/internal/httpserve"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -48,6 +51,7 @@ type runConfig struct {
 	drainTimeout  time.Duration
 	flushInterval time.Duration
 	sessionTO     time.Duration
+	console       console.Settings
 
 	// Set by validate.
 	specs     []HandlerSpec
@@ -74,6 +78,7 @@ func (rc *runConfig) register(c *cli.Command) {
 	c.Duration(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, minDuration, maxDuration, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
 	c.Duration(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, minDuration, maxDuration, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
 	c.Duration(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, minDuration, maxDuration, "Kafka group session timeout: how soon a dead member's partitions move")
+	rc.console.Register(c.Settings)
 }
 
 // validate checks the settings; errors are *cli.ConfigError naming the flag
@@ -132,6 +137,9 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
 			return c.Invalid("metrics-addr", fmt.Sprintf("%q is not host:port (e.g. :9091)", rc.metricsAddr))
 		}
+	}
+	if err := rc.console.Validate(); err != nil {
+		return err
 	}
 	return rc.kafka.Validate()
 }
@@ -228,6 +236,11 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
 	}
+	if rc.console.Addr != "" {
+		if err := startConsole(httpCtx, rc, c, pool, log); err != nil {
+			return err
+		}
+	}
 	runErr := c.Run(ctx)
 	stopHTTP()
 	if httpDone != nil {
@@ -239,6 +252,34 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return runErr
 	}
 	log.Info("consumer exited cleanly")
+	return nil
+}
+
+// startConsole serves the operator console until ctx is done; it redrives
+// dead letters of the handlers this consumer runs. A console that fails
+// while serving is logged; the consumer keeps running.
+func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool *pgxpool.Pool, log *slog.Logger) error {
+	cfg, err := relaycmd.ConsoleConfig(rc.console, "consumer", pool, &rc.kafka, log)
+	if err != nil {
+		return err
+	}
+	cfg.Redrive, cfg.RedriveGroup = c, rc.group
+	for _, s := range rc.specs {
+		cfg.RedriveHandlers = append(cfg.RedriveHandlers, s.Name)
+	}
+	srv, err := console.New(cfg)
+	if err != nil {
+		return err
+	}
+	_, done, err := srv.Start(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := <-done; err != nil {
+			log.Error("console stopped", "err", err)
+		}
+	}()
 	return nil
 }
 
