@@ -148,7 +148,7 @@ func (s *Server) setSessionCookie(w http.ResponseWriter, r *http.Request, sess *
 		Path:     "/",
 		Expires:  sess.expires,
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https",
 		SameSite: http.SameSiteStrictMode,
 	})
 }

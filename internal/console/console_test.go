@@ -249,6 +249,20 @@ func TestAuth_SecureCookieOverTLS(t *testing.T) {
 	require.True(t, resp.Cookies()[0].Secure)
 }
 
+// Behind a TLS-terminating proxy the cookie is Secure too.
+func TestAuth_SecureCookieBehindATLSProxy(t *testing.T) {
+	t.Parallel()
+	c := newConsole(t, nil)
+	req, _ := http.NewRequest(http.MethodPost, c.srv.URL+"/login", strings.NewReader(url.Values{"token": {testToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	resp, err := c.browser().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Len(t, resp.Cookies(), 1)
+	require.True(t, resp.Cookies()[0].Secure)
+}
+
 func TestSecurityHeaders(t *testing.T) {
 	t.Parallel()
 	c := newConsole(t, nil)

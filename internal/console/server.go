@@ -293,7 +293,7 @@ func (s *Server) logout(w http.ResponseWriter, r request) {
 		s.sessions.remove(r.sess.id)
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https", SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r.Request, "/login", http.StatusSeeOther)
 }
 
