@@ -203,16 +203,16 @@ type pgData struct{ pool *pgxpool.Pool }
 // NewData returns Data reading the pulsebus schema through pool.
 func NewData(pool *pgxpool.Pool) Data { return pgData{pool: pool} }
 
-// countCapped counts the rows of a query's result up to CountCap, and
-// takes table's estimate when the count reaches the cap.
+// countCapped counts the rows of from up to CountCap, and takes table's
+// estimate when there are more.
 func (d pgData) countCapped(ctx context.Context, table, from string, args ...any) (Count, error) {
 	var c Count
-	err := d.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM `+from+` LIMIT `+fmt.Sprint(CountCap)+`) capped`, args...).Scan(&c.N)
+	err := d.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM `+from+` LIMIT `+fmt.Sprint(CountCap+1)+`) capped`, args...).Scan(&c.N)
 	if err != nil {
 		return c, fmt.Errorf("count %s: %w", table, err)
 	}
-	if c.N >= CountCap {
-		c.Capped = true
+	if c.N > CountCap {
+		c.N, c.Capped = CountCap, true
 		err = d.pool.QueryRow(ctx, `SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass`, table).Scan(&c.Estimate)
 		if err != nil {
 			return c, fmt.Errorf("estimate rows of %s: %w", table, err)
@@ -238,18 +238,19 @@ func (d pgData) Overview(ctx context.Context) (Overview, error) {
 	if err != nil {
 		return o, fmt.Errorf("relay leaders: %w", err)
 	}
-	// The CountCap oldest rows, by the primary key: per topic, how many,
-	// the oldest, and the head row with its error.
+	// The CountCap oldest rows, by the primary key: per topic, how many and
+	// the oldest (hashed, not sorted: a sort of 10,000 topic names by
+	// collation costs more than everything else on the page), then the
+	// head row's attempts and error by id.
 	rows, err = d.pool.Query(ctx, `
 		WITH head AS (
-			SELECT id, topic, created_at, attempts, last_error FROM pulsebus.outbox ORDER BY id LIMIT $1
-		), firsts AS (
-			SELECT DISTINCT ON (topic) topic, id, attempts, coalesce(last_error, '') AS last_error FROM head ORDER BY topic, id
+			SELECT id, topic, created_at FROM pulsebus.outbox ORDER BY id LIMIT $1
+		), per_topic AS (
+			SELECT topic, count(*) AS n, min(created_at) AS oldest, min(id) AS head_id FROM head GROUP BY topic
 		)
-		SELECT h.topic, count(*), min(h.created_at), f.id, f.attempts, f.last_error
-		  FROM head h JOIN firsts f USING (topic)
-		 GROUP BY h.topic, f.id, f.attempts, f.last_error
-		 ORDER BY min(h.created_at), h.topic`, CountCap)
+		SELECT p.topic, p.n, p.oldest, p.head_id, o.attempts, coalesce(o.last_error, '')
+		  FROM per_topic p JOIN pulsebus.outbox o ON o.id = p.head_id
+		 ORDER BY p.oldest, p.head_id`, CountCap)
 	if err != nil {
 		return o, fmt.Errorf("outbox backlog: %w", err)
 	}
@@ -265,7 +266,8 @@ func (d pgData) Overview(ctx context.Context) (Overview, error) {
 		sampled += b.Rows
 	}
 	o.Waiting = Count{N: sampled}
-	if sampled >= CountCap {
+	if sampled == CountCap { // maybe more: count them, bounded
+
 		if o.Waiting, err = d.countCapped(ctx, "pulsebus.outbox", "pulsebus.outbox"); err != nil {
 			return o, err
 		}
@@ -289,7 +291,7 @@ func (d pgData) Overview(ctx context.Context) (Overview, error) {
 			SELECT count(*) AS n FROM (
 				SELECT 1 FROM pulsebus.dead_letters d WHERE d.group_id = h.group_id AND d.handler = h.handler LIMIT $1
 			) capped
-		  ) c`, CountCap)
+		  ) c`, CountCap+1)
 	if err != nil {
 		return o, fmt.Errorf("dead letters per handler: %w", err)
 	}
@@ -309,7 +311,7 @@ func (d pgData) Overview(ctx context.Context) (Overview, error) {
 		if last < 0 || o.Handlers[last].Group != off.Group || o.Handlers[last].Handler != off.Handler {
 			n := dead[handlerKey{off.Group, off.Handler}]
 			o.Handlers = append(o.Handlers, HandlerSummary{Group: off.Group, Handler: off.Handler,
-				DeadLetters: Count{N: n, Capped: n >= CountCap}})
+				DeadLetters: Count{N: min(n, CountCap), Capped: n > CountCap}})
 			last++
 		}
 		h := &o.Handlers[last]
