@@ -83,15 +83,16 @@ dev: ## dev mode: embedded broker, relay and consumer without load; prints comma
 	$(GO) build -o $(BIN)/pulsebus-demo ./examples/demo/cmd/pulsebus-demo
 	@$(BIN)/pulsebus-demo --dev $(ARGS)
 
-up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
-	@echo "==> docker compose up; Grafana on http://localhost:3000"
-	docker compose up -d --build
+up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana); CONSOLE_TOKEN or a random one
+	@token=$${CONSOLE_TOKEN:-$$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}; \
+	echo "==> docker compose up; Grafana on http://localhost:3000, console on http://localhost:8080 (token $$token)"; \
+	CONSOLE_TOKEN=$$token docker compose up -d --build
 
 down: ## stop the compose stack and delete its volumes
 	docker compose down -v
 
 compose-check: ## validate docker-compose.yml and the dashboard and alert files
-	docker-compose config -q
+	CONSOLE_TOKEN=compose-check-token docker-compose config -q
 	python3 -m json.tool deploy/grafana/dashboards/pulsebus.json >/dev/null
 
 clean: ## remove build outputs
