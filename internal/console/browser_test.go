@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -250,6 +251,19 @@ func TestBrowser_Console(t *testing.T) {
 		require.Regexp(t, `grades\.missing\s+2\s`, text)
 		require.Contains(t, text, "held", "the relay's lease")
 		shoot(t, tab, shots, "overview")
+
+		// The page refreshes its live part in place: two more waiting rows
+		// show up without a reload (the marker set in this page survives).
+		_, err = chromedp.Run(tab, chromedp.Evaluate[bool](`window.notReloaded = true`))
+		require.NoError(t, err)
+		publish("grades.missing", 2)
+		testpoll.Until(t, time.Minute, 200*time.Millisecond, "the overview to refresh itself to 4 waiting rows", func() bool {
+			text, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("#live")))
+			return err == nil && regexp.MustCompile(`grades\.missing\s+4\s`).MatchString(text)
+		})
+		kept, err := chromedp.Run(tab, chromedp.Evaluate[bool](`window.notReloaded === true`))
+		require.NoError(t, err)
+		require.True(t, kept, "the page was reloaded instead of refreshed in place")
 		// Readable on a phone: the tables scroll sideways inside the page.
 		require.NoError(t, chromedp.Do(tab, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Reload(),
 			chromedp.WaitVisible(chromedp.CSS("#live"))))
