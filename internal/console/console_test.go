@@ -489,3 +489,50 @@ func TestNew_RequiresData(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Bulk delete by filter shows the count first and deletes only what was
+// counted: dead letters arriving after the count stay.
+func TestDeadLetters_BulkDeleteByFilter(t *testing.T) {
+	t.Parallel()
+	c := newConsole(t, nil)
+	for range 3 {
+		c.addDeadLetter("mailer", "lesson.published", `{}`, `[]`)
+	}
+	timeout := c.addDeadLetter("mailer", "lesson.published", `{}`, `[]`)
+	c.exec(`UPDATE pulsebus.dead_letters SET error = 'context deadline exceeded' WHERE id = $1`, timeout)
+	other := c.addDeadLetter("crm", "lesson.published", `{}`, `[]`)
+	b := c.loggedIn()
+
+	_, body := c.get(b, "/dead-letters?group=svc&handler=mailer&q=ANSWERED+500")
+	require.Contains(t, body, "<strong>3</strong> dead letter(s) match this filter")
+	maxID := regexp.MustCompile(`name="max_id" value="(\d+)"`).FindStringSubmatch(body)
+	require.NotNil(t, maxID, body)
+	later := c.addDeadLetter("mailer", "lesson.published", `{}`, `[]`)
+
+	form := url.Values{"csrf": {c.csrf(b, "/")}, "group": {"svc"}, "handler": {"mailer"}, "q": {"ANSWERED 500"}, "max_id": {maxID[1]}}
+	status, _ := c.post(b, "/dead-letters/delete-matching", form)
+	require.Equal(t, http.StatusSeeOther, status)
+	var left []int64
+	rows, err := c.db.Pool.Query(context.Background(), `SELECT id FROM pulsebus.dead_letters ORDER BY id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int64
+		require.NoError(t, rows.Scan(&id))
+		left = append(left, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int64{timeout, other, later}, left)
+	require.Contains(t, c.log.String(), `msg="console: deleted dead letters by filter" deleted=3 group=svc handler=mailer error_contains="ANSWERED 500"`)
+	_, body = c.get(b, "/dead-letters?group=svc&handler=mailer")
+	require.Contains(t, body, "Deleted 3 dead letter(s) of group svc.")
+
+	form.Del("group")
+	status, body = c.post(b, "/dead-letters/delete-matching", form)
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, body, "a bulk action needs a group")
+	// The relay cannot redrive: no redrive form, and the action is refused.
+	_, body = c.get(b, "/dead-letters?group=svc&handler=mailer")
+	require.NotContains(t, body, "redrive-matching")
+	status, _ = c.post(b, "/dead-letters/redrive-matching", url.Values{"csrf": {c.csrf(b, "/")}, "group": {"svc"}, "handler": {"mailer"}, "max_id": {"99"}})
+	require.Equal(t, http.StatusBadRequest, status)
+}

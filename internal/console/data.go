@@ -46,6 +46,12 @@ type Data interface {
 	// DeleteDeadLetter deletes one dead letter and returns it; ok is false
 	// when there was none with that id.
 	DeleteDeadLetter(ctx context.Context, id int64) (d DeadLetterRow, ok bool, err error)
+	// CountDeadLetters counts the dead letters f selects (capped) and
+	// returns the largest id among them (0 when none).
+	CountDeadLetters(ctx context.Context, f DeadLetterFilter) (n Count, maxID int64, err error)
+	// DeleteDeadLetters deletes the dead letters f selects whose id is at
+	// most maxID, and returns how many.
+	DeleteDeadLetters(ctx context.Context, f DeadLetterFilter, maxID int64) (int64, error)
 	// Lookup says where the event with id is: waiting, parked or
 	// dead-lettered (for which handlers).
 	Lookup(ctx context.Context, id uuid.UUID) (EventLocations, error)
@@ -408,14 +414,19 @@ func scanDeadLetter(r pgx.CollectableRow, extra ...any) (DeadLetterRow, error) {
 		&d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt, &d.ValueBytes}, extra...)...)
 }
 
+// deadLetterWhere is DeadLetterFilter as SQL: $1 group, $2 handler, $3
+// error text, $4 after id (each '' or 0 for any).
+const deadLetterWhere = `($1 = '' OR group_id = $1) AND ($2 = '' OR handler = $2)
+	AND ($3 = '' OR strpos(lower(error), lower($3)) > 0) AND id > $4`
+
+func (f DeadLetterFilter) args() []any { return []any{f.Group, f.Handler, f.ErrorText, f.AfterID} }
+
 func (d pgData) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetterRow, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	rows, err := d.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM pulsebus.dead_letters
-		WHERE ($1 = '' OR group_id = $1) AND ($2 = '' OR handler = $2)
-		  AND ($3 = '' OR strpos(lower(error), lower($3)) > 0) AND id > $4
-		ORDER BY id LIMIT $5`, f.Group, f.Handler, f.ErrorText, f.AfterID, f.Limit)
+		WHERE `+deadLetterWhere+` ORDER BY id LIMIT $5`, append(f.args(), f.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
@@ -424,6 +435,29 @@ func (d pgData) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
 	return out, nil
+}
+
+func (d pgData) CountDeadLetters(ctx context.Context, f DeadLetterFilter) (Count, int64, error) {
+	n, err := d.countCapped(ctx, "pulsebus.dead_letters", `pulsebus.dead_letters WHERE `+deadLetterWhere, f.args()...)
+	if err != nil {
+		return n, 0, err
+	}
+	var maxID int64
+	err = d.pool.QueryRow(ctx, `SELECT coalesce((SELECT id FROM pulsebus.dead_letters WHERE `+deadLetterWhere+`
+		ORDER BY id DESC LIMIT 1), 0)`, f.args()...).Scan(&maxID)
+	if err != nil {
+		return n, 0, fmt.Errorf("dead letters: %w", err)
+	}
+	return n, maxID, nil
+}
+
+func (d pgData) DeleteDeadLetters(ctx context.Context, f DeadLetterFilter, maxID int64) (int64, error) {
+	tag, err := d.pool.Exec(ctx, `DELETE FROM pulsebus.dead_letters WHERE `+deadLetterWhere+` AND id <= $5`,
+		append(f.args(), maxID)...)
+	if err != nil {
+		return 0, fmt.Errorf("delete dead letters: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 func (d pgData) DeadLetter(ctx context.Context, id int64) (DeadLetterDetail, bool, error) {

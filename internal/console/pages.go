@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -397,6 +398,12 @@ type deadLettersData struct {
 	Rows   []DeadLetterRow
 	// Next is the id to page on from, 0 on the last page.
 	Next int64
+	// Matching counts the rows the filter selects, up to MaxID, when a
+	// group is chosen: what the bulk actions act on.
+	Matching   *Count
+	MaxID      int64
+	CanDelete  bool
+	CanRedrive bool
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r request) {
@@ -419,7 +426,75 @@ func (s *Server) deadLetters(w http.ResponseWriter, r request) {
 	if len(rows) == listLimit {
 		d.Next = rows[len(rows)-1].ID
 	}
+	if f.Group != "" && f.AfterID == 0 && !s.cfg.ReadOnly {
+		n, maxID, err := s.cfg.Data.CountDeadLetters(r.Context(), f)
+		if err != nil {
+			s.fail(w, r, http.StatusInternalServerError, err)
+			return
+		}
+		d.Matching, d.MaxID, d.CanDelete = &n, maxID, n.N > 0
+		d.CanRedrive = n.N > 0 && !n.Capped && f.Handler != "" && f.ErrorText == "" && s.canRedrive(f.Group, f.Handler)
+	}
 	s.render(w, r.Request, r, http.StatusOK, "deadletters", "Dead letters", d)
+}
+
+// bulkFilter reads the filter and the id bound of a bulk action's form.
+func bulkFilter(r request) (DeadLetterFilter, int64, error) {
+	f := DeadLetterFilter{Group: r.PostFormValue("group"), Handler: r.PostFormValue("handler"), ErrorText: r.PostFormValue("q")}
+	if f.Group == "" {
+		return f, 0, errors.New("a bulk action needs a group")
+	}
+	maxID, err := strconv.ParseInt(r.PostFormValue("max_id"), 10, 64)
+	if err != nil || maxID <= 0 {
+		return f, 0, fmt.Errorf("max_id=%q is not a dead letter id", r.PostFormValue("max_id"))
+	}
+	return f, maxID, nil
+}
+
+// filterQuery is the dead letters page's query string for f.
+func filterQuery(f DeadLetterFilter) string {
+	return url.Values{"group": {f.Group}, "handler": {f.Handler}, "q": {f.ErrorText}}.Encode()
+}
+
+func (s *Server) deleteDeadLetters(w http.ResponseWriter, r request) {
+	f, maxID, err := bulkFilter(r)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err)
+		return
+	}
+	n, err := s.cfg.Data.DeleteDeadLetters(r.Context(), f, maxID)
+	if err != nil {
+		s.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	s.log.Info("console: deleted dead letters by filter", "deleted", n, "group", f.Group, "handler", f.Handler,
+		"error_contains", f.ErrorText, "max_id", maxID, "who", r.sess.who(), "remote", r.RemoteAddr)
+	s.done(w, r, "/dead-letters?"+filterQuery(f), fmt.Sprintf("Deleted %d dead letter(s) of group %s.", n, f.Group))
+}
+
+func (s *Server) redriveDeadLetters(w http.ResponseWriter, r request) {
+	f, _, err := bulkFilter(r)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err)
+		return
+	}
+	if f.Handler == "" || f.ErrorText != "" || !s.canRedrive(f.Group, f.Handler) {
+		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("this process redrives all dead letters of one of its own handlers only (group %s, handler %q)", f.Group, f.Handler))
+		return
+	}
+	res, err := s.cfg.Redrive.Redrive(r.Context(), dispatch.RedriveParams{Handler: f.Handler})
+	if err != nil {
+		s.fail(w, r, http.StatusInternalServerError, err)
+		return
+	}
+	s.log.Info("console: redrove dead letters of a handler", "group", f.Group, "handler", f.Handler, "redriven", res.Redriven,
+		"failed", res.Failed, "skipped", res.Skipped, "who", r.sess.who(), "remote", r.RemoteAddr)
+	msg := fmt.Sprintf("Redrove the dead letters of handler %s: %d handled and deleted, %d failed again, %d skipped (being redriven elsewhere).",
+		f.Handler, res.Redriven, res.Failed, res.Skipped)
+	if len(res.Errors) > 0 {
+		msg += " First error: " + res.Errors[0]
+	}
+	s.done(w, r, "/dead-letters?"+filterQuery(f), msg)
 }
 
 type deadLetterData struct {

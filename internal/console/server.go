@@ -186,6 +186,8 @@ func (s *Server) routes() {
 	page("/consumers/replay", s.replayForm)
 	action("/consumers/replay", s.replay)
 	page("/dead-letters", s.deadLetters)
+	action("/dead-letters/delete-matching", s.deleteDeadLetters)
+	action("/dead-letters/redrive-matching", s.redriveDeadLetters)
 	page("/dead-letters/{id}", s.deadLetterDetail)
 	action("/dead-letters/{id}/delete", s.deleteDeadLetter)
 	action("/dead-letters/{id}/redrive", s.redriveDeadLetter)
