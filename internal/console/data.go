@@ -415,7 +415,7 @@ func scanDeadLetter(r pgx.CollectableRow, extra ...any) (DeadLetterRow, error) {
 }
 
 // deadLetterWhere is DeadLetterFilter as SQL: $1 group, $2 handler, $3
-// error text, $4 after id (each ” or 0 for any).
+// error text, $4 after id (an empty string or 0 selects any).
 const deadLetterWhere = `($1 = '' OR group_id = $1) AND ($2 = '' OR handler = $2)
 	AND ($3 = '' OR strpos(lower(error), lower($3)) > 0) AND id > $4`
 
