@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/cli"
@@ -23,6 +24,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/internal/testdb"
 	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate, procharness.RemoveBuilds) }
@@ -535,4 +537,35 @@ func TestDeadLetters_BulkDeleteByFilter(t *testing.T) {
 	require.NotContains(t, body, "redrive-matching")
 	status, _ = c.post(b, "/dead-letters/redrive-matching", url.Values{"csrf": {c.csrf(b, "/")}, "group": {"svc"}, "handler": {"mailer"}, "max_id": {"99"}})
 	require.Equal(t, http.StatusBadRequest, status)
+}
+
+// The consumer's console shows its handlers' commit-to-handle p99 from the
+// process's histogram: the upper bound of the bucket holding it.
+func TestOverview_ShowsTheConsumersP99(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: dispatchprom.NameCommitToHandle,
+		Buckets: dispatchprom.DefaultLatencyBuckets}, []string{"handler"})
+	reg.MustRegister(hist)
+	for i := range 100 {
+		hist.WithLabelValues("mailer").Observe(0.003) // 5 ms bucket
+		if i == 0 {
+			hist.WithLabelValues("mailer").Observe(0.2) // one slow: above p99 of 101
+		}
+		hist.WithLabelValues("slow").Observe(1000)
+	}
+	c := newConsole(t, func(cfg *console.Config) { cfg.Metrics, cfg.RedriveGroup = reg, "svc" })
+	c.exec(`INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
+		VALUES ('svc', 'mailer', 't', 0, 1), ('svc', 'slow', 't', 0, 1), ('svc', 'quiet', 't', 0, 1), ('other', 'mailer', 't', 0, 1)`)
+	_, body := c.get(c.loggedIn(), "/")
+	names := regexp.MustCompile(`<td>(\w+)</td><td>(\w+)</td>`)
+	latency := regexp.MustCompile(`<td class="num">([^<]*)</td><td>[^<]* ago</td>`)
+	got := map[string]string{}
+	for _, tr := range strings.Split(body, "<tr")[1:] {
+		n, l := names.FindStringSubmatch(tr), latency.FindStringSubmatch(tr)
+		if n != nil && l != nil {
+			got[n[1]+"/"+n[2]] = l[1]
+		}
+	}
+	require.Equal(t, map[string]string{"other/mailer": "–", "svc/mailer": "≤ 5ms", "svc/quiet": "–", "svc/slow": "&gt; largest bucket"}, got, body)
 }

@@ -58,6 +58,15 @@ var templateFuncs = template.FuncMap{
 		}
 		return string([]rune(s)[:n]) + "…"
 	},
+	"p99": func(d time.Duration) string {
+		switch {
+		case d == 0:
+			return "–"
+		case d < 0:
+			return "> largest bucket"
+		}
+		return "≤ " + d.String()
+	},
 	"bytes": func(n int) string {
 		switch {
 		case n >= 1<<20:
@@ -87,6 +96,9 @@ type handlerLag struct {
 	Lag        int64
 	LagKnown   bool
 	CanRedrive bool
+	// P99 is the commit-to-handle p99 this process measured (0: not
+	// measured here; -1: above the histogram's largest bucket).
+	P99 time.Duration
 }
 
 // offsetLag is an offset with its partition's high watermark (-1 when
@@ -117,9 +129,13 @@ func (s *Server) withLag(r request, hs []HandlerSummary) ([]handlerLag, string) 
 	case err != nil:
 		kafkaErr = err.Error()
 	}
+	p99 := commitToHandleP99(s.cfg.Metrics)
 	out := make([]handlerLag, 0, len(hs))
 	for _, h := range hs {
 		hl := handlerLag{HandlerSummary: h, LagKnown: true, CanRedrive: s.canRedrive(h.Group, h.Handler)}
+		if h.Group == s.cfg.RedriveGroup {
+			hl.P99 = p99[h.Handler]
+		}
 		for _, o := range h.Offsets {
 			ol := offsetLag{OffsetRow: o, HighWatermark: -1}
 			if hw, ok := marks[topicPartition{o.Topic, o.Partition}]; ok {

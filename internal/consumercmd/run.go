@@ -237,7 +237,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	if rc.console.Addr != "" {
-		if err := startConsole(httpCtx, rc, c, pool, log); err != nil {
+		if err := startConsole(httpCtx, rc, c, pool, reg, log); err != nil {
 			return err
 		}
 	}
@@ -256,14 +256,15 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // startConsole serves the operator console until ctx is done; it redrives
-// dead letters of the handlers this consumer runs. A console that fails
+// dead letters of the handlers this consumer runs and shows their
+// commit-to-handle p99 from reg. A console that fails
 // while serving is logged; the consumer keeps running.
-func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool *pgxpool.Pool, log *slog.Logger) error {
+func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool *pgxpool.Pool, reg prometheus.Gatherer, log *slog.Logger) error {
 	cfg, err := relaycmd.ConsoleConfig(rc.console, "consumer", pool, &rc.kafka, log)
 	if err != nil {
 		return err
 	}
-	cfg.Redrive, cfg.RedriveGroup = c, rc.group
+	cfg.Redrive, cfg.RedriveGroup, cfg.Metrics = c, rc.group, reg
 	for _, s := range rc.specs {
 		cfg.RedriveHandlers = append(cfg.RedriveHandlers, s.Name)
 	}
