@@ -375,6 +375,8 @@ func TestParked_RequeueAndDeleteFromTheDetailPage(t *testing.T) {
 	status, body = c.post(b, "/outbox/parked/8/delete", url.Values{"csrf": {c.csrf(b, "/outbox")}})
 	require.Equal(t, http.StatusNotFound, status)
 	require.Contains(t, body, "no parked row with id 8")
+	status, _ = c.get(b, "/outbox/parked/8/delete")
+	require.Equal(t, http.StatusMethodNotAllowed, status, "actions are POSTs only")
 	status, body = c.get(b, "/outbox/parked/x")
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, body, "&#34;x&#34; is not a row id")
