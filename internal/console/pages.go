@@ -168,7 +168,7 @@ func (s *Server) overview(w http.ResponseWriter, r request) {
 		return
 	}
 	hs, kafkaErr := s.withLag(r, o.Handlers)
-	s.render(w, r.Request, r, http.StatusOK, "overview", "Overview", overviewData{Overview: o, Handlers: hs, KafkaErr: kafkaErr})
+	s.render(w, r, http.StatusOK, "overview", "Overview", overviewData{Overview: o, Handlers: hs, KafkaErr: kafkaErr})
 }
 
 type outboxData struct {
@@ -190,7 +190,7 @@ func (s *Server) outbox(w http.ResponseWriter, r request) {
 		s.fail(w, r, http.StatusInternalServerError, err)
 		return
 	}
-	s.render(w, r.Request, r, http.StatusOK, "outbox", "Outbox", outboxData{Waiting: waiting, Parked: parked, ParkedCount: n,
+	s.render(w, r, http.StatusOK, "outbox", "Outbox", outboxData{Waiting: waiting, Parked: parked, ParkedCount: n,
 		Now: time.Now(), CanAct: s.cfg.Parked != nil && !s.cfg.ReadOnly})
 }
 
@@ -215,7 +215,7 @@ func (s *Server) parkedDetail(w http.ResponseWriter, r request) {
 		s.fail(w, r, http.StatusNotFound, fmt.Errorf("no parked row with id %d (requeued or deleted already?)", id))
 		return
 	}
-	s.render(w, r.Request, r, http.StatusOK, "parked", fmt.Sprintf("Parked row %d", id), parkedDetailData{Row: row,
+	s.render(w, r, http.StatusOK, "parked", fmt.Sprintf("Parked row %d", id), parkedDetailData{Row: row,
 		Payload: showPayload(payload, s.cfg.HidePayloads), CanAct: s.cfg.Parked != nil && !s.cfg.ReadOnly})
 }
 
@@ -282,7 +282,7 @@ func (s *Server) consumers(w http.ResponseWriter, r request) {
 		return
 	}
 	hs, kafkaErr := s.withLag(r, o.Handlers)
-	s.render(w, r.Request, r, http.StatusOK, "consumers", "Consumers", consumersData{Handlers: hs, KafkaErr: kafkaErr,
+	s.render(w, r, http.StatusOK, "consumers", "Consumers", consumersData{Handlers: hs, KafkaErr: kafkaErr,
 		CanAct: s.cfg.Replay != nil && !s.cfg.ReadOnly})
 }
 
@@ -295,7 +295,7 @@ type replayInput struct {
 	Kind, Value string
 }
 
-func readReplayInput(r *http.Request, get func(string) string) replayInput {
+func readReplayInput(get func(string) string) replayInput {
 	return replayInput{Group: get("group"), Handler: get("handler"), Topic: strings.TrimSpace(get("topic")),
 		Partition: strings.TrimSpace(get("partition")), Kind: get("kind"), Value: strings.TrimSpace(get("value"))}
 }
@@ -353,7 +353,7 @@ type replayData struct {
 // replayForm shows the replay form and, once a target is chosen, the
 // preview of old → new offsets with the button that applies it.
 func (s *Server) replayForm(w http.ResponseWriter, r request) {
-	in := readReplayInput(r.Request, r.URL.Query().Get)
+	in := readReplayInput(r.URL.Query().Get)
 	d := replayData{In: in, CanAct: s.cfg.Replay != nil && !s.cfg.ReadOnly}
 	if in.Kind != "" && d.CanAct {
 		p, err := in.params()
@@ -364,7 +364,7 @@ func (s *Server) replayForm(w http.ResponseWriter, r request) {
 			d.Err = err.Error()
 		}
 	}
-	s.render(w, r.Request, r, http.StatusOK, "replay", "Replay "+in.Handler, d)
+	s.render(w, r, http.StatusOK, "replay", "Replay "+in.Handler, d)
 }
 
 func (s *Server) replay(w http.ResponseWriter, r request) {
@@ -372,7 +372,7 @@ func (s *Server) replay(w http.ResponseWriter, r request) {
 		s.fail(w, r, http.StatusNotFound, errors.New("this binary cannot replay handlers"))
 		return
 	}
-	in := readReplayInput(r.Request, r.PostFormValue)
+	in := readReplayInput(r.PostFormValue)
 	p, err := in.params()
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, err)
@@ -451,7 +451,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r request) {
 		d.Matching, d.MaxID, d.CanDelete = &n, maxID, n.N > 0
 		d.CanRedrive = n.N > 0 && !n.Capped && f.Handler != "" && f.ErrorText == "" && s.canRedrive(f.Group, f.Handler)
 	}
-	s.render(w, r.Request, r, http.StatusOK, "deadletters", "Dead letters", d)
+	s.render(w, r, http.StatusOK, "deadletters", "Dead letters", d)
 }
 
 // bulkFilter reads the filter and the id bound of a bulk action's form.
@@ -548,7 +548,7 @@ func (s *Server) deadLetterDetail(w http.ResponseWriter, r request) {
 		}
 		d.Headers = append(d.Headers, shownHeader{Key: h.Key, Value: v})
 	}
-	s.render(w, r.Request, r, http.StatusOK, "deadletter", fmt.Sprintf("Dead letter %d", id), d)
+	s.render(w, r, http.StatusOK, "deadletter", fmt.Sprintf("Dead letter %d", id), d)
 }
 
 func (s *Server) deleteDeadLetter(w http.ResponseWriter, r request) {
@@ -625,7 +625,7 @@ func (s *Server) lookup(w http.ResponseWriter, r request) {
 			d.Found = &loc
 		}
 	}
-	s.render(w, r.Request, r, http.StatusOK, "events", "Event lookup", d)
+	s.render(w, r, http.StatusOK, "events", "Event lookup", d)
 }
 
 // shownPayload is a payload as a page shows it.

@@ -268,7 +268,7 @@ func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, request{Request: r}, http.StatusOK, "login", "Log in", loginData{})
+	s.render(w, request{Request: r}, http.StatusOK, "login", "Log in", loginData{})
 }
 
 type loginData struct{ Failed bool }
@@ -285,7 +285,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !equalSecret(r.PostFormValue("token"), s.cfg.Token) {
 		s.log.Warn("console: login with a wrong token", "remote", r.RemoteAddr)
-		s.render(w, r, request{Request: r}, http.StatusUnauthorized, "login", "Log in", loginData{Failed: true})
+		s.render(w, request{Request: r}, http.StatusUnauthorized, "login", "Log in", loginData{Failed: true})
 		return
 	}
 	sess := s.sessions.create()
@@ -317,8 +317,8 @@ type view struct {
 }
 
 // render writes page name with data.
-func (s *Server) render(w http.ResponseWriter, hr *http.Request, r request, status int, name, title string, data any) {
-	v := view{Title: title, Binary: s.cfg.Binary, Path: hr.URL.Path, ReadOnly: s.cfg.ReadOnly,
+func (s *Server) render(w http.ResponseWriter, r request, status int, name, title string, data any) {
+	v := view{Title: title, Binary: s.cfg.Binary, Path: r.URL.Path, ReadOnly: s.cfg.ReadOnly,
 		HidePayloads: s.cfg.HidePayloads, Data: data}
 	if r.sess != nil {
 		v.CSRF = r.sess.csrf
@@ -342,7 +342,7 @@ func (s *Server) fail(w http.ResponseWriter, r request, status int, err error) {
 	if status >= 500 {
 		s.log.Warn("console: page failed", "path", r.URL.Path, "err", err)
 	}
-	s.render(w, r.Request, r, status, "error", "Error", err.Error())
+	s.render(w, r, status, "error", "Error", err.Error())
 }
 
 // done records what an action did for the next page and redirects there.
