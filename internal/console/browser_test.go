@@ -343,10 +343,17 @@ func TestBrowser_Console(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#token"), testToken),
 			chromedp.Submit(chromedp.CSS("#token")),
 			chromedp.WaitVisible(chromedp.CSS("#live")),
+		))
+		// The consumer's overview adds its handlers' commit-to-handle p99.
+		text, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("#live")))
+		require.NoError(t, err)
+		require.Regexp(t, `search\s+1\s+\d+\s+0\s+≤ \d+(\.\d+)?m?s`, text)
+		shoot(t, tab, shots, "overview-consumer")
+		require.NoError(t, chromedp.Do(tab,
 			chromedp.Navigate(detail),
 			chromedp.WaitVisible(chromedp.CSS(redrive)),
 		))
-		text, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("main")))
+		text, err = chromedp.Run(tab, chromedp.Text(chromedp.CSS("main")))
 		require.NoError(t, err)
 		require.Contains(t, text, "503 Service Unavailable")
 		require.Contains(t, text, `"title": "Fractions"`, "the JSON payload, pretty-printed")
