@@ -571,3 +571,23 @@ func TestOverview_ShowsTheConsumersP99(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"other/mailer": "–", "svc/mailer": "≤ 5ms", "svc/quiet": "–", "svc/slow": "&gt; largest bucket"}, got, body)
 }
+
+// Counts on the overview stop at console.CountCap: beyond it the page shows
+// the planner's estimate, and the backlog per topic covers the oldest rows.
+func TestOverview_CountsAreBounded(t *testing.T) {
+	t.Parallel()
+	c := newConsole(t, nil)
+	c.exec(`INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, payload)
+		SELECT gen_random_uuid(), CASE WHEN i <= $1 THEN 'old' ELSE 'new' END, 't', 's', now(), '\x7b7d'
+		  FROM generate_series(1, $1 + 2000) i`, console.CountCap)
+	c.exec(`ANALYZE pulsebus.outbox`)
+	_, body := c.get(c.loggedIn(), "/")
+	require.Regexp(t, `Waiting rows</h2><p class="big">10000&#43; \(about 1[12]\d{3}\)</p>`, body)
+	require.Contains(t, body, "<td>old</td><td class=\"num\">10000</td>")
+	require.NotContains(t, body, "<td>new</td>", "a topic whose rows all wait behind the oldest 10000 is not counted")
+	require.Contains(t, body, "Counted among the 10000 oldest rows")
+
+	c.exec(`DELETE FROM pulsebus.outbox WHERE id > $1`, console.CountCap)
+	_, body = c.get(c.loggedIn(), "/")
+	require.Contains(t, body, `Waiting rows</h2><p class="big">10000</p>`, "exactly the cap is exact")
+}
