@@ -99,16 +99,17 @@ dev: ## dev mode: embedded broker, relay and consumer without load; prints comma
 	$(GO) build -o $(BIN)/pulsebus-demo ./examples/demo/cmd/pulsebus-demo
 	@$(BIN)/pulsebus-demo --dev $(ARGS)
 
-up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana)
-	@echo "==> $(COMPOSE) up; Grafana on http://localhost:3000, alerts on http://localhost:9095/alerts"
-	VCS_REVISION=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) up -d --build
+up: ## start the compose stack (PostgreSQL, Kafka, SQL producer, 2 relays, consumer, Prometheus, Grafana, Jaeger); CONSOLE_TOKEN or a random one
+	@token=$${CONSOLE_TOKEN:-$$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}; \
+	echo "==> $(COMPOSE) up; Grafana on http://localhost:3000, alerts on http://localhost:9095/alerts, traces on http://localhost:16686, console on http://localhost:8080 (token $$token)"; \
+	CONSOLE_TOKEN=$$token VCS_REVISION=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) up -d --build
 
 down: ## stop the compose stack and delete its volumes
 	$(COMPOSE) down -v
 
 compose-check: alerts-check ## validate docker-compose.yml, the Dockerfile, the dashboard and the Prometheus files (no Docker engine needed)
 	@echo "==> $(COMPOSE) config -q"
-	$(COMPOSE) config -q
+	CONSOLE_TOKEN=compose-check-token $(COMPOSE) config -q
 	python3 -m json.tool deploy/grafana/dashboards/pulsebus.json >/dev/null
 	@echo "==> tests over the compose file, the Dockerfile, Prometheus' config and the dashboard"
 	$(GO) test -count=1 -run 'TestCompose|TestDockerfile|TestPrometheus|TestDashboard' ./deploy/

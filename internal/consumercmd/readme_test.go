@@ -19,5 +19,6 @@ func TestReadme_DocumentsRunFlags(t *testing.T) {
 	new(runConfig).register(cmd)
 	described := map[string]string{"group": "required", "topics": "required", "handler": "at least one"}
 	require.NoError(t, cmd.CheckFlagTables(string(readme), described,
-		"Kafka connection (relay, and consumer `run`, `offsets`, `replay`)", "`consumer run` (the default command)"))
+		"Kafka connection (relay, and consumer `run`, `offsets`, `replay`)", "`consumer run` (the default command)",
+		"Console (relay and consumer `run`)"))
 }

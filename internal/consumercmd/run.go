@@ -11,14 +11,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/internal/httpserve"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
 	"github.com/edupulse/pulsebus/internal/otelsetup"
+	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -50,6 +53,7 @@ type runConfig struct {
 	flushInterval time.Duration
 	sessionTO     time.Duration
 	stallTimeout  time.Duration
+	console       console.Settings
 
 	// Set by validate.
 	specs     []HandlerSpec
@@ -78,6 +82,7 @@ func (rc *runConfig) register(c *cli.Command) {
 	c.Duration(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, minDuration, maxDuration, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
 	c.Duration(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, minDuration, maxDuration, "Kafka group session timeout: how soon a dead member's partitions move")
 	c.Duration(&rc.stallTimeout, "stall-timeout", "CONSUMER_STALL_TIMEOUT", dispatch.DefaultStallTimeout, minDuration, maxDuration, "a handler that has not advanced on a partition for this long while messages wait is stalled: logged at error, counted, /readyz not ready")
+	rc.console.Register(c.Settings)
 }
 
 // validate checks the settings; errors are *cli.ConfigError naming the flag
@@ -137,6 +142,9 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
 			return c.Invalid("metrics-addr", fmt.Sprintf("%q is not host:port (e.g. :9091)", rc.metricsAddr))
 		}
+	}
+	if err := rc.console.Validate(); err != nil {
+		return err
 	}
 	return rc.kafka.Validate()
 }
@@ -266,6 +274,11 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
 	}
+	if rc.console.Addr != "" {
+		if err := startConsole(httpCtx, rc, c, pool, reg, log); err != nil {
+			return err
+		}
+	}
 	runErr := c.Run(ctx)
 	stopHTTP()
 	if httpDone != nil {
@@ -277,6 +290,35 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return runErr
 	}
 	log.Info("consumer exited cleanly")
+	return nil
+}
+
+// startConsole serves the operator console until ctx is done; it redrives
+// dead letters of the handlers this consumer runs and shows their
+// commit-to-handle p99 from reg. A console that fails
+// while serving is logged; the consumer keeps running.
+func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool *pgxpool.Pool, reg prometheus.Gatherer, log *slog.Logger) error {
+	cfg, err := relaycmd.ConsoleConfig(rc.console, "consumer", pool, &rc.kafka, log)
+	if err != nil {
+		return err
+	}
+	cfg.Redrive, cfg.RedriveGroup, cfg.Metrics = c, rc.group, reg
+	for _, s := range rc.specs {
+		cfg.RedriveHandlers = append(cfg.RedriveHandlers, s.Name)
+	}
+	srv, err := console.New(cfg)
+	if err != nil {
+		return err
+	}
+	_, done, err := srv.Start(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := <-done; err != nil {
+			log.Error("console stopped", "err", err)
+		}
+	}()
 	return nil
 }
 

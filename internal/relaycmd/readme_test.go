@@ -20,5 +20,6 @@ func TestReadme_DocumentsRunFlags(t *testing.T) {
 	runFlags(ss, &runConfig{})
 	described := map[string]string{"id": "hostname-pid-random", "write-timeout": "min(10s, TTL/2)"}
 	require.NoError(t, ss.CheckFlagTables(string(readme), described,
-		"Kafka connection (relay, and consumer `run`, `offsets`, `replay`)", "`relay run` (the default command)"))
+		"Kafka connection (relay, and consumer `run`, `offsets`, `replay`)", "`relay run` (the default command)",
+		"Console (relay and consumer `run`)"))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
 	"github.com/edupulse/pulsebus/internal/otelsetup"
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -57,6 +58,7 @@ type runConfig struct {
 	logLevel          string
 	shutdownTimeout   time.Duration
 	connectTimeout    time.Duration
+	console           console.Settings
 }
 
 var compressions = map[string]kafka.Compression{
@@ -113,6 +115,7 @@ func runFlags(ss *cli.Settings, c *runConfig) {
 	ss.Duration(&c.connectTimeout, "connect-timeout", "RELAY_CONNECT_TIMEOUT", DefaultConnectTimeout, time.Millisecond, time.Hour,
 		"at start, how long to wait for PostgreSQL and for a Kafka broker to answer")
 	c.kafka.Register(ss)
+	c.console.Register(ss)
 }
 
 func checkAddr(s string) error {
@@ -138,6 +141,9 @@ fallback.`)
 		return c, err
 	}
 	if err := c.kafka.Validate(); err != nil {
+		return c, err
+	}
+	if err := c.console.Validate(); err != nil {
 		return c, err
 	}
 	if c.writeTimeout == 0 {
@@ -294,6 +300,12 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		return err
 	}
 	log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
+	var consoleDone <-chan error
+	if c.console.Addr != "" {
+		if consoleDone, err = startConsole(httpCtx, c, pool, log); err != nil {
+			return err
+		}
+	}
 
 	if err := relay.Start(ctx); err != nil {
 		return err
@@ -307,6 +319,8 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 			"cause", context.Cause(ctx), "shutdown_timeout", c.shutdownTimeout)
 	case err := <-httpDone:
 		runErr = fmt.Errorf("metrics and health server on %s: %w", addr, err)
+	case err := <-consoleDone:
+		runErr = fmt.Errorf("console on %s: %w", c.console.Addr, err)
 	}
 	ready.stopping.Store(true)
 	if !stopRelay(relay, c.shutdownTimeout, log) {
@@ -326,6 +340,20 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		log.Info("relay stopped")
 	}
 	return runErr
+}
+
+// startConsole serves the operator console until ctx is done.
+func startConsole(ctx context.Context, c runConfig, pool *pgxpool.Pool, log *slog.Logger) (<-chan error, error) {
+	cfg, err := ConsoleConfig(c.console, prog, pool, &c.kafka, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := console.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	_, done, err := srv.Start(ctx)
+	return done, err
 }
 
 // StopGrace is how long past --shutdown-timeout Run waits for the relay

@@ -102,6 +102,7 @@ type config struct {
 	producers   int
 	logLevel    string
 	dev         bool
+	consoleAddr string
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
@@ -128,6 +129,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 		"how long to wait, after producing stopped, for every event to reach every handler")
 	cmd.Int(&c.partitions, "partitions", "", 6, 1, 1000, "partitions of the demo topic")
 	cmd.Int(&c.producers, "producers", "", 4, 1, 64, "concurrent producer connections of the load generator")
+	cmd.String(&c.consoleAddr, "console-addr", "", "127.0.0.1:8080", "listen address of the operator console (token: CONSOLE_TOKEN, or a random one printed at start); empty turns it off", nil)
 	cmd.Enum(&c.logLevel, "log-level", "", "warn", []string{"debug", "info", "warn", "error"}, "level of the relay and consumer logs on stderr")
 	if err := cmd.Parse(args, stdout, stderr); err != nil {
 		return c, err
@@ -245,6 +247,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(stdout, "PulseBus demo: PostgreSQL database %s on %s, %s, topic %s (%d partitions)\n",
 		cfg.database, cli.RedactURL(serverURL), brokerDesc, demoTopic, cfg.partitions)
+	if cfg.consoleAddr != "" {
+		url, token, err := startConsole(consumerCtx, cfg.consoleAddr, pool, brokers, consumer, group, log)
+		if err != nil {
+			return fmt.Errorf("operator console (--console-addr): %w", err)
+		}
+		fmt.Fprintf(stdout, "operator console: %s (token %s)\n", url, token)
+	}
 	fmt.Fprintln(stdout, "waiting for the consumer group to take its partitions...")
 	if err := waitForAssignment(ctx, pool, group, len(demoHandlers)*cfg.partitions, consumerDone); err != nil {
 		return err

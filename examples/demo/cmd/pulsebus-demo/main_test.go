@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -36,11 +37,12 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	err := run(ctx, []string{"--database-url", testdb.ServerURL(), "--database", name,
-		"--duration", "4s", "--rate", "150", "--partitions", "3"}, &out, &out)
+		"--duration", "4s", "--rate", "150", "--partitions", "3", "--console-addr", "127.0.0.1:0"}, &out, &out)
 	t.Log(out.String())
 	require.NoError(t, err)
 	text := out.String()
 	require.Contains(t, text, "OK: the relay published every event")
+	require.Regexp(t, `operator console: http://127\.0\.0\.1:\d+/ \(token [0-9a-f]{32}\)`, text)
 
 	rows := checkFinalSummary(t, text)
 	// The read models hold what the handlers wrote, once per event.
@@ -161,11 +163,24 @@ func TestDemo_InterruptDrainsAndExitsZero(t *testing.T) {
 	t.Cleanup(func() { dropDatabase(t, name) })
 	p := procharness.Start(t, bin, procharness.Options{Args: []string{
 		"--database-url", testdb.ServerURL(), "--database", name, "--rate", "150", "--partitions", "3", "--drain-timeout", "1m",
+		"--console-addr", "127.0.0.1:0",
 	}})
 	// Not a terminal: one plain line every few seconds, the first at once.
 	testpoll.Until(t, 2*time.Minute, 100*time.Millisecond, "the demo produces", func() bool {
 		return regexp.MustCompile(`produced [1-9]\d* relayed`).MatchString(p.Stdout())
 	})
+	// The console it printed answers with its token, and only with it.
+	m := regexp.MustCompile(`operator console: (http://\S+) \(token ([0-9a-f]{32})\)`).FindStringSubmatch(p.Stdout())
+	require.NotNil(t, m, p.Stdout())
+	for token, want := range map[string]int{m[2]: http.StatusOK, "wrong-token-0123456789abcdef": http.StatusUnauthorized} {
+		req, err := http.NewRequest(http.MethodGet, m[1], nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode)
+	}
 	require.NoError(t, p.Signal(os.Interrupt))
 	start := time.Now()
 	code, err := p.Wait(10 * time.Second)
