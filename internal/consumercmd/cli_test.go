@@ -218,4 +218,3 @@ func TestHandlerFlags_RedriveOldNameWithSpecsInTheEnvironment(t *testing.T) {
 	require.Equal(t, "redriven 0, failed 0\n", out)
 	require.Contains(t, stderr, "--handler NAME is deprecated")
 }
-
