@@ -53,6 +53,7 @@ func TestConfigErrors(t *testing.T) {
 		{"max elapsed", with("--max-elapsed", "0s"), "--max-elapsed (CONSUMER_MAX_ELAPSED): 0s is not a positive duration"},
 		{"retry intervals", with("--retry-initial-interval", "2s", "--retry-max-interval", "1s"), "--retry-max-interval (CONSUMER_RETRY_MAX_INTERVAL): 1s is shorter"},
 		{"drain timeout", with("--drain-timeout", "-1s"), "--drain-timeout (CONSUMER_DRAIN_TIMEOUT): -1s is not a positive duration"},
+		{"connect timeout", with("--connect-timeout", "0s"), "--connect-timeout (CONSUMER_CONNECT_TIMEOUT): 0s is not a positive duration"},
 		{"brokers", with("--kafka-brokers", "nohostport"), `--kafka-brokers (KAFKA_BROKERS): "nohostport" is not host:port`},
 		{"log level", with("--log-level", "chatty"), `--log-level (LOG_LEVEL): "chatty" is not debug`},
 		{"log format", with("--log-format", "xml"), `--log-format (LOG_FORMAT): "xml" is not auto, json or text`},
