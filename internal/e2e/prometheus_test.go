@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,8 +44,9 @@ scrape_configs:
 // the deploy/prometheus alert rules: neither PulseBusOutboxRowsParked nor
 // PulseBusDeadLettersStored fires while all is well; a parked row and a
 // dead letter make both fire (the first of each, with the series at 0
-// before); every rule evaluates without error; and every query of the
-// Grafana dashboard returns data.
+// before); every rule evaluates without error; every query of the Grafana
+// dashboard returns data; and once the operator deleted the parked row and
+// redrove the dead letter, both alerts resolve.
 func TestPrometheus_AlertsFireAndDashboardQueriesReturnData(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil && os.Getenv("PULSEBUS_REQUIRE_PROMETHEUS") != "" {
@@ -57,8 +59,9 @@ func TestPrometheus_AlertsFireAndDashboardQueriesReturnData(t *testing.T) {
 	kc := testkafka.New(t)
 	const topic, group = "edupulse.events", "edupulse-prom"
 	kc.CreateTopic(t, topic, 2)
+	var crmFixed atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/crm" {
+		if r.URL.Path == "/crm" && !crmFixed.Load() {
 			w.WriteHeader(http.StatusUnprocessableEntity) // parks the event at once
 			return
 		}
@@ -143,6 +146,17 @@ func TestPrometheus_AlertsFireAndDashboardQueriesReturnData(t *testing.T) {
 			return len(api.query(q.expr)) > 0
 		})
 	}
+
+	// The operator's fix: the parked row deleted, the dead letter redriven
+	// to the repaired endpoint. Both alerts resolve.
+	command(t, relayBin, common, "parked", "delete", "--topic", topic)
+	crmFixed.Store(true)
+	out := command(t, consumerBin, append([]string{"CONSUMER_HANDLERS=name=crm,types=payment.processed,webhook=" + srv.URL + "/crm"}, common...),
+		"dead-letters", "redrive", "--group", group, "--handler-name", "crm")
+	require.Contains(t, out, "redriven 1, failed 0")
+	testpoll.Until(t, 90*time.Second, 200*time.Millisecond, "both alerts resolved", func() bool {
+		return len(api.alerts("PulseBusOutboxRowsParked")) == 0 && len(api.alerts("PulseBusDeadLettersStored")) == 0
+	})
 }
 
 // promAPI queries a Prometheus server's HTTP API.
