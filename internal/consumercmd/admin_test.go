@@ -56,7 +56,7 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	require.Contains(t, out, "rejected with 422")
 	require.Contains(t, out, "ce_specversion")
 
-	out, _, err = command(t, append([]string{"dead-letters", "list", "--json", "--handler", "hook"}, b.dbOnly()...)...)
+	out, _, err = command(t, append([]string{"dead-letters", "list", "--json", "--handler-name", "hook"}, b.dbOnly()...)...)
 	require.NoError(t, err)
 	var rows []struct {
 		ID        int64             `json:"id"`
@@ -96,20 +96,20 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 
 	// Redrive of a row whose handler is not configured: refused, row untouched.
 	_, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[envs[0].ID]),
-		"--handler-spec", "name=other,types=*,log=info"}, b.dbOnly()...)...)
+		"--handler", "name=other,types=*,log=info"}, b.dbOnly()...)...)
 	require.ErrorContains(t, err, "belongs to handler hook, which is not configured")
 	require.Equal(t, 2, consumercmd.ExitCode(err))
 
 	// The endpoint is fixed. Redrive one by id.
 	h.setStatus(nil)
 	first := envs[0].ID
-	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[first]), "--handler-spec", spec}, b.dbOnly()...)...)
+	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--id", fmt.Sprint(byEvent[first]), "--handler", spec}, b.dbOnly()...)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "redriven 1, failed 0")
 	require.Equal(t, map[string]int{first: 1}, h.delivered("/in"))
 
 	// Then the rest of the handler's: 3 delivered, the garbage fails again.
-	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--handler", "hook", "--handler-spec", spec}, b.dbOnly()...)...)
+	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--handler-name", "hook", "--handler", spec}, b.dbOnly()...)...)
 	require.Error(t, err)
 	require.Equal(t, 1, consumercmd.ExitCode(err))
 	require.Contains(t, out, "redriven 3, failed 1")
@@ -165,7 +165,7 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 		return len(offs) == 4
 	})
 
-	out, _, err := command(t, append([]string{"replay", "--handler", "a", "--to", "earliest"}, b.admin()...)...)
+	out, _, err := command(t, append([]string{"replay", "--handler-name", "a", "--to", "earliest"}, b.admin()...)...)
 	require.NoError(t, err)
 	for p, end := range ends {
 		require.Regexp(t, fmt.Sprintf(`(?m)^a\s+%s\s+%d\s+%d\s+0$`, regexp.QuoteMeta(b.topic), p, end), out)
@@ -188,19 +188,19 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 	require.True(t, all("/b", 1)())
 
 	// The other target forms, with the consumer stopped.
-	out, _, err = command(t, append([]string{"replay", "--handler", "b", "--topic", b.topic, "--partition", "1", "--to", "1"}, b.admin()...)...)
+	out, _, err = command(t, append([]string{"replay", "--handler-name", "b", "--topic", b.topic, "--partition", "1", "--to", "1"}, b.admin()...)...)
 	require.NoError(t, err)
 	require.Regexp(t, fmt.Sprintf(`(?m)^b\s+%s\s+1\s+%d\s+1$`, regexp.QuoteMeta(b.topic), ends[1]), out)
 	require.NotContains(t, out, "\nb  "+b.topic+"  0")
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
-	out, _, err = command(t, append([]string{"replay", "--handler", "b", "--topic", b.topic, "--partition", "0", "--to", past}, b.admin()...)...)
+	out, _, err = command(t, append([]string{"replay", "--handler-name", "b", "--topic", b.topic, "--partition", "0", "--to", past}, b.admin()...)...)
 	require.NoError(t, err)
 	require.Regexp(t, fmt.Sprintf(`(?m)^b\s+%s\s+0\s+%d\s+0$`, regexp.QuoteMeta(b.topic), ends[0]), out)
-	out, _, err = command(t, append([]string{"replay", "--handler", "b", "--to", "latest"}, b.admin()...)...)
+	out, _, err = command(t, append([]string{"replay", "--handler-name", "b", "--to", "latest"}, b.admin()...)...)
 	require.NoError(t, err)
 	require.Regexp(t, fmt.Sprintf(`(?m)^b\s+%s\s+1\s+1\s+%d$`, regexp.QuoteMeta(b.topic), ends[1]), out)
 
 	// A handler with no offsets needs a topic.
-	_, _, err = command(t, append([]string{"replay", "--handler", "typo", "--to", "earliest"}, b.admin()...)...)
-	require.ErrorContains(t, err, "has no offsets to rewrite")
+	_, _, err = command(t, append([]string{"replay", "--handler-name", "typo", "--to", "earliest"}, b.admin()...)...)
+	require.ErrorContains(t, err, "group svc has no handler typo (its handlers: a, b)")
 }

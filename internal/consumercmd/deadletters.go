@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -116,22 +117,26 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 }
 
 func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("consumer dead-letters list", "consumer dead-letters list --group G [--handler H] [--limit N] [--json]", listAbout)
+	cmd := cli.NewCommand("consumer dead-letters list", "consumer dead-letters list --group G [--handler-name H] [--limit N] [--json]", listAbout)
 	var ac adminConfig
 	ac.register(cmd, false)
-	var handler string
+	var sel handlerNameFlag
+	sel.register(cmd, "consumer dead-letters list", "only this handler's", true)
 	var limit int
 	var asJSON bool
-	cmd.String(&handler, "handler", "", "", "only this handler's", nil)
 	cmd.Int(&limit, "limit", "", 100, minInt, maxInt, "at most this many rows")
 	cmd.Bool(&asJSON, "json", "", false, "print a JSON array with the full messages (key, headers, value) instead of a table")
 	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
 		return err
 	}
+	handler, err := sel.resolve(stderr)
+	if err != nil {
+		return err
+	}
 	if limit < 1 {
 		return &cli.ConfigError{Setting: "--limit", Reason: fmt.Sprintf("%d: want at least 1", limit)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
+	pool, err := ac.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -191,7 +196,7 @@ func runDeadLettersShow(ctx context.Context, args []string, stdout, stderr io.Wr
 	if idFlag <= 0 {
 		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d: want the id of a dead letter (see dead-letters list)", idFlag)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
+	pool, err := ac.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -258,35 +263,49 @@ func oneLine(s string, max int) string {
 }
 
 const redriveAbout = `Runs a handler once more on parked messages: one row by --id, or all of a
-handler's rows with --handler. A row is deleted when the handler succeeds; on
-failure it stays, with the new error and one more attempt, and the command
-exits 1. Offsets are not touched.
+handler's rows with --handler-name. A row is deleted when the handler
+succeeds; on failure it stays, with the new error and one more attempt, and
+the command exits 1. Offsets are not touched.
 
-The handlers are built from the same specs as "consumer run" (--handler-spec,
+The handlers are built from the same specs as "consumer run" (--handler,
 repeatable, or CONSUMER_HANDLERS), so run it with the consumer's environment.
-Redrive does not read Kafka: the parked rows hold the whole messages.`
+Redrive does not read Kafka: the parked rows hold the whole messages.
+
+Until the next release, --handler NAME (a value without "=") still selects a
+handler and --handler-spec SPEC still gives a spec, with a warning.`
 
 func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("consumer dead-letters redrive", "consumer dead-letters redrive --id ID | --handler H [flags]", redriveAbout)
+	const name = "consumer dead-letters redrive"
+	cmd := cli.NewCommand(name, "consumer dead-letters redrive --id ID | --handler-name H [--handler SPEC]... [flags]", redriveAbout)
 	var ac adminConfig
 	ac.register(cmd, false)
-	var specs []string
-	cmd.List(&specs, "handler-spec", "CONSUMER_HANDLERS", "handler spec as for run --handler", splitEnvSpecs)
+	var specs, oldSpecs []string
+	cmd.List(&specs, "handler", "CONSUMER_HANDLERS", "handler spec as for run --handler", splitEnvSpecs)
+	cmd.List(&oldSpecs, "handler-spec", "", "deprecated: use --handler (goes in the next release)", nil)
+	var sel handlerNameFlag
+	sel.register(cmd, name, "redrive every dead letter of this handler", false)
 	var idFlag int
-	var handler, logFormat, logLevel string
+	var logFormat, logLevel string
 	cmd.Int(&idFlag, "id", "", 0, minInt, maxInt, "redrive this dead letter")
-	cmd.String(&handler, "handler", "", "", "redrive every dead letter of this handler", nil)
 	cmd.String(&logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto, json or text", nil)
 	cmd.String(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error", nil)
 	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
 		return err
 	}
+	specs, err := redriveSpecs(cmd, &sel, specs, oldSpecs, stderr)
+	if err != nil {
+		return err
+	}
+	handler, err := sel.resolve(stderr)
+	if err != nil {
+		return err
+	}
 	id := int64(idFlag)
 	switch {
 	case id == 0 && handler == "":
-		return &cli.ConfigError{Setting: "--id/--handler", Reason: "give one: --id ID or --handler NAME"}
+		return &cli.ConfigError{Setting: "--id/--handler-name", Reason: "give one: --id ID or --handler-name NAME"}
 	case id != 0 && handler != "":
-		return &cli.ConfigError{Setting: "--id/--handler", Reason: "give one, not both"}
+		return &cli.ConfigError{Setting: "--id/--handler-name", Reason: "give one, not both"}
 	case id < 0:
 		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d is not a dead letter id", id)}
 	}
@@ -294,7 +313,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	hs, err := parseHandlerSpecs(cmd.Settings, "handler-spec", "CONSUMER_HANDLERS", specs)
+	hs, err := parseHandlerSpecs(cmd.Settings, "handler", "CONSUMER_HANDLERS", specs)
 	if err != nil {
 		return err
 	}
@@ -303,10 +322,10 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		configured[s.Name] = true
 	}
 	if handler != "" && !configured[handler] {
-		return &cli.ConfigError{Setting: cmd.Label("handler-spec"),
+		return &cli.ConfigError{Setting: cmd.Label("handler"),
 			Reason: fmt.Sprintf("handler %s is not configured; give its spec to run it", handler)}
 	}
-	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
+	pool, err := ac.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -322,7 +341,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 			return fmt.Errorf("no dead letter %d in group %s", id, ac.group)
 		}
 		if !configured[dls[0].Handler] {
-			return &cli.ConfigError{Setting: cmd.Label("handler-spec"),
+			return &cli.ConfigError{Setting: cmd.Label("handler"),
 				Reason: fmt.Sprintf("dead letter %d belongs to handler %s, which is not configured; give its spec to run it", id, dls[0].Handler)}
 		}
 	}
@@ -333,7 +352,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	if _, err := registerHandlers(c, hs, log, false, cmd.Label("handler-spec")); err != nil {
+	if _, err := registerHandlers(c, hs, log, false, cmd.Label("handler")); err != nil {
 		return err
 	}
 	res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: id, Handler: handler})
@@ -348,4 +367,35 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		return fmt.Errorf("%d dead letter(s) failed again and stay parked", res.Failed)
 	}
 	return nil
+}
+
+// redriveSpecs returns redrive's handler specs: those of --handler, else of
+// CONSUMER_HANDLERS, and of the deprecated --handler-spec. A --handler
+// value without "=" is the deprecated --handler NAME: it goes to sel, and
+// when no --handler value is a spec, the specs come from CONSUMER_HANDLERS
+// as they did before.
+func redriveSpecs(cmd *cli.Command, sel *handlerNameFlag, specs, oldSpecs []string, stderr io.Writer) ([]string, error) {
+	if cmd.From("handler") == "--handler" {
+		var kept []string
+		for _, v := range specs {
+			if strings.Contains(v, "=") {
+				kept = append(kept, v)
+				continue
+			}
+			if sel.deprecated != "" && sel.deprecated != v {
+				return nil, &cli.ConfigError{Setting: "--handler-name", Reason: fmt.Sprintf(
+					"--handler %s and --handler %s (deprecated, names) disagree; give one --handler-name", sel.deprecated, v)}
+			}
+			sel.deprecated = v
+		}
+		if len(kept) == 0 {
+			kept = splitEnvSpecs(os.Getenv("CONSUMER_HANDLERS"))
+		}
+		specs = kept
+	}
+	if len(oldSpecs) > 0 {
+		warnDeprecated(stderr, sel.command, "--handler-spec SPEC", "--handler SPEC")
+		specs = append(specs, oldSpecs...)
+	}
+	return specs, nil
 }

@@ -91,7 +91,7 @@ func TestDeadLetters_HostileMessagesDoNotStopThePartition(t *testing.T) {
 	_, _, err = command(t, append([]string{"dead-letters", "show", "--id", "0"}, b.dbOnly()...)...)
 	require.Equal(t, 2, consumercmd.ExitCode(err))
 
-	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--handler", "hook", "--handler-spec", spec}, b.dbOnly()...)...)
+	out, _, err = command(t, append([]string{"dead-letters", "redrive", "--handler-name", "hook", "--handler", spec}, b.dbOnly()...)...)
 	require.Error(t, err)
 	require.Equal(t, 1, consumercmd.ExitCode(err))
 	require.Contains(t, out, "redriven 0, failed 2", out)

@@ -33,7 +33,7 @@ func TestReplay_RefusesOffsetsOutsideThePartition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, cl.ProduceSync(ctx, recs...).FirstErr())
-	_, _, err = command(t, append([]string{"replay", "--handler", "h", "--topic", b.topic, "--to", "earliest"}, b.admin()...)...)
+	_, _, err = command(t, append([]string{"replay", "--handler-name", "h", "--topic", b.topic, "--to", "earliest"}, b.admin()...)...)
 	require.NoError(t, err)
 	offsets := func() map[int]int64 {
 		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
@@ -60,7 +60,7 @@ func TestReplay_RefusesOffsetsOutsideThePartition(t *testing.T) {
 			[]string{"offset 99999999999 is outside edupulse.events/2", "from 0 to 5"}},
 		{[]string{"--topic", b.topic, "--partition", "0", "--to", "1"}, []string{"outside edupulse.events/0", "from 0 to 0"}},
 	} {
-		_, _, err := command(t, append(append([]string{"replay", "--handler", "h"}, c.args...), b.admin()...)...)
+		_, _, err := command(t, append(append([]string{"replay", "--handler-name", "h"}, c.args...), b.admin()...)...)
 		for _, w := range c.want {
 			require.ErrorContains(t, err, w, "%v", c.args)
 		}
@@ -69,7 +69,7 @@ func TestReplay_RefusesOffsetsOutsideThePartition(t *testing.T) {
 	}
 
 	// --dry-run: the moves, nothing written.
-	out, _, err := command(t, append([]string{"replay", "--handler", "h", "--topic", b.topic, "--to", "latest", "--dry-run"}, b.admin()...)...)
+	out, _, err := command(t, append([]string{"replay", "--handler-name", "h", "--topic", b.topic, "--to", "latest", "--dry-run"}, b.admin()...)...)
 	require.NoError(t, err)
 	for p, end := range map[int]int{0: 0, 1: 2, 2: 5} {
 		require.Regexp(t, fmt.Sprintf(`(?m)^h\s+%s\s+%d\s+0\s+%d$`, regexp.QuoteMeta(b.topic), p, end), out)
@@ -79,7 +79,7 @@ func TestReplay_RefusesOffsetsOutsideThePartition(t *testing.T) {
 
 	// In range, the high watermark included.
 	for _, to := range []string{"3", "5"} {
-		out, _, err = command(t, append([]string{"replay", "--handler", "h", "--topic", b.topic, "--partition", "2", "--to", to}, b.admin()...)...)
+		out, _, err = command(t, append([]string{"replay", "--handler-name", "h", "--topic", b.topic, "--partition", "2", "--to", to}, b.admin()...)...)
 		require.NoError(t, err, out)
 	}
 	require.Equal(t, map[int]int64{0: 0, 1: 0, 2: 5}, offsets())

@@ -24,7 +24,6 @@ import (
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
-	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
 // Defaults of the run command that differ from the library's.
@@ -32,6 +31,9 @@ const (
 	// DefaultMetricsAddr leaves :9090 to the relay, so both can share a
 	// host.
 	DefaultMetricsAddr = ":9091"
+	// DefaultConnectTimeout is how long the consumer waits at start for
+	// PostgreSQL and a Kafka broker to answer, as the relay does.
+	DefaultConnectTimeout = 10 * time.Second
 	// DefaultDrainTimeout fits inside docker compose's 15 s stop grace
 	// period and Kubernetes' default 30 s.
 	DefaultDrainTimeout = 10 * time.Second
@@ -54,6 +56,7 @@ type runConfig struct {
 	sessionTO     time.Duration
 	stallTimeout  time.Duration
 	console       console.Settings
+	connectTO     time.Duration
 
 	// Set by validate.
 	specs     []HandlerSpec
@@ -81,6 +84,7 @@ func (rc *runConfig) register(c *cli.Command) {
 	c.Duration(&rc.drainTimeout, "drain-timeout", "CONSUMER_DRAIN_TIMEOUT", DefaultDrainTimeout, minDuration, maxDuration, "on SIGTERM, how long in-flight handlers may finish before they are cancelled")
 	c.Duration(&rc.flushInterval, "flush-interval", "CONSUMER_FLUSH_INTERVAL", dispatch.DefaultFlushInterval, minDuration, maxDuration, "how often plain handlers' progress is saved: at most this much is re-delivered after a crash")
 	c.Duration(&rc.sessionTO, "session-timeout", "CONSUMER_SESSION_TIMEOUT", dispatch.DefaultSessionTimeout, minDuration, maxDuration, "Kafka group session timeout: how soon a dead member's partitions move")
+	c.Duration(&rc.connectTO, "connect-timeout", "CONSUMER_CONNECT_TIMEOUT", DefaultConnectTimeout, minDuration, maxDuration, "at start, how long to wait for PostgreSQL and for a Kafka broker to answer, retrying with back-off; then exit 1")
 	c.Duration(&rc.stallTimeout, "stall-timeout", "CONSUMER_STALL_TIMEOUT", dispatch.DefaultStallTimeout, minDuration, maxDuration, "a handler that has not advanced on a partition for this long while messages wait is stalled: logged at error, counted, /readyz not ready")
 	rc.console.Register(c.Settings)
 }
@@ -132,6 +136,7 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 		{"flush-interval", rc.flushInterval},
 		{"session-timeout", rc.sessionTO},
 		{"stall-timeout", rc.stallTimeout},
+		{"connect-timeout", rc.connectTO},
 	} {
 		if d.v <= 0 {
 			return c.Invalid(d.name, fmt.Sprintf("%s is not a positive duration", d.v))
@@ -210,14 +215,17 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	pool, err := cli.Connect(ctx, rc.databaseURL, cli.AppName("consumer", ""))
+	pool, err := rc.connect(ctx)
+	if err != nil && ctx.Err() != nil {
+		// A signal while starting (waiting for a broker, most likely): a
+		// clean stop.
+		log.Info("consumer stopped during start-up", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := migrate.Check(ctx, pool); err != nil {
-		return fmt.Errorf("%w: run consumer migrate with the same --database-url", err)
-	}
 
 	metrics := dispatchprom.New()
 	reg := prometheus.NewRegistry()
@@ -255,7 +263,8 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	reg.MustRegister(dispatchprom.NewDeadLetterGauges(pool, rc.group, handlerNames, dispatchprom.StateOptions{}))
 	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
 		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
-		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "retry_for", rc.retry.RetryFor, "drain_timeout", rc.drainTimeout)
+		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "retry_for", rc.retry.RetryFor, "drain_timeout", rc.drainTimeout,
+		"connect_timeout", rc.connectTO)
 
 	// The HTTP server outlives ctx until the consumer has drained, so
 	// /metrics shows the drain.
@@ -320,6 +329,29 @@ func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool 
 		}
 	}()
 	return nil
+}
+
+// connect waits, within --connect-timeout, for PostgreSQL, checks the
+// schema and waits for a Kafka broker to answer.
+func (rc *runConfig) connect(ctx context.Context) (*pgxpool.Pool, error) {
+	startCtx, cancel := context.WithTimeout(ctx, rc.connectTO)
+	defer cancel()
+	pool, err := cli.Connect(startCtx, rc.databaseURL, cli.AppName("consumer", ""))
+	if err != nil {
+		if startCtx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (no answer within --connect-timeout %s)", err, rc.connectTO)
+		}
+		return nil, err
+	}
+	if err := checkSchema(startCtx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := rc.kafka.WaitForBroker(startCtx, rc.connectTO, rc.log); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }
 
 // registerHandlers builds the built-in handlers of specs and registers them

@@ -105,6 +105,10 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 	// offsets: every handler at the high watermark.
 	out, _, err := command(t, append([]string{"offsets"}, b.admin()...)...)
 	require.NoError(t, err)
+	require.Regexp(t, `(?m)^audit\s+1\s+3\s+0\s`, out)
+	require.Regexp(t, `(?m)^search\s+1\s+3\s+0\s`, out)
+	out, _, err = command(t, append([]string{"offsets", "--by-partition"}, b.admin()...)...)
+	require.NoError(t, err)
 	require.Contains(t, out, "HANDLER")
 	ends := b.kc.EndOffsets(t, b.topic)
 	for _, handler := range []string{"audit", "search"} {
@@ -115,7 +119,7 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 
 	// Five more events while the consumer is down: lag 5 per handler.
 	b.produce(t, lessons(t, 5))
-	out, _, err = command(t, append([]string{"offsets", "--json"}, b.admin()...)...)
+	out, _, err = command(t, append([]string{"offsets", "--json", "--by-partition"}, b.admin()...)...)
 	require.NoError(t, err)
 	var rows []struct {
 		Handler       string `json:"handler"`
@@ -132,6 +136,21 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 		lag[row.Handler] += row.Lag
 	}
 	require.Equal(t, map[string]int64{"audit": 5, "search": 5}, lag)
+	out, _, err = command(t, append([]string{"offsets", "--json"}, b.admin()...)...)
+	require.NoError(t, err)
+	var sums []struct {
+		Handler    string   `json:"handler"`
+		Topics     []string `json:"topics"`
+		Partitions int      `json:"partitions"`
+		Lag        int64    `json:"lag"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &sums))
+	require.Len(t, sums, 2)
+	for _, s := range sums {
+		require.Equal(t, []string{b.topic}, s.Topics)
+		require.Equal(t, 3, s.Partitions)
+		require.Equal(t, lag[s.Handler], s.Lag)
+	}
 }
 
 // Cancelling the context while a webhook call is in flight waits for it,

@@ -4,5 +4,7 @@
 // the SQL function pulsebus.publish as a service in any language would, and
 // the results checked where an operator would look: the webhook receiving
 // CloudEvents, the dead letters, the parked rows, the commands' output and
-// the /metrics of both processes. It has no non-test code.
+// the /metrics of both processes, and a real Prometheus server evaluating
+// deploy/prometheus's alert rules and the dashboard's queries against them.
+// It has no non-test code.
 package e2e

@@ -243,8 +243,8 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(c.kafka.Brokers...), Transport: transport, Timeout: c.connectTimeout}
-	if err := pingKafka(startCtx, client); err != nil {
-		return fmt.Errorf("connect to Kafka (%s) within %s: %w", c.kafka.String(), c.connectTimeout, err)
+	if err := c.kafka.WaitForBroker(startCtx, c.connectTimeout, log); err != nil {
+		return err
 	}
 	cancel()
 

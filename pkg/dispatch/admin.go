@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -202,7 +203,7 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		}
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("replay: handler %s of group %s has no offsets to rewrite (name a --topic)", p.Handler, p.Group)
+		return nil, o.noReplayTargets(ctx, p, offs)
 	}
 	next := map[offsetKey]int64{}
 	for k := range targets {
@@ -491,4 +492,57 @@ func FormatHeaders(hs []kafka.Header) string {
 		parts[i] = h.Key + "=" + strconv.Quote(string(h.Value))
 	}
 	return strings.Join(parts, " ")
+}
+
+// noReplayTargets says why replay p found no partition to move, given the
+// group's offsets: the group has no such handler (naming those it has), or
+// the topic has no such partition (giving its partition count).
+func (o offsets) noReplayTargets(ctx context.Context, p ReplayParams, offs []HandlerOffset) error {
+	var handlers, topics []string
+	for _, h := range offs {
+		if !slices.Contains(handlers, h.Handler) {
+			handlers = append(handlers, h.Handler)
+		}
+		if h.Handler == p.Handler && !slices.Contains(topics, h.Topic) {
+			topics = append(topics, h.Topic)
+		}
+	}
+	slices.Sort(handlers)
+	slices.Sort(topics)
+	switch {
+	case p.Topic != "":
+		// Topic's partitions were listed; the partition is not among them.
+		parts, err := o.partitions(ctx, p.Topic)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("replay: topic %s has %s: no partition %d", p.Topic, partitionRange(len(parts)), p.Partition)
+	case len(handlers) == 0:
+		return fmt.Errorf("replay: group %s has no handler offsets at all (check --group); to start handler %s's offsets, name a --topic",
+			p.Group, p.Handler)
+	case len(topics) == 0:
+		return fmt.Errorf("replay: group %s has no handler %s (its handlers: %s); to start a new handler's offsets, name a --topic",
+			p.Group, p.Handler, strings.Join(handlers, ", "))
+	}
+	have := make([]string, 0, len(topics))
+	for _, t := range topics {
+		parts, err := o.partitions(ctx, t)
+		if err != nil {
+			return err
+		}
+		have = append(have, t+" has "+partitionRange(len(parts)))
+	}
+	return fmt.Errorf("replay: handler %s of group %s has no offsets on partition %d: %s",
+		p.Handler, p.Group, p.Partition, strings.Join(have, ", "))
+}
+
+// partitionRange describes a topic's n partitions: "3 partitions (0 to 2)".
+func partitionRange(n int) string {
+	switch n {
+	case 0:
+		return "no partitions"
+	case 1:
+		return "1 partition (0)"
+	}
+	return fmt.Sprintf("%d partitions (0 to %d)", n, n-1)
 }

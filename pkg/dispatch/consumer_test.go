@@ -292,7 +292,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	require.Equal(t, int64(3), offsetsOf(t, b.db.Pool, "svc", "b")[0])
 	_, err = admin.Replay(context.Background(), dispatch.ReplayParams{Group: "svc", Handler: "nobody", Partition: -1,
 		To: dispatch.ReplayTarget{Kind: "earliest"}})
-	require.ErrorContains(t, err, "no offsets")
+	require.ErrorContains(t, err, "group svc has no handler nobody (its handlers: a, b)")
 }
 
 // typedLesson decodes with envelope.Decode, as a typed handler does.

@@ -545,3 +545,23 @@ func TestToMessage_ManyMetaEntries(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, env, back)
 }
+
+// A meta error names the one rule broken, and says when it is the value,
+// not the key, that breaks it.
+func TestValidate_MetaErrorsNameKeyOrValue(t *testing.T) {
+	t.Parallel()
+	for want, meta := range map[string]map[string]string{
+		"envelope: meta.Tenant: extension attribute names are lower-case ASCII letters and digits only": {"Tenant": "x"},
+		`envelope: meta.id: "id" is a core CloudEvents attribute, not an extension`:                     {"id": "x"},
+		"envelope: meta.averyveryverylongextension: 26 characters: PulseBus writes extension names of at most 20": {
+			"averyveryverylongextension": "x"},
+		"envelope: meta.tenant: the value contains a NUL byte": {"tenant": "a\x00"},
+		"envelope: meta.tenant: the value is not valid UTF-8":  {"tenant": "a\xff"},
+		"envelope: meta.tenant: size 1025 exceeds limit 1024":  {"tenant": strings.Repeat("v", 1025)},
+	} {
+		env := fullEnvelope(t)
+		env.Meta = meta
+		err := envelope.Limits{MaxHeaderValueBytes: 1024}.Validate(env)
+		require.EqualError(t, err, want)
+	}
+}

@@ -142,6 +142,10 @@ func (l Limits) validate(env Envelope, producing bool) error {
 			return &FieldError{Field: "meta." + truncate(k), Reason: metaKeyReason(k, producing)}
 		}
 		if err := l.checkText(v, false); err != nil {
+			// The key is fine: say it is the value that is not.
+			if reason, ok := valueReasons[err.reason]; ok {
+				err.reason = reason
+			}
 			return err.named("meta." + k)
 		}
 	}
@@ -152,6 +156,14 @@ func (l Limits) validate(env Envelope, producing bool) error {
 		return &LimitError{Field: "payload", Size: len(env.Payload), Limit: l.MaxPayloadBytes}
 	}
 	return nil
+}
+
+// valueReasons words checkText's reasons for a meta value, so that the
+// error names the value and not the key: "meta.tenant: the value contains a
+// NUL byte".
+var valueReasons = map[string]string{
+	"not valid UTF-8":     "the value is not valid UTF-8",
+	"contains a NUL byte": "the value contains a NUL byte",
 }
 
 // metaKeyReason says which rule extension attribute name k breaks.
