@@ -591,3 +591,22 @@ func TestOverview_CountsAreBounded(t *testing.T) {
 	_, body = c.get(c.loggedIn(), "/")
 	require.Contains(t, body, `Waiting rows</h2><p class="big">10000</p>`, "exactly the cap is exact")
 }
+
+// The overview lists the keys held behind a parked row (relay
+// --on-refused hold-key) with how many rows wait, and nothing when no row
+// is held.
+func TestOverview_ShowsHeldKeys(t *testing.T) {
+	t.Parallel()
+	c := newConsole(t, nil)
+	_, body := c.get(c.loggedIn(), "/")
+	require.NotContains(t, body, "Held keys")
+
+	c.exec(`INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, error)
+		VALUES (0, gen_random_uuid(), 'lessons', 'course-7', 'x.y', 's', '', now(), '', '{}', '', now(), 1, 'too big')`)
+	c.exec(`INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, event_time, payload)
+		SELECT gen_random_uuid(), 'lessons', k, 't', 's', now(), '\x7b7d' FROM unnest(ARRAY['course-7', 'course-7', 'other']) k`)
+	_, body = c.get(c.loggedIn(), "/")
+	require.Contains(t, body, "Held keys")
+	require.Regexp(t, `<td>lessons</td><td>course-7</td><td class="num warn">2</td><td><a href="/outbox#parked">0</a></td>`, body)
+	require.NotContains(t, body, "<td>other</td>")
+}

@@ -96,13 +96,62 @@ type Overview struct {
 	Leaders []Leader
 	// Backlog counts the waiting rows per topic among the CountCap oldest;
 	// Waiting counts them all (capped).
-	Backlog     []TopicBacklog
-	Waiting     Count
-	Parked      Count
+	Backlog []TopicBacklog
+	Waiting Count
+	Parked  Count
+	// Held lists the keys whose rows wait behind a parked row of theirs
+	// (relay --on-refused hold-key), at most MaxHeldKeys; read only while
+	// rows are parked.
+	Held        []HeldKey
 	DeadLetters Count
 	Handlers    []HandlerSummary
 	// DBTime is the database's clock, against which ages are measured.
 	DBTime time.Time
+}
+
+// HeldKey is one topic and key whose later rows wait in the outbox behind
+// a parked row.
+type HeldKey struct {
+	Topic string `json:"topic"`
+	Key   string `json:"key"`
+	// HeadID is the parked row they wait for (relay parked list shows it).
+	HeadID int64 `json:"head_id"`
+	// Rows is how many outbox rows wait behind it.
+	Rows int64 `json:"rows"`
+}
+
+// MaxHeldKeys bounds the held keys [ReadHeldKeys] lists.
+const MaxHeldKeys = 100
+
+// heldKeysSQL lists the keys held behind their earliest parked row, with
+// how many outbox rows wait behind it: one probe of outbox_parked_held_keys
+// per parked key and a scan of the outbox rows of those keys.
+const heldKeysSQL = `
+SELECT p.topic, p.key, p.id, count(*)
+  FROM (SELECT DISTINCT ON (topic, key) topic, key, id FROM pulsebus.outbox_parked
+         WHERE key <> '' ORDER BY topic, key, id) AS p
+  JOIN pulsebus.outbox o ON o.topic = p.topic AND o.key = p.key AND o.id > p.id
+ GROUP BY p.topic, p.key, p.id
+ ORDER BY p.id
+ LIMIT $1`
+
+// ReadHeldKeys lists the keys whose rows wait behind a parked row (relay
+// --on-refused hold-key), oldest parked row first, at most MaxHeldKeys.
+func ReadHeldKeys(ctx context.Context, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) ([]HeldKey, error) {
+	rows, err := db.Query(ctx, heldKeysSQL, MaxHeldKeys)
+	if err != nil {
+		return nil, fmt.Errorf("read held keys: %w", err)
+	}
+	held, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HeldKey, error) {
+		var h HeldKey
+		return h, r.Scan(&h.Topic, &h.Key, &h.HeadID, &h.Rows)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read held keys: %w", err)
+	}
+	return held, nil
 }
 
 // HandlerSummary is one handler of one group: its offsets and dead letters.
@@ -280,6 +329,11 @@ func (d pgData) Overview(ctx context.Context) (Overview, error) {
 	}
 	if o.Parked, err = d.countCapped(ctx, "pulsebus.outbox_parked", "pulsebus.outbox_parked"); err != nil {
 		return o, err
+	}
+	if o.Parked.N > 0 && o.Waiting.N > 0 {
+		if o.Held, err = ReadHeldKeys(ctx, d.pool); err != nil {
+			return o, err
+		}
 	}
 	if o.DeadLetters, err = d.countCapped(ctx, "pulsebus.dead_letters", "pulsebus.dead_letters"); err != nil {
 		return o, err

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
 
@@ -30,34 +31,12 @@ type Status struct {
 	Lease *Lease `json:"lease"`
 	// Held lists the keys whose rows wait behind a parked row (relay
 	// --on-refused hold-key), oldest parked row first, at most
-	// maxHeldKeys; empty with --on-refused park.
+	// console.MaxHeldKeys; empty with --on-refused park.
 	Held []HeldKey `json:"held"`
 }
 
-// HeldKey is one topic and key whose later rows wait in the outbox behind
-// a parked row.
-type HeldKey struct {
-	Topic string `json:"topic"`
-	Key   string `json:"key"`
-	// HeadID is the parked row they wait for (relay parked list shows it).
-	HeadID int64 `json:"head_id"`
-	// Rows is how many outbox rows wait behind it.
-	Rows int64 `json:"rows"`
-}
-
-// maxHeldKeys bounds the held keys status lists.
-const maxHeldKeys = 100
-
-// heldSQL lists the keys held behind their earliest parked row, with how
-// many outbox rows wait behind it.
-const heldSQL = `
-SELECT p.topic, p.key, p.id, count(*)
-  FROM (SELECT DISTINCT ON (topic, key) topic, key, id FROM pulsebus.outbox_parked
-         WHERE key <> '' ORDER BY topic, key, id) AS p
-  JOIN pulsebus.outbox o ON o.topic = p.topic AND o.key = p.key AND o.id > p.id
- GROUP BY p.topic, p.key, p.id
- ORDER BY p.id
- LIMIT $1`
+// HeldKey is one topic and key whose rows wait behind a parked row.
+type HeldKey = console.HeldKey
 
 // Backlog is the outbox's content.
 type Backlog struct {
@@ -160,17 +139,9 @@ func ReadStatus(ctx context.Context, db interface {
 			st.Parked.Rows += tc.Rows
 		}
 		if holdKeys && st.Parked.Rows > 0 && st.Backlog.Rows > 0 {
-			rows, err := tx.Query(ctx, heldSQL, maxHeldKeys)
-			if err != nil {
-				return fmt.Errorf("read held keys: %w", err)
-			}
-			st.Held, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (HeldKey, error) {
-				var h HeldKey
-				err := r.Scan(&h.Topic, &h.Key, &h.HeadID, &h.Rows)
-				return h, err
-			})
-			if err != nil {
-				return fmt.Errorf("read held keys: %w", err)
+			var err error
+			if st.Held, err = console.ReadHeldKeys(ctx, tx); err != nil {
+				return err
 			}
 		}
 
