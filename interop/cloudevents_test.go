@@ -253,9 +253,10 @@ func buildConsumer(t *testing.T) string {
 }
 
 // Every event PulseBus writes is a valid CloudEvent to the SDK's Kafka
-// binding: rows written by outbox.InsertTx and by pulsebus.publish,
-// relayed to kfake, decode with kafka_sarama and validate, with every
-// attribute as inserted.
+// binding: rows written by outbox.InsertTx and by pulsebus.publish (with
+// and without subject, dataschema, extensions, binary data), relayed to
+// kfake, decode with kafka_sarama and validate, with every attribute as
+// inserted.
 func TestConformance_RelayOutputDecodesWithSDK(t *testing.T) {
 	db := testdb.New(t)
 	kc := testkafka.New(t)
@@ -271,12 +272,12 @@ func TestConformance_RelayOutputDecodesWithSDK(t *testing.T) {
 			Subject: "lessons/l-2", ContentType: "text/plain", Payload: []byte("plain text"),
 			Meta: map[string]string{"tenant": "acme", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}),
 		mustEnvelope(t, envelope.Envelope{Type: "media.uploaded", Source: "media", Time: at,
-			ContentType: "application/octet-stream", Payload: []byte{0, 0xff, 1}}),
+			ContentType: "application/octet-stream", Payload: []byte{0, 0xff, 1}, DataSchema: "https://schemas.example.com/media/v2"}),
 	}
 	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return outbox.InsertTx(ctx, tx, topic, fromGo...) }))
 	var sqlID string
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT pulsebus.publish($1, 'course-42', 'lesson.completed', '{"lesson": "l-3"}',
-		'{"tenant": "acme"}', 'lessons-sql', 'lessons/l-3')::text`, topic).Scan(&sqlID))
+		'{"tenant": "acme"}', 'lessons-sql', 'lessons/l-3', 'urn:schema:lesson-completed:1')::text`, topic).Scan(&sqlID))
 
 	relay, err := outbox.NewRelay(outbox.RelayConfig{DB: db.Pool, Brokers: kc.Addrs, PollInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
@@ -306,6 +307,7 @@ func TestConformance_RelayOutputDecodesWithSDK(t *testing.T) {
 		require.Equal(t, env.Source, e.Source())
 		require.Equal(t, env.Type, e.Type())
 		require.Equal(t, env.Subject, e.Subject())
+		require.Equal(t, env.DataSchema, e.DataSchema())
 		require.Equal(t, env.ContentType, e.DataContentType())
 		require.True(t, env.Time.Equal(e.Time()))
 		require.Equal(t, env.Payload, e.Data())
@@ -318,6 +320,7 @@ func TestConformance_RelayOutputDecodesWithSDK(t *testing.T) {
 	require.True(t, ok, sqlID)
 	require.Equal(t, "lessons-sql", e.Source())
 	require.Equal(t, "lessons/l-3", e.Subject())
+	require.Equal(t, "urn:schema:lesson-completed:1", e.DataSchema())
 	require.Equal(t, "lesson.completed", e.Type())
 	require.Equal(t, envelope.ContentTypeJSON, e.DataContentType())
 	require.JSONEq(t, `{"lesson": "l-3"}`, string(e.Data()))

@@ -117,9 +117,9 @@ const parkOutboxSQL = claimFreeRows + `, moved AS (
 	RETURNING o.*
 ), parked AS (
 	INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time,
-	                                    content_type, meta, payload, created_at, attempts, error)
+	                                    content_type, meta, payload, dataschema, created_at, attempts, error)
 	SELECT id, event_id, topic, key, type, source, subject, event_time,
-	       content_type, meta, payload, created_at, attempts, '` + operatorParkPrefix + `' || $3
+	       content_type, meta, payload, dataschema, created_at, attempts, '` + operatorParkPrefix + `' || $3
 	  FROM moved
 	RETURNING ` + parkedColumns + `
 )

@@ -139,9 +139,9 @@ WITH moved AS (
 	DELETE FROM pulsebus.outbox_parked WHERE ` + parkedWhere + `
 	RETURNING *
 )
-INSERT INTO pulsebus.outbox (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+INSERT INTO pulsebus.outbox (id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema)
 OVERRIDING SYSTEM VALUE
-SELECT id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload
+SELECT id, event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema
   FROM moved ORDER BY id
 RETURNING id, topic`
 

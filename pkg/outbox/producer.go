@@ -105,10 +105,10 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 // data-modifying CTE always runs to completion.
 const insertRowsSQL = `
 WITH inserted AS (
-	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
-	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
-	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
-	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema)
+	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload, e.dataschema
+	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])
+	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, dataschema, ord)
 	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
 	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
 	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
@@ -139,9 +139,6 @@ func eventID(id string) ([16]byte, error) {
 	return u, nil
 }
 
-// errDataSchemaUnsupported: TEMPORARY until the outbox has a dataschema column.
-var errDataSchemaUnsupported = &envelope.FieldError{Field: "ce_dataschema", Reason: "not yet stored by the outbox"}
-
 // insert validates envs and runs query, one of the insert statements, with
 // them.
 func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string, envs []envelope.Envelope) error {
@@ -161,6 +158,7 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		contentTypes = make([]string, len(envs))
 		metas        = make([]string, len(envs))
 		payloads     = make([][]byte, len(envs))
+		dataschemas  = make([]string, len(envs))
 	)
 	for i, env := range envs {
 		// The caller's span, when there is one, travels with the event
@@ -173,14 +171,11 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		if err != nil {
 			return fmt.Errorf("outbox: event %d of %d: %w", i, len(envs), err)
 		}
-		if env.DataSchema != "" {
-			return fmt.Errorf("outbox: event %d of %d: %w", i, len(envs), errDataSchemaUnsupported)
-		}
 		if env.Time.IsZero() {
 			env.Time = time.Now().UTC().Truncate(time.Microsecond)
 		}
 		ids[i], keys[i], types[i], sources[i], subjects[i] = id, env.Key, env.Type, env.Source, env.Subject
-		times[i], contentTypes[i], payloads[i] = env.Time, env.ContentType, env.Payload
+		times[i], contentTypes[i], payloads[i], dataschemas[i] = env.Time, env.ContentType, env.Payload, env.DataSchema
 		if payloads[i] == nil {
 			payloads[i] = []byte{}
 		}
@@ -193,7 +188,7 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 			metas[i] = string(b)
 		}
 	}
-	if _, err := tx.Exec(ctx, query, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads); err != nil {
+	if _, err := tx.Exec(ctx, query, topic, ids, keys, types, sources, subjects, times, contentTypes, metas, payloads, dataschemas); err != nil {
 		if i, refusal, ok := refusedEvent(err, len(envs)); ok {
 			return fmt.Errorf("outbox: event %d of %d (id %s): %w (pulsebus.limits)", i, len(envs), envs[i].ID, refusal)
 		}

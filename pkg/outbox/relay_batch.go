@@ -125,9 +125,9 @@ WITH lease AS (
 	RETURNING o.*, p.error
 ), moved AS (
 	INSERT INTO pulsebus.outbox_parked (id, event_id, topic, key, type, source, subject, event_time,
-	                                    content_type, meta, payload, created_at, attempts, error)
+	                                    content_type, meta, payload, dataschema, created_at, attempts, error)
 	SELECT id, event_id, topic, key, type, source, subject, event_time,
-	       content_type, meta, payload, created_at, attempts + 1, error
+	       content_type, meta, payload, dataschema, created_at, attempts + 1, error
 	  FROM parked
 ), failed AS (
 	UPDATE pulsebus.outbox o SET attempts = o.attempts + 1, last_error = f.error

@@ -296,8 +296,9 @@ func TestRelay_HoldsTheKeyOfAMessageTheBrokerRefuses(t *testing.T) {
 	db, kc, ctx := b.db, b.kc, context.Background()
 	startRelay(t, b, outbox.RelayConfig{})
 
-	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "k0 and k2 out, k1 up to the refused event", func() bool {
-		return kc.RecordCount("lessons") == 9
+	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "k0 and k2 out, k1 up to the refused event, which is parked", func() bool {
+		var parked int
+		return kc.RecordCount("lessons") == 9 && db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked`).Scan(&parked) == nil && parked == 1
 	})
 	var parkedID string
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text FROM pulsebus.outbox_parked`).Scan(&parkedID))

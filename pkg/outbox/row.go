@@ -30,7 +30,7 @@ type Row struct {
 }
 
 // RowColumns lists the outbox columns [ScanRow] reads, in its order.
-const RowColumns = `id, topic, event_id, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts`
+const RowColumns = `id, topic, event_id, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, dataschema`
 
 // ScanRow scans one row selected with [RowColumns]. A row whose meta column
 // is not an object of strings (possible only when written around [InsertTx]
@@ -58,7 +58,7 @@ func scanRow(r pgx.CollectableRow, in *interner) (Row, error) {
 		meta []byte
 	)
 	if err := r.Scan(&row.ID, &row.Topic, &id, &env.Key, &env.Type, &env.Source, &env.Subject,
-		&env.Time, &env.ContentType, &meta, &env.Payload, &row.CreatedAt, &row.Attempts); err != nil {
+		&env.Time, &env.ContentType, &meta, &env.Payload, &row.CreatedAt, &row.Attempts, &env.DataSchema); err != nil {
 		return Row{}, fmt.Errorf("scan outbox row: %w", err)
 	}
 	env.ID = id.String()
@@ -67,9 +67,10 @@ func scanRow(r pgx.CollectableRow, in *interner) (Row, error) {
 }
 
 // rowColumnOIDs are the types of RowColumns, in order.
-var rowColumnOIDs = [13]uint32{
+var rowColumnOIDs = [14]uint32{
 	pgtype.Int8OID, pgtype.TextOID, pgtype.UUIDOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
 	pgtype.TimestamptzOID, pgtype.TextOID, pgtype.JSONBOID, pgtype.ByteaOID, pgtype.TimestamptzOID, pgtype.Int4OID,
+	pgtype.TextOID,
 }
 
 // scanRowBinary decodes a row whose columns are RowColumns in binary
@@ -114,6 +115,7 @@ func scanRowBinary(r pgx.CollectableRow, in *interner) (row Row, ok bool, err er
 	env.Subject = in.string(v[6])
 	env.Time = eventTime.UTC()
 	env.ContentType = in.string(v[8])
+	env.DataSchema = in.string(v[13])
 	env.Payload = append(make([]byte, 0, len(v[10])), v[10]...) // the wire buffer is reused
 	row.CreatedAt = createdAt
 	row.Attempts = int(int32(binary.BigEndian.Uint32(v[12])))
