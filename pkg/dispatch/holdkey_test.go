@@ -1,0 +1,162 @@
+package dispatch_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/pkg/dispatch"
+	"github.com/edupulse/pulsebus/pkg/envelope"
+)
+
+// keyedEvents builds one event per key in keys, in that order, with ids
+// that name the key and the event's position ("K-1").
+func keyedEvents(keys ...string) []envelope.Envelope {
+	out := make([]envelope.Envelope, len(keys))
+	for i, k := range keys {
+		out[i] = envelope.Envelope{ID: fmt.Sprintf("%s-%d", k, i+1), Type: "lesson.published", Source: "test",
+			Time: time.Now().UTC().Truncate(time.Microsecond), Key: k, ContentType: envelope.ContentTypeJSON,
+			Payload: []byte(`{}`)}
+	}
+	return out
+}
+
+// applied returns the event ids handler applied, in the order it applied
+// them (the applied table's sequence).
+func applied(t *testing.T, pool *pgxpool.Pool, handler string) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT event_id FROM applied WHERE handler = $1 ORDER BY seq`, handler)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return ids
+}
+
+// onlyKey keeps the ids of key k ("k-N"), in order.
+func onlyKey(ids []string, k string) []string {
+	var out []string
+	for _, id := range ids {
+		if len(id) > len(k) && id[:len(k)+1] == k+"-" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// With WithKeyOrder, a key's events wait behind its dead letter while the
+// other keys go on; a successful redrive runs the head and then the held
+// events in Kafka order, and deleting a head releases its events without
+// it. Each event is applied exactly once by a transactional handler and
+// seen in order by a plain one.
+func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	_, err := b.db.Pool.Exec(ctx, `CREATE TABLE applied (seq bigserial PRIMARY KEY, handler text NOT NULL, event_id text NOT NULL)`)
+	require.NoError(t, err)
+	var failing atomic.Bool // while set, K-1 and M-5 fail for good
+	failing.Store(true)
+	fail := func(env envelope.Envelope) error {
+		if failing.Load() && (env.ID == "K-1" || env.ID == "M-5") {
+			return dispatch.Permanent(fmt.Errorf("refused %s", env.ID))
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	var seen []string
+	c, err := dispatch.New(b.config("svc"))
+	require.NoError(t, err)
+	require.NoError(t, c.HandleTx("tx", []string{"*"}, dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
+		if err := fail(env); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
+		return err
+	}), dispatch.WithKeyOrder()))
+	require.NoError(t, c.Handle("plain", []string{"*"}, dispatch.HandlerFunc(func(ctx context.Context, env envelope.Envelope) error {
+		if err := fail(env); err != nil {
+			return err
+		}
+		mu.Lock()
+		seen = append(seen, env.ID)
+		mu.Unlock()
+		return nil
+	}), dispatch.WithKeyOrder()))
+	plainSeen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+	// K-1 fails; K-2, K-3 wait behind it; L goes on; M-5 fails, M-6 waits;
+	// the unkeyed event is never held.
+	evs := keyedEvents("K", "K", "L", "K", "M", "M", "")
+	evs[6].ID = "none-7"
+	produce(t, b.kc.Addrs, b.topic, evs)
+	stop := start(t, c)
+
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the other keys handled, K and M held", func() bool {
+		return len(applied(t, b.db.Pool, "tx")) == 2 && len(plainSeen()) == 2
+	})
+	require.Equal(t, []string{"L-3", "none-7"}, applied(t, b.db.Pool, "tx"))
+	require.Equal(t, []string{"L-3", "none-7"}, plainSeen())
+	heads := map[string]dispatch.DeadLetter{}
+	for _, d := range deadLetters(t, b.db.Pool, "svc") {
+		require.True(t, d.HoldsKey, "%s@%d", d.Handler, d.Offset)
+		heads[d.Handler+"/"+*d.EventID] = d
+	}
+	require.Len(t, heads, 4)
+	require.EqualValues(t, 2, heads["tx/K-1"].Held)
+	require.EqualValues(t, 1, heads["tx/M-5"].Held)
+	require.EqualValues(t, 2, heads["plain/K-1"].Held)
+	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc", Handler: "tx"})
+	require.NoError(t, err)
+	require.Len(t, held, 3)
+	for _, h := range held {
+		require.NotNil(t, h.HeadID)
+		require.Equal(t, heads["tx/"+string(h.Key)+"-"+map[string]string{"K": "1", "M": "5"}[string(h.Key)]].ID, *h.HeadID)
+	}
+	requireOffsetsAtEnd(t, b, "svc", "tx")
+
+	// The sink recovers: a redrive of the heads of K runs K-1, then the
+	// consumer runs K-2 and K-3. A later K event follows them.
+	failing.Store(false)
+	for _, h := range []string{"tx", "plain"} {
+		res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: heads[h+"/K-1"].ID})
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Redriven, "%+v", res)
+	}
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K's held events run", func() bool {
+		return len(onlyKey(applied(t, b.db.Pool, "tx"), "K")) == 3 && len(onlyKey(plainSeen(), "K")) == 3
+	})
+	later := keyedEvents("K", "K", "K", "K", "K", "K", "K", "K")[7:]
+	later[0].ID = "K-8"
+	produce(t, b.kc.Addrs, b.topic, later)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-8 handled", func() bool {
+		return len(onlyKey(applied(t, b.db.Pool, "tx"), "K")) == 4 && len(onlyKey(plainSeen(), "K")) == 4
+	})
+	require.Equal(t, []string{"K-1", "K-2", "K-4", "K-8"}, onlyKey(applied(t, b.db.Pool, "tx"), "K"))
+	require.Equal(t, []string{"K-1", "K-2", "K-4", "K-8"}, onlyKey(plainSeen(), "K"))
+
+	// Deleting M's heads releases M-6 without M-5.
+	gone, err := dispatch.DeleteDeadLetters(ctx, b.db.Pool, dispatch.DeleteDeadLettersParams{Group: "svc", Handler: "tx"})
+	require.NoError(t, err)
+	require.Len(t, gone, 1)
+	require.EqualValues(t, 1, gone[0].Held)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "M-6 runs", func() bool {
+		return len(onlyKey(applied(t, b.db.Pool, "tx"), "M")) == 1
+	})
+	require.Equal(t, []string{"M-6"}, onlyKey(applied(t, b.db.Pool, "tx"), "M"))
+	stop()
+	held, err = dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc", Handler: "tx"})
+	require.NoError(t, err)
+	require.Empty(t, held)
+	require.Len(t, applied(t, b.db.Pool, "tx"), 7, "each event applied once: %v", applied(t, b.db.Pool, "tx"))
+}
