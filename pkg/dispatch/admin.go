@@ -375,6 +375,9 @@ type RedriveParams struct {
 // RedriveResult counts a redrive's outcome.
 type RedriveResult struct {
 	Redriven int
+	// Released counts the redriven rows that held their key: the events
+	// held behind them run next (see [WithKeyOrder]).
+	Released int
 	Failed   int
 	// Skipped counts rows another redrive was working on or had deleted.
 	Skipped int
@@ -432,7 +435,8 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 		}
 		for _, d := range dls {
 			lastID = d.ID
-			if err := c.redriveOne(ctx, d); err != nil {
+			released, err := c.redriveOne(ctx, d)
+			if err != nil {
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}
@@ -453,26 +457,31 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				continue
 			}
 			res.Redriven++
+			if released {
+				res.Released++
+			}
 		}
 	}
 }
 
-func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
+// redriveOne runs d's handler on it and deletes it on success; released
+// reports that d held its key.
+func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) (released bool, err error) {
 	r := c.byName[d.Handler]
 	if r == nil {
-		return fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
+		return false, fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
 	}
 	if !d.MessageStored {
-		return fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
+		return false, fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
 	}
 	msg := d.Message()
 	env, err := c.cfg.Limits.FromMessage(msg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	hctx := withMessage(ctx, msg)
-	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
-		var holdsKey bool
+	var holdsKey bool
+	err = pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `SELECT holds_key FROM pulsebus.dead_letters WHERE id = $1 FOR UPDATE SKIP LOCKED`, d.ID).Scan(&holdsKey)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errRedriveBusy
@@ -498,6 +507,7 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 		}
 		return notifyReleased(ctx, tx, d.Group, d.Handler)
 	})
+	return err == nil && holdsKey, err
 }
 
 // notifyReleased tells the group's running consumers, when tx commits, that
