@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -266,4 +267,58 @@ func TestConsumer_SIGKILL_HeldKeyExactlyOnceInOrder(t *testing.T) {
 	}
 	require.Len(t, times, len(envs))
 	require.Equal(t, hot, hotOrder)
+}
+
+// A replay leaves a held key as it is: the replayed events before the head
+// run again, the head's own message is skipped, the held one is not stored
+// twice; the redrive then runs the head and the held event, in order.
+func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	_, err := b.db.Pool.Exec(ctx, `CREATE TABLE applied (seq bigserial PRIMARY KEY, handler text NOT NULL, event_id text NOT NULL)`)
+	require.NoError(t, err)
+	var failing atomic.Bool
+	failing.Store(true)
+	c, err := dispatch.New(b.config("svc"))
+	require.NoError(t, err)
+	require.NoError(t, c.HandleTx("tx", []string{"*"}, dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
+		if failing.Load() && env.ID == "K-2" {
+			return dispatch.Permanent(errors.New("refused K-2"))
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
+		return err
+	}), dispatch.WithKeyOrder()))
+	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "K", "L"))
+	stop := start(t, c)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-1 and L-4 applied", func() bool {
+		return len(applied(t, b.db.Pool, "tx")) == 2
+	})
+	requireOffsetsAtEnd(t, b, "svc", "tx")
+	admin := &dispatch.Admin{Pool: b.db.Pool, Brokers: b.kc.Addrs}
+	_, err = admin.Replay(ctx, dispatch.ReplayParams{Group: "svc", Handler: "tx", Partition: -1, To: dispatch.ReplayTarget{Kind: "earliest"}})
+	require.NoError(t, err)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-1 and L-4 applied again", func() bool {
+		return len(applied(t, b.db.Pool, "tx")) == 4
+	})
+	requireOffsetsAtEnd(t, b, "svc", "tx")
+	require.Equal(t, []string{"K-1", "L-4", "K-1", "L-4"}, applied(t, b.db.Pool, "tx"))
+	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+	require.NoError(t, err)
+	require.Len(t, held, 1)
+	require.EqualValues(t, 2, held[0].Offset)
+	dls := deadLetters(t, b.db.Pool, "svc")
+	require.Len(t, dls, 1)
+	require.Equal(t, "K-2", *dls[0].EventID)
+	require.Zero(t, dls[0].Attempts-1, "the head was not run again by the replay")
+
+	failing.Store(false)
+	res, err := c.Redrive(ctx, dispatch.RedriveParams{Handler: "tx"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Released)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-2 and K-3 applied", func() bool {
+		return len(applied(t, b.db.Pool, "tx")) == 6
+	})
+	stop()
+	require.Equal(t, []string{"K-1", "L-4", "K-1", "L-4", "K-2", "K-3"}, applied(t, b.db.Pool, "tx"))
 }
