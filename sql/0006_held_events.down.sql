@@ -1,4 +1,4 @@
--- Back to version 5: held events are dropped (this build's consumer would
+-- Back to the previous version: held events are dropped (this build's consumer would
 -- run them; the older one does not know them) and heads become ordinary
 -- dead letters. Migrating down refuses while held_events has rows unless
 -- forced.

@@ -5,9 +5,7 @@
 -- run but stored in pulsebus.held_events, in Kafka order, until the head
 -- is redriven successfully or deleted. The consumer then runs them, oldest
 -- first; one that fails for good becomes the key's new head.
---
--- (Named 0006 in this branch; if another 0006 lands first it is renumbered
--- to the next free version.)
+
 ALTER TABLE pulsebus.dead_letters ADD COLUMN holds_key boolean NOT NULL DEFAULT false;
 
 -- A worker reads its partition's heads when it starts.

@@ -318,6 +318,7 @@ func (w *worker) releaseOne(ctx context.Context, cur *cursor, h heldRow) (headed
 					return false, &infraError{op: "remove held event", err: err}
 				}
 			}
+			w.progressed() // not an offset move, but progress: not a stall
 			w.handled(it, attempts, time.Since(start))
 			return false, nil
 		}
@@ -327,6 +328,7 @@ func (w *worker) releaseOne(ctx context.Context, cur *cursor, h heldRow) (headed
 	if err != nil {
 		return false, err
 	}
+	w.progressed()
 	w.parked(it, cause, attempts, time.Since(start))
 	_, headed = w.held[string(it.msg.Key)]
 	return headed, nil
