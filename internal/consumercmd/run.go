@@ -162,7 +162,9 @@ handler failing transiently (its endpoint unreachable, timing out or answering
 5xx, 408 or 429) is retried with back-off for --retry-for, holding its
 partition; a failure for good (another 4xx) parks the event in the dead
 letters at once, any other failure after --max-attempts; then the handler
-moves on. SIGTERM or SIGINT stops fetching, lets the in-flight handlers finish
+moves on (with on-failure=hold-key in its spec, the event's key waits: its
+later events are held behind the dead letter until it is redriven or
+deleted, while the other keys go on). SIGTERM or SIGINT stops fetching, lets the in-flight handlers finish
 (--drain-timeout), saves progress and exits 0.
 
 Built-in handlers (--handler, repeatable, or CONSUMER_HANDLERS):
