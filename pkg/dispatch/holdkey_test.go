@@ -322,3 +322,47 @@ func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
 	stop()
 	require.Equal(t, []string{"K-1", "L-4", "K-1", "L-4", "K-2", "K-3"}, applied(t, b.db.Pool, "tx"))
 }
+
+// A handler switched back from WithKeyOrder to the default runs what it
+// held at its next start, and its dead letters hold nothing any more.
+func TestConsumer_WithoutKeyOrderReleasesWhatItHeld(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	_, err := b.db.Pool.Exec(ctx, `CREATE TABLE applied (seq bigserial PRIMARY KEY, handler text NOT NULL, event_id text NOT NULL)`)
+	require.NoError(t, err)
+	handler := dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
+		if env.ID == "K-1" {
+			return dispatch.Permanent(errors.New("refused K-1"))
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
+		return err
+	})
+	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "L"))
+	c, err := dispatch.New(b.config("svc"))
+	require.NoError(t, err)
+	require.NoError(t, c.HandleTx("tx", []string{"*"}, handler, dispatch.WithKeyOrder()))
+	stop := start(t, c)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "L-3 applied, K-2 held", func() bool {
+		held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+		require.NoError(t, err)
+		return len(applied(t, b.db.Pool, "tx")) == 1 && len(held) == 1
+	})
+	stop()
+
+	c, err = dispatch.New(b.config("svc"))
+	require.NoError(t, err)
+	require.NoError(t, c.HandleTx("tx", []string{"*"}, handler))
+	stop = start(t, c)
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-2 applied", func() bool {
+		return len(applied(t, b.db.Pool, "tx")) == 2
+	})
+	stop()
+	require.Equal(t, []string{"L-3", "K-2"}, applied(t, b.db.Pool, "tx"))
+	dls := deadLetters(t, b.db.Pool, "svc")
+	require.Len(t, dls, 1)
+	require.False(t, dls[0].HoldsKey)
+	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+	require.NoError(t, err)
+	require.Empty(t, held)
+}
