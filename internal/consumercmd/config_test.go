@@ -71,7 +71,7 @@ func TestConfigErrors(t *testing.T) {
 		{"redrive both", []string{"dead-letters", "redrive", "--group", "g", "--id", "3", "--handler", "a"}, "give one, not both"},
 		{"redrive unconfigured", []string{"dead-letters", "redrive", "--group", "g", "--handler", "a", "--handler-spec", "name=b,types=*,log=info"},
 			"--handler-spec (CONSUMER_HANDLERS): handler a is not configured"},
-		{"dead-letters alone", []string{"dead-letters"}, "want list, show or redrive"},
+		{"dead-letters alone", []string{"dead-letters"}, "want list, show, redrive or delete"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"run", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
 	}
