@@ -17,6 +17,7 @@ var replicaGauges = []string{
 	"pulsebus_relay_backlog_rows", "pulsebus_relay_backlog_oldest_age_seconds",
 	"pulsebus_relay_parked_rows", "pulsebus_relay_parked_oldest_age_seconds",
 	"pulsebus_consumer_dead_letters_stored", "pulsebus_consumer_dead_letter_oldest_age_seconds",
+	"pulsebus_consumer_held_events",
 }
 
 // aggregationOf returns the aggregation or function whose parentheses

@@ -41,6 +41,8 @@ func TestConfigErrors(t *testing.T) {
 		{"spec bad type", with("--handler", "name=b,types=lesson.*|qu*z,log=info"), `"qu*z" is not an exact type, prefix.* or *`},
 		{"spec empty type", with("--handler", "name=b,types=a||c,log=info"), `"" is not an exact type`},
 		{"spec max-attempts", with("--handler", "name=b,types=*,log=info,max-attempts=0"), "max-attempts=0: not a whole number >= 1"},
+		{"spec on-failure", with("--handler", "name=b,types=*,log=info,on-failure=hold"),
+			"on-failure=hold: want hold-key (a dead-lettered event holds its key's later events) or dead-letter"},
 		{"spec timeout", with("--handler", "name=b,types=*,webhook=http://h,timeout=soon"), "timeout=soon: not a positive duration"},
 		{"spec timeout on log", with("--handler", "name=b,types=*,log=info,timeout=1s"), "timeout= and header= apply to webhook handlers only"},
 		{"spec twice", with("--handler", "name=b,types=*,log=info,log=warn"), "log= given twice"},
@@ -70,7 +72,7 @@ func TestConfigErrors(t *testing.T) {
 		{"redrive both", []string{"dead-letters", "redrive", "--group", "g", "--id", "3", "--handler-name", "a"}, "give one, not both"},
 		{"redrive unconfigured", []string{"dead-letters", "redrive", "--group", "g", "--handler-name", "a", "--handler", "name=b,types=*,log=info"},
 			"--handler (CONSUMER_HANDLERS): handler a is not configured"},
-		{"dead-letters alone", []string{"dead-letters"}, "want list, show or redrive"},
+		{"dead-letters alone", []string{"dead-letters"}, "want list, show, redrive or delete"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"run", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
 	}
@@ -142,11 +144,21 @@ func TestParseHandlerSpec(t *testing.T) {
 	require.Equal(t, "name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/events?...,timeout=5s,"+
 		"header=Authorization:<redacted>,header=X-Team:<redacted>,max-attempts=10,max-elapsed=2m0s,retry-for=30m0s", desc)
 
+	require.False(t, s.HoldKey, "on-failure defaults to dead-letter")
+
 	s, err = consumercmd.ParseHandlerSpec("x", "name=audit-log,types=*,log=warn")
 	require.NoError(t, err)
 	require.Equal(t, "log", s.Kind())
 	require.Equal(t, slog.LevelWarn, *s.Log)
 	require.Equal(t, "name=audit-log,types=*,log=warn", s.Describe())
+
+	s, err = consumercmd.ParseHandlerSpec("x", "name=ordered,types=*,log=warn,on-failure=hold-key")
+	require.NoError(t, err)
+	require.True(t, s.HoldKey)
+	require.Equal(t, "name=ordered,types=*,log=warn,on-failure=hold-key", s.Describe())
+	s, err = consumercmd.ParseHandlerSpec("x", "name=plain,types=*,log=warn,on-failure=dead-letter")
+	require.NoError(t, err)
+	require.False(t, s.HoldKey)
 
 	_, err = consumercmd.ParseHandlerSpec("--handler #3", "")
 	var ce *cli.ConfigError

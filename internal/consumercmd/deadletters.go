@@ -10,7 +10,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
@@ -21,18 +24,25 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		Name: "consumer dead-letters",
 		About: `Messages a handler could not handle (after its retries, at once for a
 permanent error, or because they are not valid envelopes) are parked in
-pulsebus.dead_letters, one row per handler and message.`,
+pulsebus.dead_letters, one row per handler and message. For a handler with
+on-failure=hold-key, a dead letter with a Kafka key holds that key: the
+handler's later events of the key wait behind it (list --held) until it is
+redriven successfully or deleted, then run in Kafka order.`,
 		Commands: []cli.Subcommand{
 			{Name: "list", Summary: "print the parked messages of a group", Run: runDeadLettersList},
 			{Name: "show", Summary: "print one parked message in full, byte for byte", Run: runDeadLettersShow},
 			{Name: "redrive", Summary: "run the handler again on parked messages; a row is deleted on success", Run: runDeadLettersRedrive},
+			{Name: "delete", Summary: "delete parked messages without running them; a deleted head releases its key", Run: runDeadLettersDelete},
 		},
 	}
 	return g.Run(ctx, args, stdout, stderr)
 }
 
 const listAbout = `Prints a group's parked messages, oldest first: where they were read from,
-the event id and type when readable, the attempts, and the last error.`
+the event id and type when readable, the attempts, the key a row holds and
+how many events wait behind it (HELD, for handlers with on-failure=hold-key),
+and the last error. --held prints the held events instead, each with the
+dead letter it waits for.`
 
 // deadLetterJSON is one row of "dead-letters list --json". Key and value are
 // strings when they are valid UTF-8, else base64 in key_base64/value_base64.
@@ -59,6 +69,28 @@ type deadLetterJSON struct {
 	LastFailedAt  time.Time         `json:"last_failed_at"`
 	// MessageStored is false when only the message's position was stored.
 	MessageStored bool `json:"message_stored"`
+	// HoldsKey is true for a key's head: Held events of its key wait
+	// behind it.
+	HoldsKey bool  `json:"holds_key"`
+	Held     int64 `json:"held_events"`
+}
+
+// heldEventJSON is one row of "dead-letters list --held --json".
+type heldEventJSON struct {
+	ID        int64     `json:"id"`
+	Group     string    `json:"group"`
+	Handler   string    `json:"handler"`
+	Topic     string    `json:"topic"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Key       *string   `json:"key,omitempty"`
+	KeyBase64 []byte    `json:"key_base64,omitempty"`
+	EventID   string    `json:"event_id,omitempty"`
+	EventType string    `json:"event_type,omitempty"`
+	HeldAt    time.Time `json:"held_at"`
+	// WaitsFor is the id of the dead letter it waits for; absent once that
+	// was redriven or deleted and the consumer runs the event next.
+	WaitsFor *int64 `json:"waits_for,omitempty"`
 }
 
 // headerJSON is one header of deadLetterJSON.HeaderList: key and value as
@@ -87,7 +119,8 @@ func textOrBytes(b []byte) (*string, []byte) {
 func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 	out := deadLetterJSON{ID: d.ID, Group: d.Group, Handler: d.Handler, Topic: d.Topic, Partition: d.Partition,
 		Offset: d.Offset, Error: d.Error, Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt,
-		Headers: map[string]string{}, HeaderList: make([]headerJSON, 0, len(d.Headers)), MessageStored: d.MessageStored}
+		Headers: map[string]string{}, HeaderList: make([]headerJSON, 0, len(d.Headers)), MessageStored: d.MessageStored,
+		HoldsKey: d.HoldsKey, Held: d.Held}
 	if d.EventID != nil {
 		out.EventID = *d.EventID
 	}
@@ -117,15 +150,16 @@ func toJSON(d dispatch.DeadLetter) deadLetterJSON {
 }
 
 func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("consumer dead-letters list", "consumer dead-letters list --group G [--handler-name H] [--limit N] [--json]", listAbout)
+	cmd := cli.NewCommand("consumer dead-letters list", "consumer dead-letters list --group G [--handler-name H] [--limit N] [--held] [--json]", listAbout)
 	var ac adminConfig
 	ac.register(cmd, false)
 	var sel handlerNameFlag
 	sel.register(cmd, "consumer dead-letters list", "only this handler's", true)
 	var limit int
-	var asJSON bool
+	var asJSON, held bool
 	cmd.Int(&limit, "limit", "", 100, minInt, maxInt, "at most this many rows")
 	cmd.Bool(&asJSON, "json", "", false, "print a JSON array with the full messages (key, headers, value) instead of a table")
+	cmd.Bool(&held, "held", "", false, "list the events held behind dead letters (on-failure=hold-key), by key in Kafka order, instead")
 	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -141,6 +175,9 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 		return err
 	}
 	defer pool.Close()
+	if held {
+		return listHeld(ctx, pool, ac.group, handler, limit, asJSON, stdout)
+	}
 	dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, Handler: handler, Limit: limit})
 	if err != nil {
 		return err
@@ -157,7 +194,8 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHANDLER\tTOPIC\tPARTITION\tOFFSET\tTYPE\tEVENT_ID\tATTEMPTS\tLAST_FAILED\tERROR")
+	fmt.Fprintln(tw, "ID\tHANDLER\tTOPIC\tPARTITION\tOFFSET\tTYPE\tEVENT_ID\tATTEMPTS\tLAST_FAILED\tHELD\tERROR")
+	var waiting int64
 	for _, d := range dls {
 		typ, id := "-", "-"
 		if d.EventType != nil {
@@ -166,13 +204,88 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 		if d.EventID != nil {
 			id = *d.EventID
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Handler, d.Topic, d.Partition, d.Offset,
-			typ, id, d.Attempts, d.LastFailedAt.UTC().Format(time.RFC3339), oneLine(d.Error, 120))
+		holds := "-"
+		if d.HoldsKey {
+			holds = fmt.Sprintf("key %s: %d waiting", displayKey(d.Key), d.Held)
+			waiting += d.Held
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.Handler, d.Topic, d.Partition, d.Offset,
+			typ, id, d.Attempts, d.LastFailedAt.UTC().Format(time.RFC3339), holds, oneLine(d.Error, 120))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(dls) == limit {
+		fmt.Fprintf(stdout, "(first %d shown; raise --limit for more)\n", limit)
+	}
+	if waiting > 0 {
+		fmt.Fprintf(stdout, "%d event(s) wait behind the dead letters that hold their key (list them with --held); "+
+			"they run in order once it is redriven or deleted\n", waiting)
+	}
+	return nil
+}
+
+// displayKey renders a Kafka key for a table: as text when it is printable
+// UTF-8 of at most 40 characters, else Go-quoted and cut.
+func displayKey(k []byte) string {
+	s := string(k)
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) < 0 &&
+		utf8.RuneCountInString(s) <= 40 {
+		return s
+	}
+	if len(k) > 40 {
+		return strconv.Quote(string(k[:40])) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// listHeld prints the held events of a group (or one handler's), by key in
+// Kafka order, with the dead letter each waits for.
+func listHeld(ctx context.Context, db *pgxpool.Pool, group, handler string, limit int, asJSON bool, stdout io.Writer) error {
+	held, err := dispatch.ListHeldEvents(ctx, db, dispatch.ListHeldEventsParams{Group: group, Handler: handler, Limit: limit})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		rows := make([]heldEventJSON, 0, len(held))
+		for _, h := range held {
+			row := heldEventJSON{ID: h.ID, Group: h.Group, Handler: h.Handler, Topic: h.Topic, Partition: h.Partition,
+				Offset: h.Offset, HeldAt: h.HeldAt, WaitsFor: h.HeadID}
+			row.Key, row.KeyBase64 = textOrBytes(h.Key)
+			if h.EventID != nil {
+				row.EventID = *h.EventID
+			}
+			if h.EventType != nil {
+				row.EventType = *h.EventType
+			}
+			rows = append(rows, row)
+		}
+		return writeJSON(stdout, rows)
+	}
+	if len(held) == 0 {
+		fmt.Fprintf(stdout, "no held events in group %s\n", group)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHANDLER\tTOPIC\tPARTITION\tOFFSET\tKEY\tTYPE\tEVENT_ID\tHELD_AT\tWAITS_FOR")
+	for _, h := range held {
+		typ, id, waits := "-", "-", "released: the consumer runs it next"
+		if h.EventType != nil {
+			typ = *h.EventType
+		}
+		if h.EventID != nil {
+			id = *h.EventID
+		}
+		if h.HeadID != nil {
+			waits = fmt.Sprintf("dead letter %d", *h.HeadID)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Handler, h.Topic, h.Partition, h.Offset,
+			displayKey(h.Key), typ, id, h.HeldAt.UTC().Format(time.RFC3339), waits)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(held) == limit {
 		fmt.Fprintf(stdout, "(first %d shown; raise --limit for more)\n", limit)
 	}
 	return nil
@@ -263,9 +376,11 @@ func oneLine(s string, max int) string {
 }
 
 const redriveAbout = `Runs a handler once more on parked messages: one row by --id, or all of a
-handler's rows with --handler-name. A row is deleted when the handler
-succeeds; on failure it stays, with the new error and one more attempt, and
-the command exits 1. Offsets are not touched.
+handler's rows with --handler-name. A row is deleted when the handler succeeds; on
+failure it stays, with the new error and one more attempt, and the command
+exits 1. Offsets are not touched. A row that held its key (on-failure=hold-key)
+releases the events held behind it when it succeeds: the running consumer
+that owns the partition runs them next, in Kafka order.
 
 The handlers are built from the same specs as "consumer run" (--handler,
 repeatable, or CONSUMER_HANDLERS), so run it with the consumer's environment.
@@ -360,6 +475,9 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		fmt.Fprintf(stdout, "failed again: %s\n", e)
 	}
 	fmt.Fprintf(stdout, "redriven %d, failed %d\n", res.Redriven, res.Failed)
+	if res.Released > 0 {
+		fmt.Fprintf(stdout, "%d of them held their key: the events held behind them run next, in order\n", res.Released)
+	}
 	if err != nil {
 		return err
 	}
@@ -398,4 +516,68 @@ func redriveSpecs(cmd *cli.Command, sel *handlerNameFlag, specs, oldSpecs []stri
 		specs = append(specs, oldSpecs...)
 	}
 	return specs, nil
+}
+
+const deleteAbout = `Deletes parked messages without running their handler: one row by --id, or
+all of a handler's rows with --handler-name. It prints what it deleted.
+
+Deleting a dead letter that holds its key (a handler with
+on-failure=hold-key) releases the events held behind it: the running
+consumers are told at once, and the one that owns the partition runs them in
+Kafka order (a consumer that is not running runs them when it starts). To
+run the dead letter itself first, redrive it instead.`
+
+func runDeadLettersDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("consumer dead-letters delete", "consumer dead-letters delete --group G --id ID | --handler-name H", deleteAbout)
+	var ac adminConfig
+	ac.register(cmd, false)
+	var idFlag int
+	var sel handlerNameFlag
+	cmd.Int(&idFlag, "id", "", 0, minInt, maxInt, "delete this dead letter")
+	sel.register(cmd, "consumer dead-letters delete", "delete every dead letter of this handler", false)
+	if err := ac.parse(cmd, false, args, stdout, stderr); err != nil {
+		return err
+	}
+	handler, err := sel.resolve(stderr)
+	if err != nil {
+		return err
+	}
+	id := int64(idFlag)
+	switch {
+	case id == 0 && handler == "":
+		return &cli.ConfigError{Setting: "--id/--handler-name", Reason: "give one: --id ID or --handler-name NAME"}
+	case id != 0 && handler != "":
+		return &cli.ConfigError{Setting: "--id/--handler-name", Reason: "give one, not both"}
+	case id < 0:
+		return &cli.ConfigError{Setting: "--id", Reason: fmt.Sprintf("%d is not a dead letter id", id)}
+	}
+	pool, err := cli.Connect(ctx, ac.databaseURL, cli.AppName("consumer", "cli"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	gone, err := dispatch.DeleteDeadLetters(ctx, pool, dispatch.DeleteDeadLettersParams{Group: ac.group, ID: id, Handler: handler})
+	if err != nil {
+		return err
+	}
+	if len(gone) == 0 {
+		if id > 0 {
+			return fmt.Errorf("no dead letter %d in group %s", id, ac.group)
+		}
+		fmt.Fprintf(stdout, "no dead letters of handler %s in group %s\n", handler, ac.group)
+		return nil
+	}
+	for _, d := range gone {
+		event := "-"
+		if d.EventID != nil {
+			event = *d.EventID
+		}
+		fmt.Fprintf(stdout, "deleted dead letter %d: handler %s, %s/%d at offset %d, event %s\n",
+			d.ID, d.Handler, d.Topic, d.Partition, d.Offset, event)
+		if d.HoldsKey {
+			fmt.Fprintf(stdout, "  released key %s: %d held event(s) run next, in order\n", displayKey(d.Key), d.Held)
+		}
+	}
+	fmt.Fprintf(stdout, "deleted %d dead letter(s) of group %s\n", len(gone), ac.group)
+	return nil
 }

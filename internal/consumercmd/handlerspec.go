@@ -19,8 +19,8 @@ import (
 // HandlerSpec is one built-in handler as configured by a --handler flag or
 // an entry of CONSUMER_HANDLERS:
 //
-//	name=NAME,types=T1|T2,webhook=URL[,timeout=D][,header=Name:Value]...[,max-attempts=N][,max-elapsed=D][,retry-for=D]
-//	name=NAME,types=T1|T2,log=LEVEL[,max-attempts=N][,max-elapsed=D][,retry-for=D]
+//	name=NAME,types=T1|T2,webhook=URL[,timeout=D][,header=Name:Value]...[,max-attempts=N][,max-elapsed=D][,retry-for=D][,on-failure=hold-key|dead-letter]
+//	name=NAME,types=T1|T2,log=LEVEL[,max-attempts=N][,max-elapsed=D][,retry-for=D][,on-failure=hold-key|dead-letter]
 type HandlerSpec struct {
 	// Name is the handler's name, its identity in the offsets and dead
 	// letters.
@@ -37,6 +37,11 @@ type HandlerSpec struct {
 	Log *slog.Level
 	// Retry overrides the consumer-wide retry policy; zero fields keep it.
 	Retry dispatch.RetryPolicy
+	// HoldKey is on-failure=hold-key: once an event with a key is
+	// dead-lettered, the handler holds that key's later events behind it
+	// (dispatch.WithKeyOrder). False is on-failure=dead-letter, the
+	// default: the handler goes on with the key's later events.
+	HoldKey bool
 }
 
 // Kind is "webhook" or "log".
@@ -48,7 +53,13 @@ func (s HandlerSpec) Kind() string {
 }
 
 // specKeys are the keys a handler spec accepts, in the order help shows.
-var specKeys = []string{"name", "types", "webhook", "log", "timeout", "header", "max-attempts", "max-elapsed", "retry-for"}
+var specKeys = []string{"name", "types", "webhook", "log", "timeout", "header", "max-attempts", "max-elapsed", "retry-for", "on-failure"}
+
+// On-failure modes of a handler spec.
+const (
+	onFailureDeadLetter = "dead-letter"
+	onFailureHoldKey    = "hold-key"
+)
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -122,6 +133,15 @@ func ParseHandlerSpec(setting, spec string) (HandlerSpec, error) {
 				s.Retry.MaxElapsed = d
 			default:
 				s.Retry.RetryFor = d
+			}
+		case "on-failure":
+			switch value {
+			case onFailureHoldKey:
+				s.HoldKey = true
+			case onFailureDeadLetter:
+			default:
+				return s, bad("on-failure=%s: want %s (a dead-lettered event holds its key's later events) or %s (the default: they go on)",
+					value, onFailureHoldKey, onFailureDeadLetter)
 			}
 		case "max-attempts":
 			n, err := strconv.Atoi(value)
@@ -219,6 +239,9 @@ func (s HandlerSpec) Describe() string {
 	}
 	if s.Retry.RetryFor > 0 {
 		fmt.Fprintf(&b, ",retry-for=%s", s.Retry.RetryFor)
+	}
+	if s.HoldKey {
+		fmt.Fprintf(&b, ",on-failure=%s", onFailureHoldKey)
 	}
 	return b.String()
 }

@@ -25,13 +25,14 @@ func TestRun_HandlerSeriesFromFirstScrapeAndStoredDeadLetters(t *testing.T) {
 	r := start(t, args)
 	base := r.metricsURL()
 	for _, handler := range []string{"search", "audit"} {
-		for _, outcome := range []string{"ok", "retried", "dead_lettered", "skipped_duplicate"} {
+		for _, outcome := range []string{"ok", "retried", "dead_lettered", "skipped_duplicate", "held"} {
 			require.Zero(t, scrape(t, base, `pulsebus_consumer_events_handled_total{handler="`+handler+`",outcome="`+outcome+`"}`), handler+" "+outcome)
 		}
 		require.Zero(t, scrape(t, base, `pulsebus_consumer_retries_total{handler="`+handler+`"}`), handler)
 		require.Zero(t, scrape(t, base, `pulsebus_consumer_dead_letters_total{handler="`+handler+`"}`), handler)
 		require.Zero(t, scrape(t, base, `pulsebus_consumer_dead_letters_stored{group="svc",handler="`+handler+`"}`), handler)
 		require.Zero(t, scrape(t, base, `pulsebus_consumer_dead_letter_oldest_age_seconds{group="svc",handler="`+handler+`"}`), handler)
+		require.Zero(t, scrape(t, base, `pulsebus_consumer_held_events{group="svc",handler="`+handler+`"}`), handler)
 	}
 	require.Zero(t, scrape(t, base, `pulsebus_consumer_dead_letter_read_errors_total{group="svc"}`))
 

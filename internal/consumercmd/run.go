@@ -71,7 +71,7 @@ func (rc *runConfig) register(c *cli.Command) {
 	rc.kafka.Register(c.Settings)
 	c.String(&rc.group, "group", "CONSUMER_GROUP", "", "consumer group: the Kafka group and the group_id of the handler offsets (required)", nil)
 	c.String(&rc.topics, "topics", "CONSUMER_TOPICS", "", "comma-separated topics to consume (required)", nil)
-	c.List(&rc.handlers, "handler", "CONSUMER_HANDLERS", "handler spec: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D][,retry-for=D]; in CONSUMER_HANDLERS, specs separated by ';' or newlines", splitEnvSpecs)
+	c.List(&rc.handlers, "handler", "CONSUMER_HANDLERS", "handler spec: name=N,types=T1|prefix.*|*,webhook=URL|log=LEVEL[,timeout=D][,header=Name:Value][,max-attempts=N][,max-elapsed=D][,retry-for=D][,on-failure=hold-key|dead-letter]; in CONSUMER_HANDLERS, specs separated by ';' or newlines", splitEnvSpecs)
 	c.String(&rc.metricsAddr, "metrics-addr", "METRICS_ADDR", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz; empty disables", nil)
 	c.String(&rc.logFormat, "log-format", "LOG_FORMAT", "auto", "log format: auto (text on a terminal, else JSON), json or text", nil)
 	c.String(&rc.logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error", nil)
@@ -176,7 +176,9 @@ handler failing transiently (its endpoint unreachable, timing out or answering
 5xx, 408 or 429) is retried with back-off for --retry-for, holding its
 partition; a failure for good (another 4xx) parks the event in the dead
 letters at once, any other failure after --max-attempts; then the handler
-moves on. SIGTERM or SIGINT stops fetching, lets the in-flight handlers finish
+moves on (with on-failure=hold-key in its spec, the event's key waits: its
+later events are held behind the dead letter until it is redriven or
+deleted, while the other keys go on). SIGTERM or SIGINT stops fetching, lets the in-flight handlers finish
 (--drain-timeout), saves progress and exits 0.
 
 Built-in handlers (--handler, repeatable, or CONSUMER_HANDLERS):
@@ -374,7 +376,11 @@ func registerHandlers(c *dispatch.Consumer, specs []HandlerSpec, log *slog.Logge
 			}
 			h = wh
 		}
-		if err := c.Handle(s.Name, s.Types, h, dispatch.WithRetry(s.Retry)); err != nil {
+		opts := []dispatch.HandlerOption{dispatch.WithRetry(s.Retry)}
+		if s.HoldKey {
+			opts = append(opts, dispatch.WithKeyOrder())
+		}
+		if err := c.Handle(s.Name, s.Types, h, opts...); err != nil {
 			var ce *cli.ConfigError
 			if errors.As(err, &ce) {
 				return nil, err

@@ -286,6 +286,12 @@ type DeadLetter struct {
 	// Headers and Value are empty and it cannot be redriven; replay the
 	// handler to Offset instead.
 	MessageStored bool
+	// HoldsKey is set on a key's head: a dead letter of a handler with
+	// WithKeyOrder, whose later events of the same key (Key) wait behind
+	// it in pulsebus.held_events until it is redriven or deleted.
+	HoldsKey bool
+	// Held is how many events wait behind a head; 0 for other rows.
+	Held int64
 }
 
 // Message rebuilds the Kafka message byte for byte.
@@ -306,7 +312,10 @@ type ListDeadLettersParams struct {
 
 const deadLetterColumns = `id, group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key,
 	message_headers, message_header_keys, message_header_values, message_value, error, attempts, first_failed_at,
-	last_failed_at, message_stored`
+	last_failed_at, message_stored, holds_key,
+	CASE WHEN holds_key THEN (SELECT count(*) FROM pulsebus.held_events h
+		WHERE h.group_id = dead_letters.group_id AND h.handler = dead_letters.handler AND h.topic = dead_letters.topic
+		  AND h.partition = dead_letters.partition AND h.message_key = dead_letters.message_key) ELSE 0 END`
 
 // ListDeadLetters returns parked messages, oldest first.
 func ListDeadLetters(ctx context.Context, db dbtx, p ListDeadLettersParams) ([]DeadLetter, error) {
@@ -332,7 +341,7 @@ func scanDeadLetter(r pgx.CollectableRow) (DeadLetter, error) {
 	var keys, values [][]byte
 	if err := r.Scan(&d.ID, &d.Group, &d.Handler, &d.Topic, &d.Partition, &d.Offset, &d.EventID, &d.EventType,
 		&d.Key, &hj, &keys, &values, &d.Value, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt,
-		&d.MessageStored); err != nil {
+		&d.MessageStored, &d.HoldsKey, &d.Held); err != nil {
 		return d, err
 	}
 	if keys != nil {
@@ -367,6 +376,9 @@ type RedriveParams struct {
 // RedriveResult counts a redrive's outcome.
 type RedriveResult struct {
 	Redriven int
+	// Released counts the redriven rows that held their key: the events
+	// held behind them run next (see [WithKeyOrder]).
+	Released int
 	Failed   int
 	// Skipped counts rows another redrive was working on or had deleted.
 	Skipped int
@@ -394,6 +406,11 @@ var errNotStored = errors.New("the message itself was not stored (see the row's 
 // attempt. A row whose handler is not registered in c, or that holds only
 // the message's position (DeadLetter.MessageStored false), counts as
 // failed and is left untouched. Offsets are not touched. It does not need Run.
+//
+// When a redriven row is its key's head (DeadLetter.HoldsKey), the events
+// held behind it are released: the commit notifies the group's running
+// consumers, and the worker that owns the partition runs them in Kafka
+// order (at its next start if none runs now).
 func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult, error) {
 	var res RedriveResult
 	if p.ID <= 0 && p.Handler == "" {
@@ -419,7 +436,8 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 		}
 		for _, d := range dls {
 			lastID = d.ID
-			if err := c.redriveOne(ctx, d); err != nil {
+			released, err := c.redriveOne(ctx, d)
+			if err != nil {
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}
@@ -440,27 +458,32 @@ func (c *Consumer) Redrive(ctx context.Context, p RedriveParams) (RedriveResult,
 				continue
 			}
 			res.Redriven++
+			if released {
+				res.Released++
+			}
 		}
 	}
 }
 
-func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
+// redriveOne runs d's handler on it and deletes it on success; released
+// reports that d held its key.
+func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) (released bool, err error) {
 	r := c.byName[d.Handler]
 	if r == nil {
-		return fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
+		return false, fmt.Errorf("%s: %w", d.Handler, errNotRegistered)
 	}
 	if !d.MessageStored {
-		return fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
+		return false, fmt.Errorf("%s/%d@%d: %w", d.Topic, d.Partition, d.Offset, errNotStored)
 	}
 	msg := d.Message()
 	env, err := c.cfg.Limits.FromMessage(msg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	hctx := withMessage(ctx, msg)
-	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
-		var one int
-		err := tx.QueryRow(ctx, `SELECT 1 FROM pulsebus.dead_letters WHERE id = $1 FOR UPDATE SKIP LOCKED`, d.ID).Scan(&one)
+	var holdsKey bool
+	err = pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT holds_key FROM pulsebus.dead_letters WHERE id = $1 FOR UPDATE SKIP LOCKED`, d.ID).Scan(&holdsKey)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errRedriveBusy
 		}
@@ -480,9 +503,138 @@ func (c *Consumer) redriveOne(ctx context.Context, d DeadLetter) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM pulsebus.dead_letters WHERE id = $1`, d.ID)
-		return err
+		if _, err = tx.Exec(ctx, `DELETE FROM pulsebus.dead_letters WHERE id = $1`, d.ID); err != nil || !holdsKey {
+			return err
+		}
+		return notifyReleased(ctx, tx, d.Group, d.Handler)
 	})
+	return err == nil && holdsKey, err
+}
+
+// notifyReleased tells the group's running consumers, when tx commits, that
+// a head of handler is gone: its worker reloads and runs the released
+// events.
+func notifyReleased(ctx context.Context, tx pgx.Tx, group, handler string) error {
+	payload, _ := json.Marshal(notification{Group: group, Handler: handler})
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, string(payload)); err != nil {
+		return fmt.Errorf("notify the consumers of %s: %w", handler, err)
+	}
+	return nil
+}
+
+// DeleteDeadLettersParams selects the dead letters [DeleteDeadLetters]
+// deletes: one by ID, or all of Handler's, in Group.
+type DeleteDeadLettersParams struct {
+	Group   string
+	ID      int64
+	Handler string
+}
+
+// DeleteDeadLetters deletes dead letters without running their handler and
+// returns them (without their messages), oldest first. Deleting a key's
+// head releases the events held behind it, as a successful redrive does:
+// the running consumers are notified, and the partition's worker runs them
+// in Kafka order.
+func DeleteDeadLetters(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, p DeleteDeadLettersParams) ([]DeadLetter, error) {
+	if (p.ID <= 0) == (p.Handler == "") {
+		return nil, errors.New("delete dead letters: give an id or a handler, not both")
+	}
+	var out []DeadLetter
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `WITH gone AS (
+				DELETE FROM pulsebus.dead_letters
+				 WHERE group_id = $1 AND ($2 = '' OR handler = $2) AND ($3 <= 0 OR id = $3)
+				RETURNING id, group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key,
+				          error, attempts, first_failed_at, last_failed_at, message_stored, holds_key)
+			SELECT g.*, CASE WHEN g.holds_key THEN (SELECT count(*) FROM pulsebus.held_events h
+				WHERE h.group_id = g.group_id AND h.handler = g.handler AND h.topic = g.topic
+				  AND h.partition = g.partition AND h.message_key = g.message_key) ELSE 0 END
+			  FROM gone g ORDER BY g.id`, p.Group, p.Handler, p.ID)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
+			var d DeadLetter
+			err := r.Scan(&d.ID, &d.Group, &d.Handler, &d.Topic, &d.Partition, &d.Offset, &d.EventID, &d.EventType,
+				&d.Key, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt, &d.MessageStored, &d.HoldsKey, &d.Held)
+			return d, err
+		})
+		if err != nil {
+			return err
+		}
+		notified := map[string]bool{}
+		for _, d := range out {
+			if d.HoldsKey && !notified[d.Handler] {
+				notified[d.Handler] = true
+				if err := notifyReleased(ctx, tx, d.Group, d.Handler); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete dead letters of group %s: %w", p.Group, err)
+	}
+	return out, nil
+}
+
+// HeldEvent is an event a handler with WithKeyOrder holds behind a dead
+// letter of the same key (one row of pulsebus.held_events).
+type HeldEvent struct {
+	ID        int64
+	Group     string
+	Handler   string
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	EventID   *string
+	EventType *string
+	HeldAt    time.Time
+	// HeadID is the dead letter it waits for; nil once that head was
+	// redriven or deleted and the consumer is about to run it.
+	HeadID *int64
+}
+
+// ListHeldEventsParams filters [ListHeldEvents].
+type ListHeldEventsParams struct {
+	Group string
+	// Handler, when set, lists only that handler's.
+	Handler string
+	// Limit caps the rows. Defaults to 100.
+	Limit int
+}
+
+// ListHeldEvents returns held events by handler, partition, key and Kafka
+// order, each with the head it waits for.
+func ListHeldEvents(ctx context.Context, db dbtx, p ListHeldEventsParams) ([]HeldEvent, error) {
+	if p.Limit <= 0 {
+		p.Limit = 100
+	}
+	rows, err := db.Query(ctx, `SELECT e.id, e.group_id, e.handler, e.topic, e.partition, e.kafka_offset, e.message_key,
+			e.event_id, e.event_type, e.held_at,
+			(SELECT max(d.id) FROM pulsebus.dead_letters d
+			  WHERE d.group_id = e.group_id AND d.handler = e.handler AND d.topic = e.topic
+			    AND d.partition = e.partition AND d.message_key = e.message_key AND d.holds_key)
+		  FROM pulsebus.held_events e
+		 WHERE e.group_id = $1 AND ($2 = '' OR e.handler = $2)
+		 ORDER BY e.handler, e.topic, e.partition, e.message_key, e.kafka_offset LIMIT $3`, p.Group, p.Handler, p.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list held events: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HeldEvent, error) {
+		var h HeldEvent
+		err := r.Scan(&h.ID, &h.Group, &h.Handler, &h.Topic, &h.Partition, &h.Offset, &h.Key, &h.EventID, &h.EventType,
+			&h.HeldAt, &h.HeadID)
+		return h, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list held events: %w", err)
+	}
+	return out, nil
 }
 
 // FormatHeaders renders headers as k=v pairs for listings.

@@ -32,7 +32,8 @@ const childEnv = "PULSEBUS_DISPATCH_CHILD"
 //     partition) in handled_log, both in the handler's transaction;
 //   - "batch" (with CHILD_BATCH): HandleBatchTx counting into handled;
 //   - "plain" (with CHILD_PLAIN_FILE): a plain handler appending each event
-//     id to that file (at-least-once).
+//     id to that file (at-least-once);
+//   - "ordered" (with CHILD_ORDERED): orderedTx with WithKeyOrder.
 //
 // CHILD_FLUSH_INTERVAL overrides Config.FlushInterval.
 //
@@ -92,12 +93,30 @@ func childMain() int {
 			return err
 		})))
 	}
+	if env("ORDERED") != "" {
+		must(c.HandleTx("ordered", []string{"*"}, orderedTx, dispatch.WithKeyOrder()))
+	}
 	if err := c.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
 	return 0
 }
+
+// orderedTx is a transactional handler that logs each event in
+// ordered_log, in its transaction, and fails for good on the events listed
+// in refused.
+var orderedTx = dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, e envelope.Envelope) error {
+	var refused bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM refused WHERE event_id = $1)`, e.ID).Scan(&refused); err != nil {
+		return err
+	}
+	if refused {
+		return dispatch.Permanent(fmt.Errorf("event %s is refused", e.ID))
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO ordered_log (event_id, key) VALUES ($1, $2)`, e.ID, e.Key)
+	return err
+})
 
 // childConfig is the consumer configuration of the tests: short timings
 // (setup lowers kfake's minimum session timeout).

@@ -127,7 +127,40 @@
 // work (a lost connection, begin, commit) is not the handler's: it does not
 // count as an attempt, and the worker restarts from its saved offset after
 // a back-off, so a database outage parks nothing. [Consumer.Redrive] runs
-// a handler again on parked messages.
+// a handler again on parked messages; [DeleteDeadLetters] drops them.
+//
+// # Per-key order through a dead letter
+//
+// By default a handler goes on after a dead letter with the same key's
+// later events, so a redrive applies the failed event after them. A
+// handler registered with [WithKeyOrder] keeps per-key order instead: the
+// dead letter of an event with a non-empty Kafka key K becomes K's head
+// (DeadLetter.HoldsKey), and the handler's later events of K on that
+// partition are not run but stored in pulsebus.held_events, raw, in Kafka
+// order (reported as [OutcomeHeld]); the handler goes on with every other
+// key. Events without a key are never held. The worker keeps the held keys
+// of its partition in memory, read when a session starts, so the check
+// costs nothing for keys that are not held.
+//
+// A successful [Consumer.Redrive] of a head, or [DeleteDeadLetters],
+// removes it and NOTIFYs [NotifyChannel] in the same transaction; the
+// worker that owns the partition reloads and, before it reads on, runs the
+// events of every held key that has no head any more, oldest first (a
+// consumer that is not running does it when it starts). One that fails for
+// good is dead-lettered as the key's new head, and the rest stay behind
+// it. Holding and releasing are transactional for transactional handlers:
+// a held event is stored in the transaction that moves the offset past it,
+// and a released one is removed in the handler's transaction (fenced: of
+// two members running it, one commits), so each event still takes effect
+// exactly once, across crashes and rebalances. Plain handlers stay
+// at-least-once.
+//
+// A replay leaves heads and held events alone: replayed events of a held
+// key before its head run (they precede it), the head's own message is
+// skipped, and those after it are held again (an event already held is not
+// stored twice). A handler registered without WithKeyOrder runs at its next
+// start what it held before, and its heads stop holding. Holding is per
+// partition, as Kafka's order is.
 //
 // # Stalls
 //

@@ -226,6 +226,7 @@ type registration struct {
 	middleware []Middleware
 	retry      RetryPolicy
 	batchSize  int
+	holdKey    bool // WithKeyOrder
 
 	// Built by finish.
 	run      Handler                                                              // plain, wrapped

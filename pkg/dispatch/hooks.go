@@ -16,6 +16,10 @@ const (
 	// OutcomeSkippedDuplicate: below the handler's next offset, so already
 	// done; not run again.
 	OutcomeSkippedDuplicate Outcome = "skipped_duplicate"
+	// OutcomeHeld: not run but stored behind a dead letter of the same key
+	// (WithKeyOrder); it runs once that dead letter is redriven or
+	// deleted, and is reported again then.
+	OutcomeHeld Outcome = "held"
 )
 
 // HandledEvent describes one event's outcome for one handler.

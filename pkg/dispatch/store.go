@@ -139,6 +139,9 @@ type deadLetterRow struct {
 	attempts  int
 	first     time.Time
 	last      time.Time
+	// holdsKey makes the row its key's head (see holdkey.go): the handler
+	// holds the key's later events behind it.
+	holdsKey bool
 }
 
 // insertDeadLetter parks a message. Nothing in the message can make it
@@ -149,11 +152,11 @@ type deadLetterRow struct {
 // message's position and the reason instead (message_stored false) rather
 // than fail: a message that cannot be parked must not stop its partition.
 // Other errors (a lost connection, a deadlock, a cancelled context) are
-// returned, for the worker to retry.
+// returned, for the worker to retry. id is the row's id.
 //
 // Inside a transaction, the full row is written in a savepoint, so that
 // its failure leaves the transaction usable for the fallback.
-func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored bool, err error) {
+func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (id int64, stored bool, err error) {
 	keys := make([][]byte, len(d.msg.Headers))
 	values := make([][]byte, len(d.msg.Headers))
 	readable := make([]headerJSON, len(d.msg.Headers))
@@ -167,7 +170,7 @@ func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored boo
 	}
 	hj, err := json.Marshal(readable)
 	if err != nil {
-		return false, fmt.Errorf("encode headers: %w", err)
+		return 0, false, fmt.Errorf("encode headers: %w", err)
 	}
 	var eventType *string
 	if d.eventType != nil {
@@ -175,16 +178,18 @@ func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored boo
 		eventType = &t
 	}
 	insert := func(db dbtx) error {
-		_, err := db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
+		return db.QueryRow(ctx, `INSERT INTO pulsebus.dead_letters
 			(group_id, handler, topic, partition, kafka_offset, event_id, event_type, message_key, message_headers,
-			 message_header_keys, message_header_values, message_value, error, attempts, first_failed_at, last_failed_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+			 message_header_keys, message_header_values, message_value, error, attempts, first_failed_at, last_failed_at,
+			 holds_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 			ON CONFLICT (group_id, handler, topic, partition, kafka_offset) DO UPDATE
 			SET error = EXCLUDED.error, attempts = pulsebus.dead_letters.attempts + EXCLUDED.attempts,
-			    last_failed_at = EXCLUDED.last_failed_at`,
+			    last_failed_at = EXCLUDED.last_failed_at,
+			    holds_key = pulsebus.dead_letters.holds_key OR EXCLUDED.holds_key
+			RETURNING id`,
 			d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, d.eventID, eventType,
-			d.msg.Key, hj, keys, values, d.msg.Value, errText(d.err), d.attempts, d.first, d.last)
-		return err
+			d.msg.Key, hj, keys, values, d.msg.Value, errText(d.err), d.attempts, d.first, d.last, d.holdsKey).Scan(&id)
 	}
 	if tx, inTx := db.(pgx.Tx); inTx {
 		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return insert(sp) }) // a savepoint
@@ -192,24 +197,38 @@ func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (stored boo
 		err = insert(db) // one statement, atomic on its own
 	}
 	if err == nil {
-		return true, nil
+		return id, true, nil
 	}
 	if !refusedForContent(err) {
-		return false, fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
+		return 0, false, fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
 	}
 	reason := fmt.Errorf("the message could not be stored (%w); it failed with: %w", err, d.err)
-	_, ferr := db.Exec(ctx, `INSERT INTO pulsebus.dead_letters
-		(group_id, handler, topic, partition, kafka_offset, error, attempts, first_failed_at, last_failed_at, message_stored)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false)
+	ferr := db.QueryRow(ctx, `INSERT INTO pulsebus.dead_letters
+		(group_id, handler, topic, partition, kafka_offset, error, attempts, first_failed_at, last_failed_at, message_stored,
+		 message_key, holds_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10, $11)
 		ON CONFLICT (group_id, handler, topic, partition, kafka_offset) DO UPDATE
 		SET error = EXCLUDED.error, attempts = pulsebus.dead_letters.attempts + EXCLUDED.attempts,
-		    last_failed_at = EXCLUDED.last_failed_at`,
-		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, errText(reason), d.attempts, d.first, d.last)
+		    last_failed_at = EXCLUDED.last_failed_at,
+		    holds_key = pulsebus.dead_letters.holds_key OR EXCLUDED.holds_key
+		RETURNING id`,
+		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, errText(reason), d.attempts, d.first, d.last,
+		headKey(d), d.holdsKey).Scan(&id)
 	if ferr != nil {
-		return false, fmt.Errorf("park %s/%d@%d for %s: %w (storing only its position failed too: %w)",
+		return 0, false, fmt.Errorf("park %s/%d@%d for %s: %w (storing only its position failed too: %w)",
 			d.key.topic, d.key.partition, d.offset, d.key.handler, err, ferr)
 	}
-	return false, nil
+	return id, false, nil
+}
+
+// headKey is the key a position-only dead letter keeps: a head's, so that
+// its key stays held (a key is bytes, which PostgreSQL never refuses);
+// none for the others, which keep nothing of their message.
+func headKey(d deadLetterRow) []byte {
+	if d.holdsKey {
+		return d.msg.Key
+	}
+	return nil
 }
 
 // refusedForContent reports whether PostgreSQL refused a statement for the

@@ -66,6 +66,12 @@ type worker struct {
 	durable     atomic.Int64 // the persisted next offset, -1 before it is known
 	items       []item       // reused by classify
 
+	// Keys held behind a dead letter (WithKeyOrder): read when a session
+	// starts (loadHeld); pendingHeads are those parked in the transaction
+	// in hand (see commitHeads).
+	held         map[string]keyHead
+	pendingHeads map[string]keyHead
+
 	// For the stall monitor (see Consumer.watchStalls): when the worker
 	// last advanced its offset or found nothing to do (Unix nanoseconds),
 	// and the last error it met since.
@@ -188,6 +194,9 @@ func (w *worker) session(ctx context.Context) error {
 		return err
 	}
 	w.setDurable(cur.durable)
+	if err := w.loadHeld(ctx, &cur); err != nil {
+		return err
+	}
 	cfg := &w.c.cfg
 	seen := newWindow(cfg.DedupeWindow)
 	start := cur.next
@@ -481,10 +490,22 @@ func (w *worker) process(ctx context.Context, cur *cursor, seen *window, batch [
 
 func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 	start := time.Now()
+	if head, d := w.holdFor(it); d != runEvent {
+		if d == holdEvent {
+			if err := w.hold(w.c.cfg.Pool, it, head); err != nil {
+				return err
+			}
+			w.heldEvent(it, head)
+		}
+		cur.next = it.msg.Offset + 1
+		return nil
+	}
 	if it.bad != nil {
 		if err := w.park(w.c.cfg.Pool, it, it.bad, 0, start); err != nil {
+			w.dropHeads()
 			return err
 		}
+		w.commitHeads()
 		w.parked(it, it.bad, 0, time.Since(start))
 		cur.next = it.msg.Offset + 1
 		return nil
@@ -498,8 +519,10 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 	}
 	if err != nil {
 		if perr := w.park(w.c.cfg.Pool, it, err, attempts, start); perr != nil {
+			w.dropHeads()
 			return perr
 		}
+		w.commitHeads()
 		w.parked(it, err, attempts, time.Since(start))
 	} else {
 		w.handled(it, attempts, time.Since(start))
@@ -514,6 +537,23 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 	start := time.Now()
 	end := it.msg.Offset + 1
+	if head, d := w.holdFor(it); d != runEvent {
+		// Held, or the head itself: the offset moves past it in the
+		// transaction that stores it.
+		err := w.inTx(cur, end, func(tx pgx.Tx) error {
+			if d == holdEvent {
+				return w.hold(tx, it, head)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if d == holdEvent {
+			w.heldEvent(it, head)
+		}
+		return nil
+	}
 	if it.bad != nil {
 		err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.park(tx, it, it.bad, 0, start) })
 		if err != nil {
@@ -555,10 +595,18 @@ func (w *worker) runTx(ctx context.Context, tx pgx.Tx, it item) error {
 // one by one so a bad event is retried and parked alone.
 func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int64) error {
 	start := time.Now()
+	fates := make([]holdDecision, len(items))
+	heads := make([]keyHead, len(items))
 	err := w.inTx(cur, end, func(tx pgx.Tx) error {
 		goods := make([]envelope.Envelope, 0, len(items)) // the handler may keep it
-		for _, it := range items {
+		for i, it := range items {
+			heads[i], fates[i] = w.holdFor(it)
 			switch {
+			case fates[i] == holdEvent:
+				if err := w.hold(tx, it, heads[i]); err != nil {
+					return err
+				}
+			case fates[i] == skipHead:
 			case it.bad != nil:
 				if err := w.park(tx, it, it.bad, 0, start); err != nil {
 					return err
@@ -581,7 +629,14 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 	}
 	if err == nil {
 		per := time.Since(start) / time.Duration(len(items))
-		for _, it := range items {
+		for i, it := range items {
+			switch {
+			case fates[i] == holdEvent:
+				w.heldEvent(it, heads[i])
+				continue
+			case fates[i] == skipHead:
+				continue
+			}
 			if it.bad != nil {
 				w.parked(it, it.bad, 0, per)
 			} else {
@@ -609,7 +664,30 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 // one-statement handler costs two round trips. When the row is not where
 // the cursor says, nothing commits and inTx returns errMoved.
 func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
+	args := []any{w.key.group, w.key.handler, w.key.topic, w.key.partition, end, cur.durable}
+	if err := w.fencedTx(fn, "move offset", fenceCommitSQL, args); err != nil {
+		return err
+	}
+	cur.durable = end
+	cur.next = max(cur.next, end)
+	w.setDurable(end)
+	return nil
+}
+
+// fencedTx runs fn in a handler transaction and commits it with fence (what
+// names it in errors), a statement that fails with division_by_zero
+// (isFenced) when what the transaction depends on changed; it returns
+// errMoved then, and nothing commits. See inTx.
+func (w *worker) fencedTx(fn func(tx pgx.Tx) error, what, fence string, args []any) (err error) {
 	ctx := w.workCtx
+	defer func() {
+		// Heads parked in the transaction hold their keys once it commits.
+		if err == nil {
+			w.commitHeads()
+		} else {
+			w.dropHeads()
+		}
+	}()
 	pc, err := w.c.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return &infraError{op: "acquire a connection", err: err}
@@ -631,14 +709,13 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 		}
 		return err
 	}
-	args := []any{w.key.group, w.key.handler, w.key.topic, w.key.partition, end, cur.durable}
 	var ferr, cerr error
 	if !tx.begun() {
-		// The handler wrote nothing: the move alone, autocommitted.
-		_, ferr = conn.Exec(ctx, fenceCommitSQL, args...)
+		// The handler wrote nothing: the fence alone, autocommitted.
+		_, ferr = conn.Exec(ctx, fence, args...)
 	} else {
 		b := &pgx.Batch{}
-		b.Queue(fenceCommitSQL, args...)
+		b.Queue(fence, args...)
 		b.Queue("COMMIT")
 		br := conn.SendBatch(ctx, b)
 		_, ferr = br.Exec()
@@ -654,9 +731,9 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 	case ferr != nil && errors.As(ferr, &pe):
 		// 25P02: the handler left its transaction aborted (it swallowed
 		// an error): the handler's failure, not ours.
-		return fmt.Errorf("move offset of %s on %s/%d: %w", w.key.handler, w.key.topic, w.key.partition, ferr)
+		return fmt.Errorf("%s of %s on %s/%d: %w", what, w.key.handler, w.key.topic, w.key.partition, ferr)
 	case ferr != nil:
-		return &infraError{op: "move offset", err: ferr}
+		return &infraError{op: what, err: ferr}
 	case cerr != nil && errors.As(cerr, &pe):
 		// PostgreSQL refused the commit (a deferred constraint, a
 		// serialization failure): the handler's doing, retried as such.
@@ -665,9 +742,6 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 		return &infraError{op: "commit", err: cerr}
 	}
 	ended = true
-	cur.durable = end
-	cur.next = max(cur.next, end)
-	w.setDurable(end)
 	return nil
 }
 
@@ -764,10 +838,14 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 			d.eventID = &id
 		}
 	}
-	stored, err := insertDeadLetter(w.workCtx, db, d)
+	d.holdsKey = w.h.holdKey && len(it.msg.Key) > 0
+	id, stored, err := insertDeadLetter(w.workCtx, db, d)
 	if err == nil && !stored {
 		w.c.log.Error("dead letter stored without its message: storing the message failed; the row keeps its position",
 			"handler", w.key.handler, "topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset)
+	}
+	if err == nil && d.holdsKey {
+		w.pendingHead(it, id)
 	}
 	return err
 }

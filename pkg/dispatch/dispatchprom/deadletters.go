@@ -16,6 +16,7 @@ const (
 	NameDeadLettersStored    = "pulsebus_consumer_dead_letters_stored"
 	NameDeadLetterOldestAge  = "pulsebus_consumer_dead_letter_oldest_age_seconds"
 	NameDeadLetterReadErrors = "pulsebus_consumer_dead_letter_read_errors_total"
+	NameHeldEvents           = "pulsebus_consumer_held_events"
 )
 
 // DefaultStateLimit is how many dead letters per handler the gauges count
@@ -41,16 +42,20 @@ type StateOptions struct {
 }
 
 // deadLettersSQL reads, per handler of $2, its stored dead letters in group
-// $1 counted up to $3, and the age of the oldest. Both subqueries use index
+// $1 counted up to $3, the age of the oldest, and its held events counted
+// up to $3. The dead-letter subqueries use index
 // dead_letters_group_handler_created_at: the count is an index-only scan of
-// at most $3 entries of that handler, the oldest one probe, so the cost does
-// not grow with the table.
+// at most $3 entries of that handler, the oldest one probe; the held count
+// scans at most $3 entries of held_events_key. The cost does not grow with
+// the tables.
 const deadLettersSQL = `
 SELECT h.handler,
        (SELECT count(*) FROM (SELECT 1 FROM pulsebus.dead_letters d
                                WHERE d.group_id = $1 AND d.handler = h.handler LIMIT $3) AS capped),
        coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(d.created_at) FROM pulsebus.dead_letters d
-                               WHERE d.group_id = $1 AND d.handler = h.handler)), 0)::float8
+                               WHERE d.group_id = $1 AND d.handler = h.handler)), 0)::float8,
+       (SELECT count(*) FROM (SELECT 1 FROM pulsebus.held_events e
+                               WHERE e.group_id = $1 AND e.handler = h.handler LIMIT $3) AS capped)
   FROM unnest($2::text[]) AS h(handler)`
 
 // NewDeadLetterGauges returns a collector of gauges read from
@@ -59,6 +64,8 @@ SELECT h.handler,
 //
 //	pulsebus_consumer_dead_letters_stored{group,handler}             dead letters stored, counted up to opts.Limit
 //	pulsebus_consumer_dead_letter_oldest_age_seconds{group,handler}  time since the oldest was stored; 0 when none
+//	pulsebus_consumer_held_events{group,handler}                     events held behind a dead letter of their key
+//	                                                                 (dispatch.WithKeyOrder), counted up to opts.Limit
 //	pulsebus_consumer_dead_letter_read_errors_total{group}           reads that failed or timed out
 //
 // Every handler's series exist from the first scrape, at 0 when it has no
@@ -78,6 +85,9 @@ func NewDeadLetterGauges(db Querier, group string, handlers []string, opts State
 		[]string{"handler"}, constLabels)
 	age := prometheus.NewDesc(NameDeadLetterOldestAge,
 		"Time since the handler's oldest dead letter was stored; 0 when it has none.", []string{"handler"}, constLabels)
+	held := prometheus.NewDesc(NameHeldEvents,
+		"Events in pulsebus.held_events, by handler: not run because an earlier event of the same key is dead-lettered (on-failure=hold-key); they run once it is redriven or deleted. Counted up to a limit (10000 by default).",
+		[]string{"handler"}, constLabels)
 	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: NameDeadLetterReadErrors, ConstLabels: constLabels,
 		Help: "Reads of pulsebus.dead_letters for the dead-letter gauges that failed or timed out; the gauges keep their last values."})
 	handlers = append([]string(nil), handlers...)
@@ -90,19 +100,20 @@ func NewDeadLetterGauges(db Querier, group string, handlers []string, opts State
 		var out []prometheus.Metric
 		for rows.Next() {
 			var handler string
-			var n int64
+			var n, nHeld int64
 			var ageSeconds float64
-			if err := rows.Scan(&handler, &n, &ageSeconds); err != nil {
+			if err := rows.Scan(&handler, &n, &ageSeconds, &nHeld); err != nil {
 				return nil, fmt.Errorf("read pulsebus.dead_letters: %w", err)
 			}
 			out = append(out,
 				prometheus.MustNewConstMetric(stored, prometheus.GaugeValue, float64(n), handler),
-				prometheus.MustNewConstMetric(age, prometheus.GaugeValue, ageSeconds, handler))
+				prometheus.MustNewConstMetric(age, prometheus.GaugeValue, ageSeconds, handler),
+				prometheus.MustNewConstMetric(held, prometheus.GaugeValue, float64(nHeld), handler))
 		}
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("read pulsebus.dead_letters: %w", err)
 		}
 		return out, nil
 	}
-	return pgstate.New([]*prometheus.Desc{stored, age}, errs, read, pgstate.Options{MaxAge: opts.MaxAge, Timeout: opts.Timeout})
+	return pgstate.New([]*prometheus.Desc{stored, age, held}, errs, read, pgstate.Options{MaxAge: opts.MaxAge, Timeout: opts.Timeout})
 }

@@ -26,9 +26,19 @@ func addDeadLetters(t testing.TB, db *testdb.DB, group, handler string, n int, f
 	require.NoError(t, err)
 }
 
+// addHeldEvents stores n events of handler in group held behind key k.
+func addHeldEvents(t testing.TB, db *testdb.DB, group, handler string, n int, first int64) {
+	t.Helper()
+	_, err := db.Pool.Exec(context.Background(), `
+		INSERT INTO pulsebus.held_events (group_id, handler, topic, partition, kafka_offset, message_key,
+		                                  message_header_keys, message_header_values)
+		SELECT $1, $2, 'events', 0, $4 + i, 'k', '{}', '{}' FROM generate_series(0, $3 - 1) AS i`, group, handler, n, first)
+	require.NoError(t, err)
+}
+
 // The gauges report every handler asked for, at 0 when it has none, only
-// the rows of their own group, the oldest row's age, and stop counting at
-// the limit.
+// the rows of their own group, the oldest row's age, the held events, and
+// stop counting at the limit.
 func TestDeadLetterGauges_Values(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
@@ -37,6 +47,9 @@ func TestDeadLetterGauges_Values(t *testing.T) {
 	addDeadLetters(t, db, "svc", "search", 25, 0, 0)
 	addDeadLetters(t, db, "other-group", "audit", 2, 0, 0)
 	addDeadLetters(t, db, "svc", "removed-handler", 2, 0, 0)
+	addHeldEvents(t, db, "svc", "crm", 3, 1)
+	addHeldEvents(t, db, "svc", "search", 12, 1)
+	addHeldEvents(t, db, "other-group", "audit", 2, 1)
 
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(dispatchprom.NewDeadLetterGauges(db.Pool, "svc", []string{"crm", "search", "audit"},
@@ -53,6 +66,9 @@ func TestDeadLetterGauges_Values(t *testing.T) {
 		`pulsebus_consumer_dead_letters_stored{group="svc",handler="search"}`:           10, // the limit
 		`pulsebus_consumer_dead_letters_stored{group="svc",handler="audit"}`:            0,  // its rows are another group's
 		`pulsebus_consumer_dead_letter_oldest_age_seconds{group="svc",handler="audit"}`: 0,
+		`pulsebus_consumer_held_events{group="svc",handler="crm"}`:                      3,
+		`pulsebus_consumer_held_events{group="svc",handler="search"}`:                   10, // the limit
+		`pulsebus_consumer_held_events{group="svc",handler="audit"}`:                    0,
 		`pulsebus_consumer_dead_letter_read_errors_total{group="svc"}`:                  0,
 	}, got)
 

@@ -95,7 +95,7 @@ func New(opts ...Option) *Metrics {
 	cl := o.constLabels
 	return &Metrics{
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameEventsHandled, ConstLabels: cl,
-			Help: "Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate)."},
+			Help: "Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate, held)."},
 			[]string{"handler", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameHandlerDuration, ConstLabels: cl,
 			Help:    "Time spent per event in the handler, its transaction and its retries.",
@@ -145,7 +145,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // outcomes are the outcome label values [Metrics.InitHandlers] creates.
 var outcomes = []dispatch.Outcome{dispatch.OutcomeOK, dispatch.OutcomeRetried,
-	dispatch.OutcomeDeadLettered, dispatch.OutcomeSkippedDuplicate}
+	dispatch.OutcomeDeadLettered, dispatch.OutcomeSkippedDuplicate, dispatch.OutcomeHeld}
 
 // InitHandlers creates the counter series of each named handler at zero:
 // events handled by every outcome, retries and dead letters. Call it with
@@ -166,7 +166,7 @@ func (m *Metrics) InitHandlers(handlers ...string) {
 // handled events with a time, its commit-to-handle latency.
 func (m *Metrics) OnHandled(e dispatch.HandledEvent) {
 	m.handled.WithLabelValues(e.Handler, string(e.Outcome)).Inc()
-	if e.Outcome == dispatch.OutcomeSkippedDuplicate {
+	if e.Outcome == dispatch.OutcomeSkippedDuplicate || e.Outcome == dispatch.OutcomeHeld {
 		return
 	}
 	m.duration.WithLabelValues(e.Handler).Observe(e.Duration.Seconds())

@@ -46,7 +46,7 @@ func TestMetrics_Handled(t *testing.T) {
 		Duration: time.Millisecond, EventTime: t0.Add(time.Minute)})
 
 	want := `
-# HELP pulsebus_consumer_events_handled_total Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate).
+# HELP pulsebus_consumer_events_handled_total Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate, held).
 # TYPE pulsebus_consumer_events_handled_total counter
 pulsebus_consumer_events_handled_total{handler="hook",outcome="dead_lettered"} 1
 pulsebus_consumer_events_handled_total{handler="hook",outcome="ok"} 1
@@ -213,13 +213,15 @@ func TestMetrics_InitHandlers(t *testing.T) {
 	m, reg := setup(t)
 	m.InitHandlers("idx", "hook")
 	want := `
-# HELP pulsebus_consumer_events_handled_total Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate).
+# HELP pulsebus_consumer_events_handled_total Events handled, by handler and outcome (ok, retried, dead_lettered, skipped_duplicate, held).
 # TYPE pulsebus_consumer_events_handled_total counter
 pulsebus_consumer_events_handled_total{handler="hook",outcome="dead_lettered"} 0
+pulsebus_consumer_events_handled_total{handler="hook",outcome="held"} 0
 pulsebus_consumer_events_handled_total{handler="hook",outcome="ok"} 0
 pulsebus_consumer_events_handled_total{handler="hook",outcome="retried"} 0
 pulsebus_consumer_events_handled_total{handler="hook",outcome="skipped_duplicate"} 0
 pulsebus_consumer_events_handled_total{handler="idx",outcome="dead_lettered"} 0
+pulsebus_consumer_events_handled_total{handler="idx",outcome="held"} 0
 pulsebus_consumer_events_handled_total{handler="idx",outcome="ok"} 0
 pulsebus_consumer_events_handled_total{handler="idx",outcome="retried"} 0
 pulsebus_consumer_events_handled_total{handler="idx",outcome="skipped_duplicate"} 0

@@ -30,11 +30,13 @@
 //
 //	pulsebus_consumer_dead_letters_stored{group,handler}             gauge (counted up to a limit)
 //	pulsebus_consumer_dead_letter_oldest_age_seconds{group,handler}  gauge (0 when none)
+//	pulsebus_consumer_held_events{group,handler}                     gauge (counted up to a limit)
 //	pulsebus_consumer_dead_letter_read_errors_total{group}           counter
 //
-// outcome is one of ok, retried, dead_lettered and skipped_duplicate
-// ([dispatch.Outcome]). The handler duration covers the handler, its
-// transaction and its retries, for every outcome but skipped_duplicate. The
+// outcome is one of ok, retried, dead_lettered, skipped_duplicate and held
+// ([dispatch.Outcome]); a held event is counted again with its outcome when
+// it runs. The handler duration covers the handler, its transaction and its
+// retries, for every outcome but skipped_duplicate and held. The
 // commit-to-handle latency runs from the event's ce_time (set when the
 // producer wrote it to the outbox) to the moment the handler succeeded, so
 // it spans the outbox, the relay, Kafka and the consumer; it is observed
