@@ -172,7 +172,7 @@ func TestRun_HoldKeyKeepsOrderThroughADeadLetter(t *testing.T) {
 
 	// Bad input: delete needs an id or a handler, and names a missing id.
 	_, _, err = command(t, append([]string{"dead-letters", "delete"}, b.dbOnly()...)...)
-	require.ErrorContains(t, err, "give one: --id ID or --handler NAME")
+	require.ErrorContains(t, err, "give one: --id ID or --handler-name NAME")
 	_, _, err = command(t, append([]string{"dead-letters", "delete", "--id", "999999"}, b.dbOnly()...)...)
 	require.ErrorContains(t, err, "no dead letter 999999 in group svc")
 }
