@@ -183,7 +183,8 @@ func TestBrowser_Console(t *testing.T) {
 		Args: []string{"run", "--metrics-addr", procharness.FreeAddr(t), "--console-addr", consumerConsole,
 			"--group", "svc", "--topics", topic, "--flush-interval", "100ms",
 			"--handler", "name=search,types=*,webhook=" + hooks.srv.URL + "/search,timeout=2m",
-			"--handler", "name=crm,types=*,webhook=" + hooks.srv.URL + "/crm,max-attempts=1"},
+			// 503 is transient: retried for retry-for, then dead-lettered.
+			"--handler", "name=crm,types=*,webhook=" + hooks.srv.URL + "/crm,max-attempts=1,retry-for=1s"},
 	})
 	require.NoError(t, relay.WaitHTTP("/login", time.Minute))
 	require.NoError(t, consumer.WaitHTTP("/login", time.Minute))
@@ -311,6 +312,10 @@ func TestBrowser_Console(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS("#kind")),
 			chromedp.SetValue(chromedp.CSS("#kind"), "offset"),
 			chromedp.SendKeys(chromedp.CSS("#value"), "1"),
+			// An absolute offset names its partition (it is checked
+			// against that partition's watermarks).
+			chromedp.SendKeys(chromedp.CSS("#topic"), topic),
+			chromedp.SendKeys(chromedp.CSS("#partition"), "0"),
 			chromedp.Submit(chromedp.CSS("#value")),
 			chromedp.WaitVisible(chromedp.CSS("#preview")),
 		))

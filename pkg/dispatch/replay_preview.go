@@ -2,11 +2,7 @@ package dispatch
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sort"
-
-	"github.com/segmentio/kafka-go"
 )
 
 // ReplayChange is one handler offset a replay rewrites: the partition, the
@@ -20,15 +16,17 @@ type ReplayChange struct {
 	To   int64
 }
 
-// PreviewReplay resolves p the way [Admin.Replay] does (the same
-// partitions, the same Kafka offset lookups) and returns what it would
-// change, ordered by topic and partition, without writing anything. Offsets
-// resolved from "latest" or a time can move between the preview and the
-// replay as events arrive; an absolute offset or "earliest" on a topic
-// without retention deletes in between does not.
+// PreviewReplay resolves p as [Admin.Replay] does, with the same checks
+// (Replay with DryRun), and returns what it would change, ordered by topic
+// and partition, without writing anything. Offsets resolved from "latest"
+// or a time can move between the preview and the replay as events arrive;
+// an absolute offset or "earliest" on a topic without retention deletes in
+// between does not.
 func (a *Admin) PreviewReplay(ctx context.Context, p ReplayParams) ([]ReplayChange, error) {
-	if p.Group == "" || p.Handler == "" {
-		return nil, errors.New("replay preview: group and handler are required")
+	p.DryRun = true
+	next, err := a.Replay(ctx, p)
+	if err != nil {
+		return nil, err
 	}
 	offs, err := ListOffsets(ctx, a.Pool, p.Group)
 	if err != nil {
@@ -36,45 +34,17 @@ func (a *Admin) PreviewReplay(ctx context.Context, p ReplayParams) ([]ReplayChan
 	}
 	current := map[offsetKey]int64{}
 	for _, h := range offs {
-		if h.Handler == p.Handler && (p.Topic == "" || h.Topic == p.Topic) && (p.Partition < 0 || h.Partition == p.Partition) {
+		if h.Handler == p.Handler {
 			current[offsetKey{topic: h.Topic, partition: h.Partition}] = h.NextOffset
 		}
 	}
-	o := a.offsets()
-	if p.Topic != "" {
-		parts, err := o.partitions(ctx, p.Topic)
-		if err != nil {
-			return nil, err
+	out := make([]ReplayChange, 0, len(next))
+	for _, n := range next {
+		from, ok := current[offsetKey{topic: n.Topic, partition: n.Partition}]
+		if !ok {
+			from = -1
 		}
-		for _, id := range parts {
-			k := offsetKey{topic: p.Topic, partition: id}
-			if _, ok := current[k]; !ok && (p.Partition < 0 || id == p.Partition) {
-				current[k] = -1
-			}
-		}
-	}
-	if len(current) == 0 {
-		return nil, fmt.Errorf("replay preview: handler %s of group %s has no offsets to rewrite (name a topic)", p.Handler, p.Group)
-	}
-	out := make([]ReplayChange, 0, len(current))
-	for k, from := range current {
-		var to int64
-		switch p.To.Kind {
-		case "earliest":
-			to, err = o.resolve(ctx, k.topic, k.partition, kafka.FirstOffset)
-		case "latest":
-			to, err = o.resolve(ctx, k.topic, k.partition, kafka.LastOffset)
-		case "time":
-			to, err = o.atTime(ctx, k.topic, k.partition, p.To.Time)
-		case "offset":
-			to = p.To.Offset
-		default:
-			err = fmt.Errorf("replay preview: unknown target kind %q", p.To.Kind)
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ReplayChange{Topic: k.topic, Partition: k.partition, From: from, To: to})
+		out = append(out, ReplayChange{Topic: n.Topic, Partition: n.Partition, From: from, To: n.NextOffset})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Topic != out[j].Topic {

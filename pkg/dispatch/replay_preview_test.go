@@ -46,7 +46,7 @@ func TestAdmin_PreviewReplayShowsWhatReplayWrites(t *testing.T) {
 
 	_, err = admin.PreviewReplay(ctx, dispatch.ReplayParams{Group: "svc", Handler: "nobody", Partition: -1,
 		To: dispatch.ReplayTarget{Kind: "earliest"}})
-	require.ErrorContains(t, err, "no offsets to rewrite")
+	require.ErrorContains(t, err, "group svc has no handler nobody (its handlers: a)", "the same check as Replay")
 	_, err = admin.PreviewReplay(ctx, dispatch.ReplayParams{Group: "svc", Partition: -1})
 	require.ErrorContains(t, err, "group and handler are required")
 
