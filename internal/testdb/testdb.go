@@ -110,6 +110,57 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}
 }
 
+// LoginAs creates a LOGIN role with a random name, a member of the group
+// roles groups (pulsebus_producer, ...), and returns a URL that connects
+// to db as it. Roles are cluster-wide: the role is dropped when t ends,
+// after the connections t closes in its cleanup. Its name is in the URL's
+// user part.
+func (db *DB) LoginAs(t testing.TB, groups ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("testdb: connect to create a login role: %v", err)
+	}
+	defer admin.Close(context.Background())
+	name := "pulsebus_test_login_" + randomHex(6)
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN`); err != nil {
+		t.Fatalf("testdb: create role %s: %v", name, err)
+	}
+	t.Cleanup(func() { dropRole(t, name) })
+	for _, g := range groups {
+		if _, err := admin.Exec(ctx, `GRANT `+pgx.Identifier{g}.Sanitize()+` TO `+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Fatalf("testdb: grant %s to %s: %v", g, name, err)
+		}
+	}
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatalf("testdb: parse %s: %v", redact(db.URL), err)
+	}
+	u.User = url.User(name)
+	return u.String()
+}
+
+// dropRole drops role name after ending its sessions, so a process still
+// connected as it does not keep it alive.
+func dropRole(t testing.TB, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Errorf("testdb: drop role %s: %v", name, err)
+		return
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, name); err != nil {
+		t.Errorf("testdb: end the sessions of role %s: %v", name, err)
+	}
+	if _, err := admin.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Errorf("testdb: drop role %s: %v", name, err)
+	}
+}
+
 // makeTemplate creates a database migrated to the latest version, named
 // after a random suffix so concurrent test binaries do not share it. It is
 // marked as a template and dropped by the next run's sweep of stale ones.
