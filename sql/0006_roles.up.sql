@@ -37,24 +37,118 @@ SELECT p, coalesce(nullif(current_setting('pulsebus.role_prefix', true), ''), 'p
 -- right edge.
 CREATE UNIQUE INDEX outbox_event_id_unique ON pulsebus.outbox (event_id);
 
+-- broken_shape_rule returns 0 when an event has the shape the relay can
+-- publish, else the number of the first rule it breaks:
+--    1  a field is NULL
+--    2  content_type is neither '' nor a type/subtype media type, or is the
+--       CloudEvents structured mode's (application/cloudevents...)
+--    3  event_time is outside the years 0001-9999 (UTC)
+--    4  meta is not a JSON object
+--    5  a meta member is not named by lower-case letters or digits, is
+--       named after a core CloudEvents attribute, or is not a string
+--       (a name over 20 characters is refused by the Go producer and
+--       pulsebus.publish, not here: the relay parks such a row)
+-- The Go producer checks all of it before sending (envelope.Limits.Validate);
+-- this is for a caller of pulsebus.insert_events that did not. Like
+-- broken_event_rule it is one expression PostgreSQL inlines, cheap for the
+-- common event: content type application/json, a meta of a few string
+-- members (its text as jsonb prints it is matched by one regular
+-- expression, not walked member by member: about 2 us an event, where a
+-- bound on the name length would double it).
+CREATE FUNCTION pulsebus.broken_shape_rule(
+    event_id     uuid,
+    key          text,
+    type         text,
+    source       text,
+    subject      text,
+    event_time   timestamptz,
+    content_type text,
+    meta         jsonb
+) RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN event_id IS NULL OR key IS NULL OR type IS NULL OR source IS NULL OR subject IS NULL
+             OR event_time IS NULL OR content_type IS NULL OR meta IS NULL THEN 1
+        WHEN content_type NOT IN ('', 'application/json')
+             AND (content_type !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+/[!#$%&''*+.^_`|~0-9A-Za-z-]+(\s*;.*)?$'
+                  OR lower(content_type) LIKE 'application/cloudevents%') THEN 2
+        WHEN event_time < '0001-01-01 00:00:00+00' OR event_time >= '10000-01-01 00:00:00+00' THEN 3
+        WHEN jsonb_typeof(meta) <> 'object' THEN 4
+        WHEN meta <> '{}'
+             AND (meta::text !~ '^\{"[a-z0-9]+": "[^"\\]*(?:\\.[^"\\]*)*"(?:, "[a-z0-9]+": "[^"\\]*(?:\\.[^"\\]*)*")*\}$'
+                  OR meta ?| ARRAY['specversion', 'id', 'type', 'source', 'subject', 'time', 'datacontenttype',
+                                   'dataschema', 'data']) THEN 5
+        ELSE 0
+    END
+$$;
+
+-- refuse_shape raises the error for an event broken_shape_rule refused:
+-- SQLSTATE 22023, "pulsebus: event N: <field> <reason>", the field as the
+-- error's column name; for an event of the right shape it raises what
+-- pulsebus.refuse_event raises for it. It never returns.
+CREATE FUNCTION pulsebus.refuse_shape(
+    event_ordinal bigint,
+    topic         text,
+    event_id      uuid,
+    key           text,
+    type          text,
+    source        text,
+    subject       text,
+    event_time    timestamptz,
+    content_type  text,
+    meta          jsonb,
+    payload_bytes bigint
+) RETURNS boolean
+LANGUAGE plpgsql COST 1 AS $$
+DECLARE
+    field  text;
+    reason text;
+BEGIN
+    CASE pulsebus.broken_shape_rule(event_id, key, type, source, subject, event_time, content_type, meta)
+    WHEN 0 THEN
+        RETURN pulsebus.refuse_event(event_ordinal, topic, key, type, source, subject, content_type, meta, payload_bytes);
+    WHEN 1 THEN
+        field := CASE WHEN event_id IS NULL THEN 'ce_id' WHEN key IS NULL THEN 'key' WHEN type IS NULL THEN 'ce_type'
+                      WHEN source IS NULL THEN 'ce_source' WHEN subject IS NULL THEN 'ce_subject'
+                      WHEN event_time IS NULL THEN 'ce_time' WHEN content_type IS NULL THEN 'content-type'
+                      ELSE 'meta' END;
+        reason := 'is NULL';
+    WHEN 2 THEN
+        field := 'content-type';
+        reason := format('%L is not a type/subtype media type, or is the CloudEvents structured mode''s', content_type);
+    WHEN 3 THEN
+        field := 'ce_time';
+        reason := format('%s is outside the years 0001-9999', event_time);
+    WHEN 4 THEN
+        field := 'meta';
+        reason := format('must be a JSON object, not %s', jsonb_typeof(meta));
+    ELSE
+        SELECT 'meta.' || m.k INTO field FROM jsonb_each(meta) AS m(k, v)
+         WHERE m.k !~ '^[a-z0-9]+$'
+            OR m.k IN ('specversion', 'id', 'type', 'source', 'subject', 'time', 'datacontenttype', 'dataschema', 'data')
+            OR jsonb_typeof(m.v) <> 'string'
+         ORDER BY m.k LIMIT 1;
+        field := coalesce(field, 'meta');
+        reason := 'must be named by lower-case letters or digits, not a core attribute, with a string value';
+    END CASE;
+    RAISE EXCEPTION USING ERRCODE = '22023', COLUMN = field,
+        MESSAGE = format('pulsebus: event %s: %s %s', event_ordinal, field, reason);
+END
+$$;
+
 -- insert_events is the Go producer's insert path (outbox.InsertTx): it
 -- writes one event per array element, in array order, for topic, inside the
 -- caller's transaction, and notifies the relay unless another transaction
 -- is notifying (see pulsebus.publish). Producers have no INSERT on the
 -- outbox: this function, running as the schema's owner, is their only way
 -- in, so it checks everything a row must be for the relay to publish it:
---   - the arrays have the same length and no NULL element;
---   - content_types are '' or type/subtype media types, not the CloudEvents
---     structured mode's;
---   - metas are JSON objects of strings whose keys are 1-20 lower-case
---     letters or digits and not core attributes;
---   - event_times lie in years 1-9999 (UTC);
---   - the topic and the sizes pass pulsebus.broken_event_rule (the limits).
--- A refused event raises SQLSTATE 22023 "pulsebus: event N: <field>
--- <reason>" with the field as the error's column name, N counting from 1,
--- and nothing is written. metas are JSON texts (a jsonb parsed here is a
--- fresh value, as broken_event_rule needs). An event_id already in the
--- outbox raises 23505 (outbox_event_id_unique).
+-- the arrays have the same length, every event passes broken_shape_rule
+-- and, with the topic, broken_event_rule (the limits). A refused event
+-- raises SQLSTATE 22023 "pulsebus: event N: <field> <reason>" with the
+-- field as the error's column name, N counting from 1, and nothing is
+-- written. metas are JSON texts (a jsonb parsed here is a fresh value, as
+-- broken_event_rule needs). An event_id already in the outbox raises 23505
+-- (outbox_event_id_unique).
 CREATE FUNCTION pulsebus.insert_events(
     topic         text,
     event_ids     uuid[],
@@ -69,8 +163,7 @@ CREATE FUNCTION pulsebus.insert_events(
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    n   integer := coalesce(cardinality(event_ids), 0);
-    bad record;
+    n integer := coalesce(cardinality(event_ids), 0);
 BEGIN
     IF topic IS NULL THEN
         RAISE EXCEPTION 'pulsebus.insert_events: topic is NULL' USING ERRCODE = '22023', COLUMN = 'topic';
@@ -82,56 +175,18 @@ BEGIN
         RAISE EXCEPTION 'pulsebus.insert_events: the arrays have different lengths (% event ids)', n
             USING ERRCODE = '22023';
     END IF;
-    SELECT e.ord, f.field, s.reason INTO bad
-      FROM unnest(event_ids, keys, types, sources, subjects, event_times, content_types, metas)
-           WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, ord)
-     CROSS JOIN LATERAL (SELECT CASE
-            WHEN e.event_id IS NULL THEN 'ce_id'
-            WHEN e.key IS NULL THEN 'key'
-            WHEN e.type IS NULL THEN 'ce_type'
-            WHEN e.source IS NULL THEN 'ce_source'
-            WHEN e.subject IS NULL THEN 'ce_subject'
-            WHEN e.event_time IS NULL THEN 'ce_time'
-            WHEN e.content_type IS NULL THEN 'content-type'
-            WHEN e.meta IS NULL THEN 'meta'
-            END AS field, 'is NULL' AS reason) AS nulls
-     CROSS JOIN LATERAL (SELECT CASE
-            WHEN nulls.field IS NOT NULL THEN nulls.field
-            WHEN e.content_type <> ''
-                 AND e.content_type !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+/[!#$%&''*+.^_`|~0-9A-Za-z-]+(\s*;.*)?$' THEN 'content-type'
-            WHEN lower(e.content_type) LIKE 'application/cloudevents%' THEN 'content-type'
-            WHEN e.event_time < '0001-01-01 00:00:00+00' OR e.event_time >= '10000-01-01 00:00:00+00' THEN 'ce_time'
-            WHEN e.meta <> '{}' AND jsonb_typeof(e.meta::jsonb) <> 'object' THEN 'meta'
-            WHEN e.meta <> '{}' THEN (SELECT 'meta.' || m.k FROM jsonb_each(e.meta::jsonb) AS m(k, v)
-                                       WHERE m.k !~ '^[a-z0-9]{1,20}$'
-                                          OR m.k IN ('specversion', 'id', 'type', 'source', 'subject', 'time',
-                                                     'datacontenttype', 'dataschema', 'data')
-                                          OR jsonb_typeof(m.v) <> 'string'
-                                       ORDER BY m.k LIMIT 1)
-            END AS field) AS f
-     CROSS JOIN LATERAL (SELECT CASE
-            WHEN nulls.field IS NOT NULL THEN nulls.reason
-            WHEN f.field = 'content-type' THEN format('%L is not a type/subtype media type, or is the CloudEvents structured mode''s', e.content_type)
-            WHEN f.field = 'ce_time' THEN format('%s is outside the years 0001-9999', e.event_time)
-            WHEN f.field = 'meta' THEN 'must be a JSON object'
-            ELSE 'must be named by 1-20 lower-case letters or digits, not a core attribute, with a string value'
-            END AS reason) AS s
-     WHERE f.field IS NOT NULL
-     ORDER BY e.ord
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', COLUMN = bad.field,
-            MESSAGE = format('pulsebus: event %s: %s %s', bad.ord, bad.field, bad.reason);
-    END IF;
     INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
-    SELECT e.event_id, topic, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
+    SELECT e.event_id, topic, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, j.meta, e.payload
       FROM unnest(event_ids, keys, types, sources, subjects, event_times, content_types, metas, payloads)
            WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+     CROSS JOIN LATERAL (SELECT e.meta::jsonb AS meta OFFSET 0) AS j -- OFFSET 0: parsed once, not at every use
       LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
-     WHERE pulsebus.broken_event_rule(limits.l, topic, e.key, e.type, e.source, e.subject, e.content_type,
-                                      e.meta::jsonb, octet_length(e.payload)) = 0
-        OR pulsebus.refuse_event(e.ord, topic, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb,
-                                 octet_length(e.payload))
+     WHERE (pulsebus.broken_shape_rule(e.event_id, e.key, e.type, e.source, e.subject, e.event_time, e.content_type,
+                                       j.meta) = 0
+            AND pulsebus.broken_event_rule(limits.l, topic, e.key, e.type, e.source, e.subject, e.content_type,
+                                           j.meta, octet_length(e.payload)) = 0)
+        OR pulsebus.refuse_shape(e.ord, topic, e.event_id, e.key, e.type, e.source, e.subject, e.event_time,
+                                 e.content_type, j.meta, octet_length(e.payload))
      ORDER BY e.ord;
     IF n > 0 AND pg_try_advisory_xact_lock(8098156504939062905) THEN
         PERFORM pg_notify('pulsebus_outbox', '');

@@ -114,6 +114,9 @@ func TestProducerRole_InsertFunctionValidatesEverything(t *testing.T) {
 		return err
 	}
 	require.NoError(t, insert("lessons", valid(), valid()), "valid events go in")
+	tricky := valid()
+	tricky.meta, tricky.ctype = `{"tenant": "a \"quoted\", \\ value", "region": "zürich"}`, "text/plain; charset=utf-8"
+	require.NoError(t, insert("lessons", tricky), "a meta value may hold quotes, backslashes and any character")
 
 	cases := []struct {
 		name, topic, field string
@@ -156,7 +159,7 @@ func TestProducerRole_InsertFunctionValidatesEverything(t *testing.T) {
 	require.Equal(t, "22023", sqlState(err), "%v", err)
 	require.ErrorContains(t, err, "different lengths")
 
-	require.Len(t, readRows(t, db.Pool), 2, "only the valid events were written")
+	require.Len(t, readRows(t, db.Pool), 3, "only the valid events were written")
 }
 
 // An event id names one event: InsertTx refuses an event whose id is
