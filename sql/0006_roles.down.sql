@@ -16,6 +16,8 @@ END
 $$;
 DROP FUNCTION IF EXISTS pulsebus.setup_roles();
 DROP FUNCTION IF EXISTS pulsebus.insert_events(text, uuid[], text[], text[], text[], text[], timestamptz[], text[], text[], bytea[]);
+DROP FUNCTION IF EXISTS pulsebus.refuse_shape(bigint, text, uuid, text, text, text, text, timestamptz, text, jsonb, bigint);
+DROP FUNCTION IF EXISTS pulsebus.broken_shape_rule(uuid, text, text, text, text, timestamptz, text, jsonb);
 ALTER FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text) SECURITY INVOKER RESET search_path;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pulsebus TO PUBLIC;
 DROP INDEX IF EXISTS pulsebus.outbox_event_id_unique;

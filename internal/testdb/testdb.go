@@ -112,39 +112,52 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 
 // LoginAs creates a LOGIN role with a random name, a member of the group
 // roles groups (pulsebus_producer, ...), and returns a URL that connects
-// to db as it. Roles are cluster-wide: the role is dropped when t ends,
-// after the connections t closes in its cleanup. Its name is in the URL's
-// user part.
+// to db as it. The role is dropped when t ends (see [NewRole]).
 func (db *DB) LoginAs(t testing.TB, groups ...string) string {
+	t.Helper()
+	return URLAs(db.URL, NewRole(t, "LOGIN", groups...))
+}
+
+// URLAs returns rawURL with user as its user and no password.
+func URLAs(rawURL, user string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.User = url.User(user)
+	return u.String()
+}
+
+// NewRole creates a role with a random name and the attributes options
+// ("LOGIN", "LOGIN CREATEROLE"), a member of groups, on the test server,
+// and returns its name. Roles are cluster-wide: it is dropped when t ends,
+// after ending its sessions. Create it before a database it will own, so
+// that the database is dropped first.
+func NewRole(t testing.TB, options string, groups ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		t.Fatalf("testdb: connect to create a login role: %v", err)
+		t.Fatalf("testdb: connect to create a role: %v", err)
 	}
 	defer admin.Close(context.Background())
-	name := "pulsebus_test_login_" + randomHex(6)
-	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN`); err != nil {
-		t.Fatalf("testdb: create role %s: %v", name, err)
+	name := "pulsebus_test_role_" + randomHex(6)
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` `+options); err != nil {
+		t.Fatalf("testdb: create role %s %s: %v", name, options, err)
 	}
-	t.Cleanup(func() { dropRole(t, name) })
+	t.Cleanup(func() { DropRole(t, name) })
 	for _, g := range groups {
 		if _, err := admin.Exec(ctx, `GRANT `+pgx.Identifier{g}.Sanitize()+` TO `+pgx.Identifier{name}.Sanitize()); err != nil {
 			t.Fatalf("testdb: grant %s to %s: %v", g, name, err)
 		}
 	}
-	u, err := url.Parse(db.URL)
-	if err != nil {
-		t.Fatalf("testdb: parse %s: %v", redact(db.URL), err)
-	}
-	u.User = url.User(name)
-	return u.String()
+	return name
 }
 
-// dropRole drops role name after ending its sessions, so a process still
-// connected as it does not keep it alive.
-func dropRole(t testing.TB, name string) {
+// DropRole drops role name, if it exists, after ending its sessions, and
+// reports a failure as an error of t.
+func DropRole(t testing.TB, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
