@@ -338,9 +338,14 @@ func cleanSnippet(b []byte) string {
 	return s
 }
 
-// RedactURL returns raw without user info, query and fragment, where
-// credentials tend to live; "" stays "". Unparseable input gives a
-// placeholder rather than the input.
+// RedactURL returns raw as logs and dead-letter errors may show it: its
+// scheme and host (with the port) only, and "/..." for whatever followed
+// (user info, path, query, fragment), since any of them may be a secret:
+// services such as Slack put the token in the path
+// (https://hooks.slack.com/services/T.../B.../secret becomes
+// https://hooks.slack.com/...). A URL with nothing after its host, or only
+// "/", is returned without user info and fragment; "" stays "".
+// Unparseable input gives a placeholder rather than the input.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
@@ -349,13 +354,15 @@ func RedactURL(raw string) string {
 	if err != nil {
 		return "<unparseable URL>"
 	}
-	u.User = nil
-	u.Fragment, u.RawFragment = "", ""
-	if u.RawQuery != "" || u.ForceQuery {
-		u.RawQuery, u.ForceQuery = "", false
-		return u.String() + "?..."
+	if u.Opaque != "" { // mailto:someone@example.com
+		return u.Scheme + ":..."
 	}
-	return u.String()
+	safe := &url.URL{Scheme: u.Scheme, Host: u.Host}
+	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" && !u.ForceQuery {
+		safe.Path = u.Path
+		return safe.String()
+	}
+	return safe.String() + "/..."
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose text repeats the full
