@@ -131,7 +131,8 @@ func isTokenChar(r rune) bool {
 	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
-// URL returns the endpoint without user info or query, for logs.
+// URL returns the endpoint as scheme://host/..., for logs (see
+// [RedactURL]).
 func (h *Handler) URL() string { return h.safeURL }
 
 // Handle POSTs env and classifies the outcome: nil for 2xx,
@@ -281,7 +282,7 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 // [dispatch.TransientAfter] (with the Retry-After pause), the others in
 // [dispatch.Permanent]; use errors.As.
 type StatusError struct {
-	// URL is the endpoint without user info or query.
+	// URL is the endpoint as scheme://host/... (see RedactURL).
 	URL string
 	// StatusCode and Status are the answer's, e.g. 503 and
 	// "503 Service Unavailable".
@@ -294,7 +295,8 @@ type StatusError struct {
 	// retryable status the consumer waits at least that long
 	// ([ParseRetryAfter]) before the next attempt.
 	RetryAfter string
-	// Location is a redirect's target (without user info or query).
+	// Location is a redirect's target as scheme://host/... (see
+	// RedactURL).
 	Location string
 }
 
