@@ -241,7 +241,9 @@ BEGIN
             END;
         END IF;
         EXECUTE format('GRANT USAGE ON SCHEMA pulsebus TO %I', r.role_name);
-        EXECUTE format('GRANT SELECT ON pulsebus.schema_migrations TO %I', r.role_name);
+        IF to_regclass('pulsebus.schema_migrations') IS NOT NULL THEN -- made by the migrator, not a migration
+            EXECUTE format('GRANT SELECT ON pulsebus.schema_migrations TO %I', r.role_name);
+        END IF;
         CASE r.purpose
         WHEN 'producer' THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text), '
