@@ -32,9 +32,9 @@ SELECT p, coalesce(nullif(current_setting('pulsebus.role_prefix', true), ''), 'p
 -- An event id names one event: a second event with the id of one still in
 -- the outbox is refused (SQLSTATE 23505 on this index) rather than skipped
 -- as a duplicate by every consumer. Once the relay has published and
--- deleted a row its id is no longer checked (see README "Duplicate event
--- ids"). Version 7 UUIDs grow with time, so the index is appended to at its
--- right edge.
+-- deleted a row its id is no longer checked (README "Producing events",
+-- "From Go"). Version 7 UUIDs grow with time, so the index is appended to
+-- at its right edge.
 CREATE UNIQUE INDEX outbox_event_id_unique ON pulsebus.outbox (event_id);
 
 -- broken_shape_rule returns 0 when an event has the shape the relay can
@@ -218,7 +218,7 @@ REVOKE ALL ON SCHEMA pulsebus FROM PUBLIC;
 CREATE FUNCTION pulsebus.setup_roles() RETURNS TABLE (role_name name, status text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r         record;
+    r          record;
     may_create boolean;
 BEGIN
     SELECT rolsuper OR rolcreaterole INTO may_create FROM pg_roles WHERE rolname = current_user;
