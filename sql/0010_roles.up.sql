@@ -159,7 +159,8 @@ CREATE FUNCTION pulsebus.insert_events(
     event_times   timestamptz[],
     content_types text[],
     metas         text[],
-    payloads      bytea[]
+    payloads      bytea[],
+    dataschemas   text[]
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -171,14 +172,18 @@ BEGIN
     IF coalesce(cardinality(keys), 0) <> n OR coalesce(cardinality(types), 0) <> n
        OR coalesce(cardinality(sources), 0) <> n OR coalesce(cardinality(subjects), 0) <> n
        OR coalesce(cardinality(event_times), 0) <> n OR coalesce(cardinality(content_types), 0) <> n
-       OR coalesce(cardinality(metas), 0) <> n OR coalesce(cardinality(payloads), 0) <> n THEN
+       OR coalesce(cardinality(metas), 0) <> n OR coalesce(cardinality(payloads), 0) <> n
+       OR coalesce(cardinality(dataschemas), 0) <> n THEN
         RAISE EXCEPTION 'pulsebus.insert_events: the arrays have different lengths (% event ids)', n
             USING ERRCODE = '22023';
     END IF;
-    INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
-    SELECT e.event_id, topic, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, j.meta, e.payload
-      FROM unnest(event_ids, keys, types, sources, subjects, event_times, content_types, metas, payloads)
-           WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+    -- dataschema is not checked here (the Go producer checks it is an
+    -- absolute URI); a bad one makes the relay park the row.
+    INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema)
+    SELECT e.event_id, topic, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, j.meta, e.payload,
+           coalesce(e.dataschema, '')
+      FROM unnest(event_ids, keys, types, sources, subjects, event_times, content_types, metas, payloads, dataschemas)
+           WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, dataschema, ord)
      CROSS JOIN LATERAL (SELECT e.meta::jsonb AS meta OFFSET 0) AS j -- OFFSET 0: parsed once, not at every use
       LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
      WHERE (pulsebus.broken_shape_rule(e.event_id, e.key, e.type, e.source, e.subject, e.event_time, e.content_type,
@@ -197,7 +202,7 @@ $$;
 -- publish runs as the schema's owner too, with the same pinned search_path
 -- (every name in it is schema-qualified), so producers need no privilege
 -- on the outbox.
-ALTER FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text)
+ALTER FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 -- Nothing in the schema is anyone's but its owner's unless granted below:
@@ -246,8 +251,8 @@ BEGIN
         END IF;
         CASE r.purpose
         WHEN 'producer' THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text), '
-                'pulsebus.insert_events(text, uuid[], text[], text[], text[], text[], timestamptz[], text[], text[], bytea[]) TO %I',
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pulsebus.publish(text, text, text, jsonb, jsonb, text, text, text), '
+                'pulsebus.insert_events(text, uuid[], text[], text[], text[], text[], timestamptz[], text[], text[], bytea[], text[]) TO %I',
                 r.role_name);
         WHEN 'relay' THEN
             EXECUTE format('GRANT SELECT, UPDATE, DELETE ON pulsebus.outbox TO %I', r.role_name);
@@ -255,12 +260,12 @@ BEGIN
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pulsebus.relay_leader TO %I', r.role_name);
             EXECUTE format('GRANT SELECT ON pulsebus.limits TO %I', r.role_name);
         WHEN 'consumer' THEN
-            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pulsebus.handler_offsets, pulsebus.dead_letters TO %I',
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pulsebus.handler_offsets, pulsebus.dead_letters, pulsebus.held_events TO %I',
                 r.role_name);
             EXECUTE format('GRANT SELECT ON pulsebus.limits TO %I', r.role_name);
         WHEN 'admin' THEN
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON pulsebus.outbox, pulsebus.outbox_parked, '
-                'pulsebus.handler_offsets, pulsebus.dead_letters TO %I', r.role_name);
+                'pulsebus.handler_offsets, pulsebus.dead_letters, pulsebus.held_events TO %I', r.role_name);
             EXECUTE format('GRANT SELECT ON pulsebus.relay_leader, pulsebus.limits, pulsebus.roles TO %I', r.role_name);
             EXECUTE format('GRANT EXECUTE ON FUNCTION pulsebus.event_violation(text, text, text, text, text, text, jsonb, bigint), '
                 'pulsebus.broken_event_rule(pulsebus.limits, text, text, text, text, text, text, jsonb, bigint), '
