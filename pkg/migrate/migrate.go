@@ -361,7 +361,7 @@ func locked(ctx context.Context, db Beginner, fn func(tx pgx.Tx, current int) er
 }
 
 // MissingRoles returns the group roles the schema grants to
-// (pulsebus.roles, from version 6) that do not exist: the migrating user
+// (pulsebus.roles, from version 10) that do not exist: the migrating user
 // could not create them, lacking CREATEROLE. Until a DBA creates them and
 // runs SELECT * FROM pulsebus.setup_roles() as the schema owner, only the
 // owner can use the schema. It returns nil for a schema without
@@ -382,7 +382,7 @@ func MissingRoles(ctx context.Context, db Beginner) ([]string, error) {
 	}
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table: a schema before version 6
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table: a schema before version 10
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("look up the PulseBus roles: %w", err)

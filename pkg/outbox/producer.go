@@ -99,7 +99,7 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 }
 
 // insertSQL writes the rows through pulsebus.insert_events (migration
-// 0006_roles): from parallel arrays, each event tested against the row of
+// 0010_roles): from parallel arrays, each event tested against the row of
 // pulsebus.limits by pulsebus.broken_event_rule and against the rules of
 // an event's shape, the first refused one raising SQLSTATE 22023 with
 // nothing written, and the relay notified unless another transaction is
