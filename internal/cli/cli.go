@@ -230,6 +230,15 @@ them with their row counts, unless --force.`)
 		} else {
 			fmt.Fprintf(stdout, "applied %d migration(s) %v; schema now at version %d\n", len(res.Versions), res.Versions, migrate.Latest())
 		}
+		missing, err := migrate.MissingRoles(ctx, pool)
+		switch {
+		case err != nil: // the schema is migrated; say so, and why the roles are unknown
+			fmt.Fprintf(stderr, "warning: %v\n", err)
+		case len(missing) > 0:
+			fmt.Fprintf(stderr, "warning: the roles %s do not exist and this user may not create them (no CREATEROLE): "+
+				"until a DBA creates them (CREATE ROLE name NOLOGIN) and runs SELECT * FROM pulsebus.setup_roles() "+
+				"as the schema owner, only the owner can use the schema (README \"Security\")\n", strings.Join(missing, ", "))
+		}
 		return nil
 	}
 }

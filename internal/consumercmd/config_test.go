@@ -37,7 +37,7 @@ func TestConfigErrors(t *testing.T) {
 		{"spec both kinds", with("--handler", "name=b,types=*,log=info,webhook=http://h"), "webhook=URL or log=LEVEL, not both"},
 		{"spec neither kind", with("--handler", "name=b,types=*"), "give webhook=URL or log=LEVEL"},
 		{"spec bad level", with("--handler", "name=b,types=*,log=loud"), "log=loud: not debug, info, warn or error"},
-		{"spec bad url", with("--handler", "name=b,types=*,webhook=ftp://h/x"), "handler b: webhook: Config.URL ftp://h/x: scheme must be http or https"},
+		{"spec bad url", with("--handler", "name=b,types=*,webhook=ftp://h/x"), "handler b: webhook: Config.URL ftp://h/...: scheme must be http or https"},
 		{"spec bad type", with("--handler", "name=b,types=lesson.*|qu*z,log=info"), `"qu*z" is not an exact type, prefix.* or *`},
 		{"spec empty type", with("--handler", "name=b,types=a||c,log=info"), `"" is not an exact type`},
 		{"spec max-attempts", with("--handler", "name=b,types=*,log=info,max-attempts=0"), "max-attempts=0: not a whole number >= 1"},
@@ -138,10 +138,10 @@ func TestParseHandlerSpec(t *testing.T) {
 	require.Equal(t, 2*time.Minute, s.Retry.MaxElapsed)
 	require.Equal(t, 30*time.Minute, s.Retry.RetryFor)
 	desc := s.Describe()
-	for _, secret := range []string{"tok-123", "pw", "key=abc", "user"} {
+	for _, secret := range []string{"tok-123", "pw", "key=abc", "user", "events"} {
 		require.NotContains(t, desc, secret)
 	}
-	require.Equal(t, "name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/events?...,timeout=5s,"+
+	require.Equal(t, "name=search,types=lesson.*|quiz.submitted,webhook=https://search.internal/...,timeout=5s,"+
 		"header=Authorization:<redacted>,header=X-Team:<redacted>,max-attempts=10,max-elapsed=2m0s,retry-for=30m0s", desc)
 
 	require.False(t, s.HoldKey, "on-failure defaults to dead-letter")

@@ -13,7 +13,8 @@
 // *cli.ConfigError naming the flag and the variable, and which of them the
 // value came from (exit 2).
 // Secrets are never logged: the database URL goes through cli.RedactURL,
-// webhook URLs lose user info and query, header values are not shown.
+// webhook URLs show only scheme://host/... (webhook.RedactURL), header
+// values are not shown.
 //
 // # Shutdown
 //

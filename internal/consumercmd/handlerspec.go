@@ -211,7 +211,7 @@ func (s HandlerSpec) newWebhook() (*webhook.Handler, error) {
 }
 
 // Describe renders the spec for logs: no header values, and the webhook
-// URL without user info or query.
+// URL as scheme://host/... (webhook.RedactURL).
 func (s HandlerSpec) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name=%s,types=%s", s.Name, strings.Join(s.Types, "|"))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/procharness"
@@ -75,6 +76,10 @@ func (rc *receiver) searchCount() int {
 // through the relay and consumer binaries; a refused webhook ends in the dead
 // letters, an oversized row is parked, a rolled-back transaction publishes
 // nothing, both processes report it all on /metrics and exit 0 on SIGTERM.
+// Everyone logs in as a role of their own, none a superuser, each a member
+// of one of the group roles the schema ships: the producer of
+// pulsebus_producer, the relay of pulsebus_relay, the consumer of
+// pulsebus_consumer and the operator's commands of pulsebus_admin.
 func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 	db := testdb.New(t)
 	kc := testkafka.New(t)
@@ -86,13 +91,20 @@ func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 
 	relayBin := procharness.Build(t, "github.com/edupulse/pulsebus/cmd/relay")
 	consumerBin := procharness.Build(t, "github.com/edupulse/pulsebus/cmd/consumer")
-	common := []string{"DATABASE_URL=" + db.URL, "KAFKA_BROKERS=" + strings.Join(kc.Addrs, ","), "LOG_FORMAT=json"}
+	common := []string{"KAFKA_BROKERS=" + strings.Join(kc.Addrs, ","), "LOG_FORMAT=json"}
+	relayDB := []string{"DATABASE_URL=" + db.LoginAs(t, "pulsebus_relay")}
+	consumerDB := []string{"DATABASE_URL=" + db.LoginAs(t, "pulsebus_consumer")}
+	adminDB := []string{"DATABASE_URL=" + db.LoginAs(t, "pulsebus_admin")}
+	ctx := context.Background()
+	producer, err := pgxpool.New(ctx, db.LoginAs(t, "pulsebus_producer"))
+	require.NoError(t, err)
+	t.Cleanup(producer.Close)
 
 	relayAddr := procharness.FreeAddr(t)
 	relay := procharness.Start(t, relayBin, procharness.Options{Name: "relay", HTTPAddr: relayAddr,
 		Args: []string{"run"},
 		Env: append([]string{"METRICS_ADDR=" + relayAddr, "RELAY_POLL_INTERVAL=200ms", "RELAY_BACKLOG_INTERVAL=200ms",
-			"RELAY_MAX_MESSAGE_BYTES=20000"}, common...)})
+			"RELAY_MAX_MESSAGE_BYTES=20000"}, append(relayDB, common...)...)})
 	consumerAddr := procharness.FreeAddr(t)
 	consumer := procharness.Start(t, consumerBin, procharness.Options{Name: "consumer", HTTPAddr: consumerAddr,
 		Args: []string{"run"},
@@ -100,19 +112,18 @@ func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 			"CONSUMER_RETRY_INITIAL_INTERVAL=10ms", "CONSUMER_FLUSH_INTERVAL=100ms",
 			"CONSUMER_HANDLERS=name=search,types=lesson.*|quiz.submitted,webhook=" + srv.URL + "/search" +
 				";name=crm,types=payment.processed,webhook=" + srv.URL + "/crm,max-attempts=5" +
-				";name=audit,types=*,log=debug"}, common...)})
+				";name=audit,types=*,log=debug"}, append(consumerDB, common...)...)})
 	require.NoError(t, relay.WaitHTTP("/readyz", 30*time.Second))
 	require.NoError(t, consumer.WaitHTTP("/readyz", 30*time.Second))
 
 	// Producers in "another language": plain SQL in transactions.
-	ctx := context.Background()
 	const lessons, quizzes, payments, badges = 60, 60, 20, 20
 	publish := func(tx pgx.Tx, key, typ string, payload string) {
 		_, err := tx.Exec(ctx, `SELECT pulsebus.publish($1, $2, $3, $4::jsonb, '{"tenant": "acme"}', 'lesson-service')`, topic, key, typ, payload)
 		require.NoError(t, err)
 	}
 	for i := range lessons + quizzes + payments + badges {
-		tx, err := db.Pool.Begin(ctx)
+		tx, err := producer.Begin(ctx)
 		require.NoError(t, err)
 		key := fmt.Sprintf("agg-%d", i%7)
 		switch {
@@ -131,11 +142,11 @@ func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 
 	// A rolled-back transaction publishes nothing; an oversized event is
 	// parked by the relay, and the stream keeps flowing around it.
-	tx, err := db.Pool.Begin(ctx)
+	tx, err := producer.Begin(ctx)
 	require.NoError(t, err)
 	publish(tx, "ghost", "lesson.published", `{"lesson_id": "never"}`)
 	require.NoError(t, tx.Rollback(ctx))
-	tx, err = db.Pool.Begin(ctx)
+	tx, err = producer.Begin(ctx)
 	require.NoError(t, err)
 	publish(tx, "big", "lesson.published", `{"lesson_id": "big", "pad": "`+strings.Repeat("x", 30_000)+`"}`)
 	publish(tx, "after-big", "lesson.published", `{"lesson_id": "after-big", "title": "still flows"}`)
@@ -192,12 +203,17 @@ func TestEndToEnd_SQLFunctionToWebhook(t *testing.T) {
 	}
 
 	// The operator's view: relay status and the dead-letter listing.
-	status := command(t, relayBin, common, "status")
+	status := command(t, relayBin, append(adminDB, common...), "status")
 	require.Regexp(t, `(?m)^backlog:\s+0 rows`, status)
 	require.Regexp(t, `(?m)^parked:\s+1 rows?`, status)
-	dead := command(t, consumerBin, common, "dead-letters", "list", "--group", "edupulse-e2e")
+	dead := command(t, consumerBin, append(adminDB, common...), "dead-letters", "list", "--group", "edupulse-e2e")
 	require.Equal(t, payments, strings.Count(dead, "payment.processed"), dead)
 	require.Contains(t, dead, "422")
+	require.NotContains(t, dead, "/crm", "a webhook URL's path may hold a token: errors show scheme://host/... only")
+	parked := command(t, relayBin, append(adminDB, common...), "parked", "list")
+	require.Contains(t, parked, "message_too_large", parked)
+	deleted := command(t, relayBin, append(adminDB, common...), "parked", "delete", "--topic", topic)
+	require.Contains(t, deleted, "message_too_large", deleted)
 
 	// SIGTERM: both drain and exit 0 within 10 s.
 	require.NoError(t, consumer.Signal(syscall.SIGTERM))

@@ -110,6 +110,70 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}
 }
 
+// LoginAs creates a LOGIN role with a random name, a member of the group
+// roles groups (pulsebus_producer, ...), and returns a URL that connects
+// to db as it. The role is dropped when t ends (see [NewRole]).
+func (db *DB) LoginAs(t testing.TB, groups ...string) string {
+	t.Helper()
+	return URLAs(db.URL, NewRole(t, "LOGIN", groups...))
+}
+
+// URLAs returns rawURL with user as its user and no password.
+func URLAs(rawURL, user string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.User = url.User(user)
+	return u.String()
+}
+
+// NewRole creates a role with a random name and the attributes options
+// ("LOGIN", "LOGIN CREATEROLE"), a member of groups, on the test server,
+// and returns its name. Roles are cluster-wide: it is dropped when t ends,
+// after ending its sessions. Create it before a database it will own, so
+// that the database is dropped first.
+func NewRole(t testing.TB, options string, groups ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("testdb: connect to create a role: %v", err)
+	}
+	defer admin.Close(context.Background())
+	name := "pulsebus_test_role_" + randomHex(6)
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` `+options); err != nil {
+		t.Fatalf("testdb: create role %s %s: %v", name, options, err)
+	}
+	t.Cleanup(func() { DropRole(t, name) })
+	for _, g := range groups {
+		if _, err := admin.Exec(ctx, `GRANT `+pgx.Identifier{g}.Sanitize()+` TO `+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Fatalf("testdb: grant %s to %s: %v", g, name, err)
+		}
+	}
+	return name
+}
+
+// DropRole drops role name, if it exists, after ending its sessions, and
+// reports a failure as an error of t.
+func DropRole(t testing.TB, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Errorf("testdb: drop role %s: %v", name, err)
+		return
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, name); err != nil {
+		t.Errorf("testdb: end the sessions of role %s: %v", name, err)
+	}
+	if _, err := admin.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Errorf("testdb: drop role %s: %v", name, err)
+	}
+}
+
 // makeTemplate creates a database migrated to the latest version, named
 // after a random suffix so concurrent test binaries do not share it. It is
 // marked as a template and dropped by the next run's sweep of stale ones.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	pbsql "github.com/edupulse/pulsebus/sql"
 )
@@ -357,4 +358,34 @@ func locked(ctx context.Context, db Beginner, fn func(tx pgx.Tx, current int) er
 		}
 		return fn(tx, current)
 	})
+}
+
+// MissingRoles returns the group roles the schema grants to
+// (pulsebus.roles, from version 10) that do not exist: the migrating user
+// could not create them, lacking CREATEROLE. Until a DBA creates them and
+// runs SELECT * FROM pulsebus.setup_roles() as the schema owner, only the
+// owner can use the schema. It returns nil for a schema without
+// pulsebus.roles.
+func MissingRoles(ctx context.Context, db Beginner) ([]string, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("look up the PulseBus roles: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	rows, err := tx.Query(ctx, `
+		SELECT r.role_name::text FROM pulsebus.roles AS r
+		 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.role_name)
+		 ORDER BY r.purpose`)
+	var names []string
+	if err == nil {
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table: a schema before version 10
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up the PulseBus roles: %w", err)
+	}
+	return names, nil
 }

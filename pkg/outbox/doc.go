@@ -20,6 +20,13 @@
 // is SQLSTATE 22023 naming the field, which InsertTx turns into the error Go
 // validation gives. [LoadLimits] reads the row.
 //
+// InsertTx writes through the SQL function pulsebus.insert_events, which,
+// like pulsebus.publish, runs as the schema's owner (SECURITY DEFINER) and
+// checks every event: a producer's database role needs only membership in
+// pulsebus_producer and no privilege on the outbox itself (README
+// "Security"). An event whose id is already in the outbox is refused with
+// [ErrDuplicateEventID].
+//
 // # The relay's state machine
 //
 // Relays sharing a [RelayConfig.Name] elect one leader through a lease row

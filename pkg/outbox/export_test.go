@@ -51,14 +51,32 @@ func DisablePrefetchForTest(r *Relay) { r.noPrefetch = true }
 // included).
 func ClaimsForTest(r *Relay) int64 { return r.claims.Load() }
 
-// InsertNoNotifyForTest is InsertTx without any notification: the same
-// rows in the same statement, for benchmarks to compare against.
+// insertRowsSQL is the INSERT of pulsebus.insert_events as a statement of
+// its own (it needs INSERT on the outbox, which a producer role lacks), for
+// benchmarks comparing ways to notify: a statement that follows it runs in
+// the same statement, since a data-modifying CTE always runs to completion.
+const insertRowsSQL = `
+WITH inserted AS (
+	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
+	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
+	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
+	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true
+	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
+	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
+	 ORDER BY e.ord
+)
+`
+
+// InsertNoNotifyForTest is InsertTx's insert without any notification, as
+// a statement of its own, for benchmarks to compare against.
 func InsertNoNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
 	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT 1`, topic, envs)
 }
 
-// InsertAlwaysNotifyForTest is InsertTx notifying in every transaction,
-// for benchmarks to compare against.
+// InsertAlwaysNotifyForTest is InsertTx's insert notifying in every
+// transaction, as a statement of its own, for benchmarks to compare
+// against.
 func InsertAlwaysNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
 	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT pg_notify('`+NotifyChannel+`', '')`, topic, envs)
 }

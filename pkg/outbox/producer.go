@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +34,14 @@ const NotifyChannel = "pulsebus_outbox"
 // worst, its poll (see the package documentation). The value is "pbnotify"
 // in ASCII; pkg/migrate's lock uses another key.
 const NotifyLockKey int64 = 0x70626e6f74696679
+
+// ErrDuplicateEventID is wrapped by the error of [InsertTx] for an event
+// whose id is already in the outbox (or given twice in one call): an event
+// id names one event, and consumers would skip the second one as a
+// duplicate. Nothing of the call is written. The outbox checks ids only
+// while their events wait in it: once the relay has published an event and
+// deleted its row, its id is not checked any more.
+var ErrDuplicateEventID = errors.New("event id already in the outbox")
 
 // Executor runs a statement: pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy it.
 type Executor interface {
@@ -98,28 +105,16 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 	return p.InsertTx(ctx, db, topic, envs...)
 }
 
-// insertRowsSQL inserts rows from parallel arrays, each tested by
-// pulsebus.broken_event_rule against the row of pulsebus.limits: the first
-// refused one raises (pulsebus.refuse_event) and nothing is written. A
-// statement that follows it runs in the same statement, since a
-// data-modifying CTE always runs to completion.
-const insertRowsSQL = `
-WITH inserted AS (
-	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema)
-	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload, e.dataschema
-	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])
-	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, dataschema, ord)
-	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true -- LIMIT: the planner counts one row
-	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
-	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
-	 ORDER BY e.ord
-)
-`
-
-// insertSQL inserts the rows and notifies the relay unless another
-// transaction is notifying (see NotifyLockKey), in one statement.
-var insertSQL = insertRowsSQL + `SELECT pg_notify('` + NotifyChannel + `', '') WHERE pg_try_advisory_xact_lock(` +
-	strconv.FormatInt(NotifyLockKey, 10) + `)`
+// insertSQL writes the rows through pulsebus.insert_events (migration
+// 0010_roles): from parallel arrays, each event tested against the row of
+// pulsebus.limits by pulsebus.broken_event_rule and against the rules of
+// an event's shape, the first refused one raising SQLSTATE 22023 with
+// nothing written, and the relay notified unless another transaction is
+// notifying (see NotifyLockKey). The function runs as the schema's owner,
+// so a producer needs only EXECUTE on it (the role pulsebus_producer), no
+// privilege on the outbox.
+const insertSQL = `SELECT pulsebus.insert_events($1, $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+	$7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])`
 
 // InsertTx writes envs into the outbox inside tx. See the package function
 // [InsertTx].
@@ -192,6 +187,9 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		if i, refusal, ok := refusedEvent(err, len(envs)); ok {
 			return fmt.Errorf("outbox: event %d of %d (id %s): %w (pulsebus.limits)", i, len(envs), envs[i].ID, refusal)
 		}
+		if i, ok := duplicateEvent(err, envs); ok {
+			return fmt.Errorf("outbox: event %d of %d (id %s): %w", i, len(envs), envs[i].ID, ErrDuplicateEventID)
+		}
 		return fmt.Errorf("outbox: insert %d events into %s: %w", len(envs), topic, err)
 	}
 	return nil
@@ -226,6 +224,31 @@ func refusedEvent(err error, n int) (index int, refusal error, ok bool) {
 		refusal = &envelope.FieldError{Field: field, Reason: reason}
 	}
 	return ordinal - 1, refusal, true
+}
+
+// duplicateEventIDIndex is the unique index on pulsebus.outbox (event_id).
+const duplicateEventIDIndex = "outbox_event_id_unique"
+
+// duplicateEvent finds the event of envs whose id the unique index on the
+// outbox's event ids refused in err: the first one with the id the error's
+// detail names ("Key (event_id)=(...) already exists."). ok is false for
+// any other error.
+func duplicateEvent(err error, envs []envelope.Envelope) (index int, ok bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.ConstraintName != duplicateEventIDIndex {
+		return 0, false
+	}
+	_, rest, found := strings.Cut(pgErr.Detail, "=(")
+	id, _, closed := strings.Cut(rest, ")")
+	if !found || !closed {
+		return 0, false
+	}
+	for i, env := range envs {
+		if env.ID == id {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // LoadLimits reads the schema's limits, the row of pulsebus.limits every

@@ -42,6 +42,8 @@
 //     is parked in the dead letters at once. The error names the status and
 //     quotes the start of the response body.
 //
-// Errors are [*StatusError] for an HTTP answer; their text never contains
-// the URL's user info or query, where credentials tend to live.
+// Errors are [*StatusError] for an HTTP answer; their text shows the URL as
+// [RedactURL] does, scheme and host only: user info, path, query and
+// fragment may all hold credentials (Slack-style webhooks carry their token
+// in the path).
 package webhook

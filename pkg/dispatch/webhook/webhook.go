@@ -134,7 +134,8 @@ func isTokenChar(r rune) bool {
 	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
-// URL returns the endpoint without user info or query, for logs.
+// URL returns the endpoint as scheme://host/..., for logs (see
+// [RedactURL]).
 func (h *Handler) URL() string { return h.safeURL }
 
 // Handle POSTs env and classifies the outcome: nil for 2xx,
@@ -302,7 +303,7 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 // [dispatch.TransientAfter] (with the Retry-After pause), the others in
 // [dispatch.Permanent]; use errors.As.
 type StatusError struct {
-	// URL is the endpoint without user info or query.
+	// URL is the endpoint as scheme://host/... (see RedactURL).
 	URL string
 	// StatusCode and Status are the answer's, e.g. 503 and
 	// "503 Service Unavailable".
@@ -315,7 +316,8 @@ type StatusError struct {
 	// retryable status the consumer waits at least that long
 	// ([ParseRetryAfter]) before the next attempt.
 	RetryAfter string
-	// Location is a redirect's target (without user info or query).
+	// Location is a redirect's target as scheme://host/... (see
+	// RedactURL).
 	Location string
 }
 
@@ -359,9 +361,14 @@ func cleanSnippet(b []byte) string {
 	return s
 }
 
-// RedactURL returns raw without user info, query and fragment, where
-// credentials tend to live; "" stays "". Unparseable input gives a
-// placeholder rather than the input.
+// RedactURL returns raw as logs and dead-letter errors may show it: its
+// scheme and host (with the port) only, and "/..." for whatever followed
+// (user info, path, query, fragment), since any of them may be a secret:
+// services such as Slack put the token in the path
+// (https://hooks.slack.com/services/T.../B.../secret becomes
+// https://hooks.slack.com/...). A URL with nothing after its host, or only
+// "/", is returned without user info and fragment; "" stays "".
+// Unparseable input gives a placeholder rather than the input.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
@@ -370,13 +377,15 @@ func RedactURL(raw string) string {
 	if err != nil {
 		return "<unparseable URL>"
 	}
-	u.User = nil
-	u.Fragment, u.RawFragment = "", ""
-	if u.RawQuery != "" || u.ForceQuery {
-		u.RawQuery, u.ForceQuery = "", false
-		return u.String() + "?..."
+	if u.Opaque != "" { // mailto:someone@example.com
+		return u.Scheme + ":..."
 	}
-	return u.String()
+	safe := &url.URL{Scheme: u.Scheme, Host: u.Host}
+	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" && !u.ForceQuery {
+		safe.Path = u.Path
+		return safe.String()
+	}
+	return safe.String() + "/..."
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose text repeats the full

@@ -236,14 +236,15 @@ func TestHandler_RedirectNotFollowed(t *testing.T) {
 	t.Parallel()
 	target := newEndpoint(t, nil)
 	ep := newEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, target.URL+"/new?sig=abc", http.StatusFound)
+		http.Redirect(w, r, target.URL+"/new/T0123/s3cr3t?sig=abc", http.StatusFound)
 	})
 	h := newHandler(t, webhook.Config{URL: ep.URL})
 	err := h.Handle(context.Background(), testEnvelope())
 	require.True(t, dispatch.IsPermanent(err), "%v", err)
 	require.Contains(t, err.Error(), "302 Found")
-	require.Contains(t, err.Error(), "redirect to "+target.URL+"/new?...")
+	require.Contains(t, err.Error(), "redirect to "+target.URL+"/...")
 	require.NotContains(t, err.Error(), "sig=abc")
+	require.NotContains(t, err.Error(), "s3cr3t")
 	require.Empty(t, target.requests())
 }
 
@@ -299,22 +300,45 @@ func TestHandler_ContextCancelled(t *testing.T) {
 }
 
 // Nothing listening: a retryable network error, and the URL's credentials
-// stay out of the message.
+// stay out of the message: user info, query, fragment and the path, where
+// services such as Slack put the token (/services/T.../B.../secret).
 func TestHandler_NetworkErrorRedactsURL(t *testing.T) {
 	t.Parallel()
 	ep := newEndpoint(t, nil)
 	addr := ep.Listener.Addr().String()
 	ep.Close()
-	h := newHandler(t, webhook.Config{URL: "http://bob:hunter2@" + addr + "/hook?token=tok3n#frag"})
-	require.Equal(t, "http://"+addr+"/hook?...", h.URL())
+	h := newHandler(t, webhook.Config{URL: "http://bob:hunter2@" + addr + "/services/T0001/B0002/p4thT0ken?token=tok3n#frag"})
+	require.Equal(t, "http://"+addr+"/...", h.URL())
 	err := h.Handle(context.Background(), testEnvelope())
 	require.Error(t, err)
 	require.False(t, dispatch.IsPermanent(err))
 	require.True(t, dispatch.IsTransient(err), "%v", err)
-	for _, secret := range []string{"hunter2", "tok3n", "bob", "frag"} {
+	for _, secret := range []string{"hunter2", "tok3n", "bob", "frag", "p4thT0ken", "T0001", "services"} {
 		require.NotContains(t, err.Error(), secret)
 	}
-	require.Contains(t, err.Error(), "http://"+addr+"/hook")
+	require.Contains(t, err.Error(), "http://"+addr+"/...")
+}
+
+// RedactURL keeps the scheme and the host (with its port): enough to tell
+// endpoints apart in logs and dead letters, nothing that may be a secret.
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"": "",
+		"https://hooks.slack.com/services/T0001/B0002/XXXXXXXXXXXXXXXXXXXXXXXX": "https://hooks.slack.com/...",
+		"https://user:pw@search.internal:8443/events?key=abc#frag":              "https://search.internal:8443/...",
+		"https://search.internal":         "https://search.internal",
+		"https://search.internal/":        "https://search.internal/",
+		"https://search.internal?key=abc": "https://search.internal/...",
+		"https://search.internal/#frag":   "https://search.internal/",
+		"http://[::1]:8080/hook/s3cr3t":   "http://[::1]:8080/...",
+		"/relative/s3cr3t":                "/...",
+		"mailto:someone@example.com":      "mailto:...",
+		"http://h:pw@[::1":                "<unparseable URL>",
+		"https://example.com/%zz":         "<unparseable URL>",
+	} {
+		require.Equal(t, want, webhook.RedactURL(raw), raw)
+	}
 }
 
 func TestNew_ConfigErrors(t *testing.T) {
