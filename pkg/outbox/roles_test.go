@@ -103,14 +103,14 @@ func TestProducerRole_InsertFunctionValidatesEverything(t *testing.T) {
 			ctype: "application/json", meta: "{}", time: time.Now(), payload: []byte(`{}`)}
 	}
 	insert := func(topic string, events ...event) error {
-		var ids, keys, types, sources, subjects, ctypes, metas, times, payloads []any
+		var ids, keys, types, sources, subjects, ctypes, metas, times, payloads, dataschemas []any
 		for _, e := range events {
 			ids, keys, types, sources = append(ids, e.id), append(keys, e.key), append(types, e.typ), append(sources, e.source)
 			subjects, ctypes, metas = append(subjects, e.subject), append(ctypes, e.ctype), append(metas, e.meta)
-			times, payloads = append(times, e.time), append(payloads, e.payload)
+			times, payloads, dataschemas = append(times, e.time), append(payloads, e.payload), append(dataschemas, "")
 		}
 		_, err := producer.Exec(ctx, `SELECT pulsebus.insert_events($1, $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::timestamptz[], $8::text[], $9::text[], $10::bytea[])`, topic, ids, keys, types, sources, subjects, times, ctypes, metas, payloads)
+			$7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])`, topic, ids, keys, types, sources, subjects, times, ctypes, metas, payloads, dataschemas)
 		return err
 	}
 	require.NoError(t, insert("lessons", valid(), valid()), "valid events go in")
@@ -155,7 +155,7 @@ func TestProducerRole_InsertFunctionValidatesEverything(t *testing.T) {
 	}
 
 	// Arrays of different lengths are refused, not padded with NULLs.
-	_, err := producer.Exec(ctx, `SELECT pulsebus.insert_events('lessons', ARRAY[gen_random_uuid()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')`)
+	_, err := producer.Exec(ctx, `SELECT pulsebus.insert_events('lessons', ARRAY[gen_random_uuid()], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')`)
 	require.Equal(t, "22023", sqlState(err), "%v", err)
 	require.ErrorContains(t, err, "different lengths")
 
