@@ -57,10 +57,10 @@ func ClaimsForTest(r *Relay) int64 { return r.claims.Load() }
 // the same statement, since a data-modifying CTE always runs to completion.
 const insertRowsSQL = `
 WITH inserted AS (
-	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload)
-	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload
-	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])
-	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, ord)
+	INSERT INTO pulsebus.outbox (event_id, topic, key, type, source, subject, event_time, content_type, meta, payload, dataschema)
+	SELECT e.event_id, $1, e.key, e.type, e.source, e.subject, e.event_time, e.content_type, e.meta::jsonb, e.payload, e.dataschema
+	  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])
+	       WITH ORDINALITY AS e(event_id, key, type, source, subject, event_time, content_type, meta, payload, dataschema, ord)
 	  LEFT JOIN (SELECT l FROM pulsebus.limits AS l LIMIT 1) AS limits ON true
 	 WHERE pulsebus.broken_event_rule(limits.l, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload)) = 0
 	    OR pulsebus.refuse_event(e.ord, $1, e.key, e.type, e.source, e.subject, e.content_type, e.meta::jsonb, octet_length(e.payload))
