@@ -38,11 +38,17 @@ import (
 //
 // The byte bound is a running sum over the head of the outbox, read
 // without locks, so no row beyond the claimed prefix is locked: a locked,
-// unclaimed row would be skipped by the claim-ahead and published out of
-// order. Only the rows within the bound are then locked (FOR UPDATE SKIP
-// LOCKED, never waiting) and deleted. The batch in hand is excluded by id,
-// not by its locks, so the claim-ahead cannot take its rows even after it
-// rolled back.
+// unclaimed row would be skipped by a later claim and published out of
+// order. The DELETE then locks exactly the rows within the bound. It waits
+// for a row another transaction holds rather than skipping it (bounded by
+// the claim transaction's statement_timeout): the batch in hand's rows are
+// excluded by id ($5), not by their locks, so the claim-ahead never meets
+// them, even after that batch rolled back; what remains is an operator's
+// statement (relay outbox park/delete, which skips the relay's rows and
+// ends at once), and waiting for it keeps the claimed rows a prefix of the
+// outbox where skipping would publish around them. Locking first (FOR
+// UPDATE SKIP LOCKED) and deleting second cost a third pass over the rows:
+// 3.3-3.5 ms against 2.1-2.4 ms per 1,000-row claim (EXPLAIN ANALYZE).
 //
 // Its shape cannot be planned badly: the ids are uncorrelated ARRAY(...)
 // sublinks, InitPlans that run exactly once, so no plan can re-run the
@@ -62,8 +68,6 @@ WITH lease AS (
 )
 DELETE FROM pulsebus.outbox
  WHERE id = ANY (ARRAY(
-	SELECT id FROM pulsebus.outbox
-	 WHERE id = ANY (ARRAY(
 		SELECT id FROM (
 			SELECT id, sum(size) OVER (ORDER BY id) AS upto, row_number() OVER (ORDER BY id) AS n
 			  FROM (SELECT id, ` + rowSizeSQL + ` AS size FROM pulsebus.outbox
@@ -76,8 +80,6 @@ DELETE FROM pulsebus.outbox
 			         ORDER BY id LIMIT $4) AS head
 		) AS sized
 		 WHERE upto <= $7::bigint OR (n = 1 AND $8::boolean)))
-	 ORDER BY id
-	   FOR UPDATE SKIP LOCKED))
 RETURNING ` + RowColumns
 
 // rowSizeSQL is the size a claimed row counts for against
