@@ -247,23 +247,7 @@ func outboxListCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
-		more := ""
-		if int64(len(rows)) < total {
-			more = fmt.Sprintf("(first %d of %d shown; raise --limit for more)\n", len(rows), total)
-		}
-		if asJSON {
-			fmt.Fprint(stderr, more) // stdout stays JSON
-			return writeJSON(stdout, append([]OutboxRow{}, rows...))
-		}
-		if len(rows) == 0 {
-			fmt.Fprintln(stdout, nothingWaiting(OutboxFilter{Topic: topic}))
-			return nil
-		}
-		if err := writeOutboxTable(stdout, rows); err != nil {
-			return err
-		}
-		fmt.Fprint(stdout, more)
-		return nil
+		return printRows(stdout, stderr, rows, total, asJSON, nothingWaiting(OutboxFilter{Topic: topic}), writeOutboxTable)
 	})
 }
 

@@ -337,24 +337,31 @@ func parkedListCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
-		more := ""
-		if int64(len(rows)) < total {
-			more = fmt.Sprintf("(first %d of %d shown; raise --limit for more)\n", len(rows), total)
-		}
-		if asJSON {
-			fmt.Fprint(stderr, more) // stdout stays JSON
-			return writeJSON(stdout, append([]ParkedRow{}, rows...))
-		}
-		if len(rows) == 0 {
-			fmt.Fprintln(stdout, nothing(ParkedFilter{Topic: topic}))
-			return nil
-		}
-		if err := writeParkedTable(stdout, rows); err != nil {
-			return err
-		}
-		fmt.Fprint(stdout, more)
-		return nil
+		return printRows(stdout, stderr, rows, total, asJSON, nothing(ParkedFilter{Topic: topic}), writeParkedTable)
 	})
+}
+
+// printRows prints the first rows of total that a list command read: a
+// JSON array on stdout (a note that more exist on stderr, so stdout stays
+// JSON), or the table and the note, or none when there are no rows.
+func printRows[R any](stdout, stderr io.Writer, rows []R, total int64, asJSON bool, none string, table func(io.Writer, []R) error) error {
+	more := ""
+	if int64(len(rows)) < total {
+		more = fmt.Sprintf("(first %d of %d shown; raise --limit for more)\n", len(rows), total)
+	}
+	if asJSON {
+		fmt.Fprint(stderr, more)
+		return writeJSON(stdout, append([]R{}, rows...))
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(stdout, none)
+		return nil
+	}
+	if err := table(stdout, rows); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, more)
+	return nil
 }
 
 // nothing says that f selects no parked rows.
