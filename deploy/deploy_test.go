@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 	"github.com/edupulse/pulsebus/pkg/outbox/outboxprom"

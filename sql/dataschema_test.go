@@ -1,4 +1,4 @@
-package sql_test
+package schema_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
 )
 
 // pulsebus.publish stores a dataschema and refuses one that is not an

@@ -1,10 +1,10 @@
-package sql_test
+package schema_test
 
 import (
 	"testing"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate) }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/procharness"
-	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
+	"github.com/edupulse/pulsebus/internal/testing/testpoll"
 )
 
 // peakRSS returns the peak resident set size of process pid (VmHWM).

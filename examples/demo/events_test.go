@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/examples/demo"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 

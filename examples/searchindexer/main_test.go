@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/examples/demo"
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testkafka"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testkafka"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )

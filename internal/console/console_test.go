@@ -20,10 +20,10 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/console"
-	"github.com/edupulse/pulsebus/internal/procharness"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
 )
 

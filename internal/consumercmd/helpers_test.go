@@ -20,10 +20,10 @@ import (
 
 	"github.com/edupulse/pulsebus/examples/demo"
 	"github.com/edupulse/pulsebus/internal/consumercmd"
-	"github.com/edupulse/pulsebus/internal/procharness"
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testkafka"
-	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testkafka"
+	"github.com/edupulse/pulsebus/internal/testing/testpoll"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 

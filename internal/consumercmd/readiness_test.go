@@ -16,9 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edupulse/pulsebus/internal/httpserve"
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testkafka"
-	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testkafka"
+	"github.com/edupulse/pulsebus/internal/testing/testpoll"
 )
 
 func getBody(t *testing.T, url string) (int, string) {

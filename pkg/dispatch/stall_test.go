@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/internal/testing/testpoll"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 )
 

@@ -3,7 +3,7 @@ package envelope_test
 import (
 	"testing"
 
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m) }

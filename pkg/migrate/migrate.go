@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	pbsql "github.com/edupulse/pulsebus/sql"
+	"github.com/edupulse/pulsebus/sql"
 )
 
 // lockKey is the advisory lock every migrator holds while it works
@@ -64,7 +64,7 @@ var fileName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$`)
 
 // All returns the embedded migrations in version order.
 func All() ([]Migration, error) {
-	entries, err := fs.ReadDir(pbsql.Files, ".")
+	entries, err := fs.ReadDir(schema.Files, ".")
 	if err != nil {
 		return nil, fmt.Errorf("read embedded migrations: %w", err)
 	}
@@ -75,7 +75,7 @@ func All() ([]Migration, error) {
 			return nil, fmt.Errorf("embedded migration %q: name is not NNNN_name.up.sql or NNNN_name.down.sql", e.Name())
 		}
 		v, _ := strconv.Atoi(m[1])
-		body, err := fs.ReadFile(pbsql.Files, e.Name())
+		body, err := fs.ReadFile(schema.Files, e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("read embedded migration %q: %w", e.Name(), err)
 		}

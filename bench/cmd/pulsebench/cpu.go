@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
 )
 
 // contenderAppName is the application_name of every PostgreSQL connection

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
 )
 
 // fillChunk is how many rows one INSERT ... SELECT generate_series writes;

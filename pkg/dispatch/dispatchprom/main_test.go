@@ -3,8 +3,8 @@ package dispatchprom_test
 import (
 	"testing"
 
-	"github.com/edupulse/pulsebus/internal/testdb"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/testdb"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate) }

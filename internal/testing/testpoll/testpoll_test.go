@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/testpoll"
+	"github.com/edupulse/pulsebus/internal/testing/testpoll"
 )
 
 func TestUntil_ReturnsOnceCondHolds(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/procharness"
-	"github.com/edupulse/pulsebus/internal/testmain"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
+	"github.com/edupulse/pulsebus/internal/testing/testmain"
 )
 
 func TestMain(m *testing.M) { testmain.Run(m, procharness.RemoveBuilds) }
