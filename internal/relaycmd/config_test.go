@@ -29,7 +29,7 @@ func TestParseRun_Defaults(t *testing.T) {
 	require.Equal(t, 1000, c.batchSize)
 	require.Equal(t, time.Second, c.pollInterval)
 	require.Equal(t, 15*time.Second, c.leaseTTL)
-	require.Equal(t, 7500*time.Millisecond, c.writeTimeout, "half the lease TTL, below 10s")
+	require.Zero(t, c.writeTimeout, "left to the relay, which defaults it to min(10s, TTL/2)")
 	require.Equal(t, ":9090", c.metricsAddr)
 	require.Equal(t, "auto", c.logFormat)
 	require.Equal(t, "none", c.compression)

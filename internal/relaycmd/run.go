@@ -45,7 +45,7 @@ type runConfig struct {
 	pollInterval      time.Duration
 	pollOnly          bool
 	leaseTTL          time.Duration
-	writeTimeout      time.Duration // 0: min(outbox.DefaultWriteTimeout, leaseTTL/2)
+	writeTimeout      time.Duration // 0: the relay's default, min(outbox.DefaultWriteTimeout, leaseTTL/2)
 	createTopics      bool
 	topicPartitions   int
 	replicationFactor int
@@ -145,9 +145,6 @@ fallback.`)
 	}
 	if err := c.console.Validate(); err != nil {
 		return c, err
-	}
-	if c.writeTimeout == 0 {
-		c.writeTimeout = min(outbox.DefaultWriteTimeout, c.leaseTTL/2)
 	}
 	if c.writeTimeout >= c.leaseTTL {
 		return c, cmd.Invalid("write-timeout", fmt.Sprintf("%s must be below --lease-ttl (RELAY_LEASE_TTL) %s", c.writeTimeout, c.leaseTTL))

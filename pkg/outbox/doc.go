@@ -39,6 +39,24 @@
 // takes over within LeaseTTL plus one PollInterval after a leader died
 // without releasing it, at once after a clean [Relay.Stop].
 //
+//	             lease missing or expired: take it (term+1)
+//	+----------+ -----------------------------------> +--------+
+//	| follower |                                      | leader |
+//	+----------+ <----------------------------------- +--------+
+//	 tries the     renewal finds the term ended, or    renews every
+//	 lease every   the local deadline comes within     LeaseTTL/3; claims
+//	 PollInterval  LeaseTTL/5                          and publishes
+//	     |                                                 |
+//	     | Stop                                            | Stop: finish the
+//	     v                                                 v batch, release
+//	+---------+ <------------------------------------------+ the lease
+//	| stopped |
+//	+---------+
+//
+// In code: keepLease alternates runFollower and runLeader; loop claims
+// and publishes batches only while the relay is the leader (runBatch),
+// and otherwise waits (waitForWork).
+//
 // The leader loops over batches. A batch is one transaction: delete (claim)
 // the oldest visible rows in id order, up to BatchSize rows and
 // MaxBatchBytes bytes, FOR UPDATE SKIP LOCKED; produce them; and commit
