@@ -122,66 +122,10 @@ type pubMsg struct {
 func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64]error, safe safeUntil) publishOutcome {
 	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows)),
 		held: make([]bool, len(rows)), failed: make([]error, len(rows))}
-	msgs := make([]pubMsg, 0, len(rows))
-	topics := make([]string, 0, 1)
-	mb := newMessageBuilder(p.limits)
-	var refusedKeys map[topicKey]bool // keys with a row refused before sending (OnRefusedHoldKey)
-	for i := range rows {
-		row := &rows[i]
-		if refusedKeys[topicKey{row.Topic, row.Envelope.Key}] {
-			out.held[i] = true
-			continue
-		}
-		var (
-			refused *PublishError
-			msg     kafka.Message
-			err     = decodeErr[row.ID]
-		)
-		if err == nil {
-			msg, err = mb.build(&row.Envelope)
-			if err != nil {
-				err = fmt.Errorf("row %d: %w", row.ID, err)
-			}
-		}
-		if err == nil {
-			msg.Topic = row.Topic
-			if size := messageSize(&msg); size+recordBatchOverhead > p.maxBytes {
-				err = fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
-					row.ID, size, p.maxBytes, kafka.MessageTooLargeError{Message: msg})
-			}
-		}
-		if err != nil {
-			refused = ClassifyPublishError(err)
-		}
-		if refused != nil {
-			out.parked[i] = refused
-			if p.holdKeys && row.Envelope.Key != "" {
-				if refusedKeys == nil {
-					refusedKeys = map[topicKey]bool{}
-				}
-				refusedKeys[topicKey{row.Topic, row.Envelope.Key}] = true
-			}
-			continue
-		}
-		size := messageSize(&msg)
-		msgs = append(msgs, pubMsg{msg: msg, row: i, size: size})
-		if !slices.Contains(topics, row.Topic) {
-			topics = append(topics, row.Topic)
-		}
-	}
+	msgs, topics := p.buildMessages(rows, decodeErr, &out)
 	if len(msgs) == 0 {
 		return out
 	}
-
-	var mu sync.Mutex
-	fail := func(err error) {
-		mu.Lock()
-		if out.err == nil {
-			out.err = err
-		}
-		mu.Unlock()
-	}
-
 	meta, err := p.metadata(ctx, topics, safe)
 	if err != nil {
 		pe := ClassifyPublishError(err)
@@ -194,8 +138,109 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 		}
 		return out
 	}
+	var first firstError
+	queues, byPart := assignPartitions(msgs, meta, &out)
+	for topic, tm := range meta {
+		if tm.err != nil {
+			p.hooks.PublishError(tm.err.Reason)
+			if !tm.err.Permanent {
+				first.set(fmt.Errorf("topic %s: %w", topic, tm.err))
+			}
+		}
+	}
+	p.produceToLeaders(ctx, queues, msgs, &out, safe, first.set)
+	out.err = first.get()
+	for _, q := range byPart {
+		for _, j := range q.msgs[q.next:] {
+			if row := msgs[j].row; !out.acked[row] && out.parked[row] == nil && !out.held[row] {
+				out.failed[row] = q.err
+			}
+		}
+	}
+	if out.err == nil && !out.complete() {
+		// Cannot happen: every message is acked, parked or failed with an
+		// error. Guard the invariant anyway: never delete what was not sent.
+		out.err = errors.New("outbox relay: publish ended with messages neither acknowledged nor failed")
+	}
+	return out
+}
 
-	// Assign partitions, and group the partitions by leader broker.
+// firstError keeps the first of the errors set from concurrent goroutines.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// buildMessages maps rows to messages and returns them with their topics.
+// A row that cannot be sent (it does not decode, does not validate or is
+// too large) is parked in out without a message; with OnRefusedHoldKey the
+// later rows of its topic and key are held.
+func (p *publisher) buildMessages(rows []Row, decodeErr map[int64]error, out *publishOutcome) ([]pubMsg, []string) {
+	msgs := make([]pubMsg, 0, len(rows))
+	topics := make([]string, 0, 1)
+	mb := newMessageBuilder(p.limits)
+	var refusedKeys map[topicKey]bool // keys with a row refused before sending (OnRefusedHoldKey)
+	for i := range rows {
+		row := &rows[i]
+		if refusedKeys[topicKey{row.Topic, row.Envelope.Key}] {
+			out.held[i] = true
+			continue
+		}
+		msg, err := p.message(mb, row, decodeErr[row.ID])
+		if err != nil {
+			out.parked[i] = ClassifyPublishError(err)
+			if p.holdKeys && row.Envelope.Key != "" {
+				if refusedKeys == nil {
+					refusedKeys = map[topicKey]bool{}
+				}
+				refusedKeys[topicKey{row.Topic, row.Envelope.Key}] = true
+			}
+			continue
+		}
+		msgs = append(msgs, pubMsg{msg: msg, row: i, size: messageSize(&msg)})
+		if !slices.Contains(topics, row.Topic) {
+			topics = append(topics, row.Topic)
+		}
+	}
+	return msgs, topics
+}
+
+// message builds row's message, or returns why it cannot be sent: its
+// decoding error, an invalid envelope, or a size over maxBytes.
+func (p *publisher) message(mb *messageBuilder, row *Row, decodeErr error) (kafka.Message, error) {
+	if decodeErr != nil {
+		return kafka.Message{}, decodeErr
+	}
+	msg, err := mb.build(&row.Envelope)
+	if err != nil {
+		return kafka.Message{}, fmt.Errorf("row %d: %w", row.ID, err)
+	}
+	msg.Topic = row.Topic
+	if size := messageSize(&msg); size+recordBatchOverhead > p.maxBytes {
+		return kafka.Message{}, fmt.Errorf("row %d: %d bytes, more than the relay's max message bytes %d: %w",
+			row.ID, size, p.maxBytes, kafka.MessageTooLargeError{Message: msg})
+	}
+	return msg, nil
+}
+
+// assignPartitions puts each message in the queue of its partition and
+// groups the queues by leader broker. A message of a topic whose metadata
+// failed is parked (permanent) or failed in out instead.
+func assignPartitions(msgs []pubMsg, meta map[string]topicMeta, out *publishOutcome) (map[int32][]*partQueue, map[partKey]*partQueue) {
 	queues := map[int32][]*partQueue{} // leader → partitions
 	byPart := map[partKey]*partQueue{}
 	for j := range msgs {
@@ -220,15 +265,13 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 		}
 		q.msgs = append(q.msgs, j)
 	}
-	for topic, tm := range meta {
-		if tm.err != nil {
-			p.hooks.PublishError(tm.err.Reason)
-			if !tm.err.Permanent {
-				fail(fmt.Errorf("topic %s: %w", topic, tm.err))
-			}
-		}
-	}
+	return queues, byPart
+}
 
+// produceToLeaders produces to every leader broker at once, one goroutine
+// each, and waits for them. The queues of partitions without a leader stop
+// at once.
+func (p *publisher) produceToLeaders(ctx context.Context, queues map[int32][]*partQueue, msgs []pubMsg, out *publishOutcome, safe safeUntil, fail func(error)) {
 	var wg sync.WaitGroup
 	for leader, qs := range queues {
 		if leader < 0 {
@@ -243,23 +286,10 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.produceToLeader(ctx, qs, msgs, &out, safe, fail)
+			p.produceToLeader(ctx, qs, msgs, out, safe, fail)
 		}()
 	}
 	wg.Wait()
-	for _, q := range byPart {
-		for _, j := range q.msgs[q.next:] {
-			if row := msgs[j].row; !out.acked[row] && out.parked[row] == nil && !out.held[row] {
-				out.failed[row] = q.err
-			}
-		}
-	}
-	if out.err == nil && !out.complete() {
-		// Cannot happen: every message is acked, parked or failed with an
-		// error. Guard the invariant anyway: never delete what was not sent.
-		out.err = errors.New("outbox relay: publish ended with messages neither acknowledged nor failed")
-	}
-	return out
 }
 
 type partKey struct {
@@ -274,57 +304,12 @@ type topicKey struct{ topic, key string }
 // their leader broker, each carrying the next messages of every partition
 // that is not done, within maxBytes.
 func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs []pubMsg, out *publishOutcome, safe safeUntil, fail func(error)) {
-	type slice struct {
-		q        *partQueue
-		from, to int // q.msgs[from:to]
-	}
 	for {
-		var round []slice
-		budget := p.maxBytes
-		for _, q := range qs {
-			if q.done {
-				continue
-			}
-			from, to := q.next, q.next
-			for to < len(q.msgs) {
-				n := msgs[q.msgs[to]].size
-				if to == from {
-					n += recordBatchOverhead
-				}
-				if n > budget && (to > from || len(round) > 0) {
-					break
-				}
-				budget -= n
-				to++
-			}
-			if to > from {
-				round = append(round, slice{q, from, to})
-			}
-		}
+		round := p.nextRound(qs, msgs)
 		if len(round) == 0 {
 			return
 		}
-		req := &produceAPI.Request{Acks: int16(kafka.RequireAll)}
-		for _, s := range round {
-			var t *produceAPI.RequestTopic
-			for i := range req.Topics {
-				if req.Topics[i].Topic == s.q.topic {
-					t = &req.Topics[i]
-				}
-			}
-			if t == nil {
-				req.Topics = append(req.Topics, produceAPI.RequestTopic{Topic: s.q.topic})
-				t = &req.Topics[len(req.Topics)-1]
-			}
-			t.Partitions = append(t.Partitions, produceAPI.RequestPartition{
-				Partition: s.q.partition,
-				RecordSet: protocol.RecordSet{
-					Attributes: protocol.Attributes(p.compression) & 0x7,
-					Records:    &recordReader{msgs: msgs, idx: s.q.msgs[s.from:s.to]},
-				},
-			})
-		}
-		res, err := p.send(ctx, req, safe)
+		res, err := p.send(ctx, p.roundRequest(round, msgs), safe)
 		if err != nil {
 			pe := ClassifyPublishError(err)
 			if !errors.Is(err, errAbandoned) {
@@ -339,35 +324,102 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 			continue
 		}
 		for _, s := range round {
-			perr := partitionError(res, s.q.topic, s.q.partition)
-			if perr == nil {
-				for _, j := range s.q.msgs[s.from:s.to] {
-					out.acked[msgs[j].row] = true
-				}
-				s.q.next = s.to
-				s.q.done = s.q.next == len(s.q.msgs)
-				continue
-			}
-			pe := ClassifyPublishError(perr)
-			p.hooks.PublishError(pe.Reason)
-			if !pe.Permanent {
-				s.q.stop(pe)
-				fail(s.q.err)
-				continue
-			}
-			// The broker refused the record batch for good. Nothing of it
-			// was appended: send it one message at a time, in order, to
-			// find and park the refused message(s) and publish the rest.
-			if k, err := p.oneByOne(ctx, s.q, s.from, s.to, msgs, out, safe); err != nil {
-				s.q.next = k
-				s.q.stop(err)
-				fail(s.q.err)
-				continue
-			}
-			s.q.next = s.to
-			s.q.done = s.q.next == len(s.q.msgs)
+			p.recordSlice(ctx, s, partitionError(res, s.q.topic, s.q.partition), msgs, out, safe, fail)
 		}
 	}
+}
+
+// roundSlice is the messages q.msgs[from:to] of one partition in a round.
+type roundSlice struct {
+	q        *partQueue
+	from, to int
+}
+
+// nextRound takes the next messages of every queue that is not done, in
+// order, while they fit maxBytes; the first message of a round is taken
+// whatever its size.
+func (p *publisher) nextRound(qs []*partQueue, msgs []pubMsg) []roundSlice {
+	var round []roundSlice
+	budget := p.maxBytes
+	for _, q := range qs {
+		if q.done {
+			continue
+		}
+		from, to := q.next, q.next
+		for to < len(q.msgs) {
+			n := msgs[q.msgs[to]].size
+			if to == from {
+				n += recordBatchOverhead
+			}
+			if n > budget && (to > from || len(round) > 0) {
+				break
+			}
+			budget -= n
+			to++
+		}
+		if to > from {
+			round = append(round, roundSlice{q, from, to})
+		}
+	}
+	return round
+}
+
+// roundRequest is the produce request of a round: one record batch per
+// partition, grouped by topic.
+func (p *publisher) roundRequest(round []roundSlice, msgs []pubMsg) *produceAPI.Request {
+	req := &produceAPI.Request{Acks: int16(kafka.RequireAll)}
+	for _, s := range round {
+		var t *produceAPI.RequestTopic
+		for i := range req.Topics {
+			if req.Topics[i].Topic == s.q.topic {
+				t = &req.Topics[i]
+			}
+		}
+		if t == nil {
+			req.Topics = append(req.Topics, produceAPI.RequestTopic{Topic: s.q.topic})
+			t = &req.Topics[len(req.Topics)-1]
+		}
+		t.Partitions = append(t.Partitions, produceAPI.RequestPartition{
+			Partition: s.q.partition,
+			RecordSet: protocol.RecordSet{
+				Attributes: protocol.Attributes(p.compression) & 0x7,
+				Records:    &recordReader{msgs: msgs, idx: s.q.msgs[s.from:s.to]},
+			},
+		})
+	}
+	return req
+}
+
+// recordSlice records the broker's answer for one partition's slice of a
+// round: acknowledged, stopped by a transient error, or, refused for good,
+// sent again one message at a time to park only the refused ones.
+func (p *publisher) recordSlice(ctx context.Context, s roundSlice, perr error, msgs []pubMsg, out *publishOutcome, safe safeUntil, fail func(error)) {
+	if perr == nil {
+		for _, j := range s.q.msgs[s.from:s.to] {
+			out.acked[msgs[j].row] = true
+		}
+		s.q.next = s.to
+		s.q.done = s.q.next == len(s.q.msgs)
+		return
+	}
+	pe := ClassifyPublishError(perr)
+	p.hooks.PublishError(pe.Reason)
+	if !pe.Permanent {
+		s.q.stop(pe)
+		fail(s.q.err)
+		return
+	}
+	// The broker refused the record batch for good. Nothing of it was
+	// appended: send it one message at a time, in order, to find and park
+	// the refused message(s) and publish the rest.
+	if k, err := p.oneByOne(ctx, s.q, s.from, s.to, msgs, out, safe); err != nil {
+		s.q.next = k
+		s.q.stop(err)
+		fail(s.q.err)
+		return
+	}
+	s.q.next = s.to
+	s.q.done = s.q.next == len(s.q.msgs)
 }
 
 // oneByOne sends q.msgs[from:to] one request each, parking the refused
