@@ -279,7 +279,7 @@ func TestConformance_RelayOutputDecodesWithSDK(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT pulsebus.publish($1, 'course-42', 'lesson.completed', '{"lesson": "l-3"}',
 		'{"tenant": "acme"}', 'lessons-sql', 'lessons/l-3', 'urn:schema:lesson-completed:1')::text`, topic).Scan(&sqlID))
 
-	relay, err := outbox.NewRelay(outbox.RelayConfig{DB: db.Pool, Brokers: kc.Addrs, PollInterval: 50 * time.Millisecond})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Brokers: kc.Addrs, PollInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	require.NoError(t, relay.Start(ctx))
 	t.Cleanup(func() { require.NoError(t, relay.Stop(context.Background())) })

@@ -33,8 +33,8 @@ func TestRun_ParkedGaugesFromFirstScrapeAndAfterRestart(t *testing.T) {
 	require.Equal(t, "0", metricValue(t, body, "pulsebus_relay_parked_rows"), "parked rows exist at 0 from the first scrape")
 	require.Equal(t, "0", metricValue(t, body, "pulsebus_relay_parked_oldest_age_seconds"))
 	require.Equal(t, "0", metricValue(t, body, "pulsebus_relay_parked_read_errors_total"))
-	for _, reason := range []string{outbox.ReasonMessageTooLarge, outbox.ReasonBrokerUnavailable, outbox.ReasonDatabase} {
-		require.Equal(t, "0", metricValue(t, body, `pulsebus_relay_publish_errors_total{reason="`+reason+`"}`), reason)
+	for _, reason := range []outbox.Reason{outbox.ReasonMessageTooLarge, outbox.ReasonBrokerUnavailable, outbox.ReasonDatabase} {
+		require.Equal(t, "0", metricValue(t, body, `pulsebus_relay_publish_errors_total{reason="`+string(reason)+`"}`), string(reason))
 	}
 
 	big, err := envelope.New("metrics-test", struct {

@@ -220,7 +220,7 @@ func TestParked_RequeueByIDTopicAndAll(t *testing.T) {
 // run in cleanup).
 func startEngine(t *testing.T, db *testdb.DB, kc *testkafka.Cluster, cfg outbox.RelayConfig) (stop func()) {
 	t.Helper()
-	cfg.DB, cfg.Brokers = db.Pool, kc.Addrs
+	cfg.Pool, cfg.Brokers = db.Pool, kc.Addrs
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.BackoffInitial, cfg.BackoffMax = 20*time.Millisecond, 200*time.Millisecond
 	r, err := outbox.NewRelay(cfg)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -263,7 +264,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 			HoldKeys: c.onRefused == string(outbox.OnRefusedHoldKey)}))
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
-		DB:                     pool,
+		Pool:                   pool,
 		Brokers:                c.kafka.Brokers,
 		Transport:              transport,
 		Compression:            compressions[c.compression],
@@ -282,7 +283,7 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		TopicPartitions:        c.topicPartitions,
 		TopicReplicationFactor: c.replicationFactor,
 		BacklogInterval:        backlogInterval,
-		Hooks:                  metrics,
+		Hooks:                  relayHooks(metrics, c.createTopics, log),
 		Logger:                 log,
 	})
 	if err != nil {
@@ -450,3 +451,32 @@ func shutdownTracing(stop func(context.Context) error, log *slog.Logger) {
 		log.Warn("OpenTelemetry: flushing spans at exit", "err", err)
 	}
 }
+
+// relayHooks are the metrics' hooks and, unless the relay creates topics,
+// a hint on how to let it: the library's error for a missing topic names
+// RelayConfig.AutoCreateTopics, not the flag that sets it. The hint is
+// logged at most once per missingTopicHintEvery.
+func relayHooks(metrics *outboxprom.Metrics, createTopics bool, log *slog.Logger) outbox.Hooks {
+	hooks := metrics.Hooks()
+	if createTopics {
+		return hooks
+	}
+	count := hooks.OnPublishFailed
+	var lastHint atomic.Int64 // unix nanoseconds
+	hooks.OnPublishFailed = func(reason outbox.Reason) {
+		count(reason)
+		if reason != outbox.ReasonUnknownTopic {
+			return
+		}
+		now, last := time.Now().UnixNano(), lastHint.Load()
+		if last != 0 && now-last < int64(missingTopicHintEvery) || !lastHint.CompareAndSwap(last, now) {
+			return
+		}
+		log.Warn("a Kafka topic the outbox has rows for does not exist: create it, or start the relay with --create-topics (RELAY_CREATE_TOPICS)")
+	}
+	return hooks
+}
+
+// missingTopicHintEvery is the least time between two hints on a missing
+// topic.
+const missingTopicHintEvery = time.Minute

@@ -168,7 +168,7 @@ func BenchmarkClaimDelete(b *testing.B) {
 	batch := envInt(b, "PULSEBUS_BENCH_BATCH", outbox.DefaultBatchSize)
 	db := testdb.New(b)
 	ctx := context.Background()
-	cfg := outbox.RelayConfig{DB: db.Pool, Brokers: []string{"unused:9092"}}
+	cfg := outbox.RelayConfig{Pool: db.Pool, Brokers: []string{"unused:9092"}}
 	beginSQL := outbox.BeginClaimSQLForTest(cfg)
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO pulsebus.relay_leader VALUES ('default', 'bench', 1, now(), now() + interval '1 day')`); err != nil {
 		b.Fatal(err)
@@ -219,7 +219,6 @@ func BenchmarkClaimDelete(b *testing.B) {
 
 // countingHooks counts published events and keeps commit-to-ack samples.
 type countingHooks struct {
-	outbox.NopRelayHooks
 	published atomic.Int64
 	errors    atomic.Int64
 	batches   atomic.Int64 // batches that claimed rows
@@ -238,7 +237,7 @@ func (h *countingHooks) Published(_ string, n int) {
 	}
 }
 
-func (h *countingHooks) PublishError(string) { h.errors.Add(1) }
+func (h *countingHooks) PublishError(outbox.Reason) { h.errors.Add(1) }
 
 func (h *countingHooks) Batch(int, time.Duration) { h.batches.Add(1) }
 
@@ -249,6 +248,10 @@ func (h *countingHooks) CommitToAck(d time.Duration) {
 	h.mu.Lock()
 	h.samples = append(h.samples, d)
 	h.mu.Unlock()
+}
+
+func (h *countingHooks) hooks() outbox.Hooks {
+	return outbox.Hooks{OnPublished: h.Published, OnPublishFailed: h.PublishError, OnBatch: h.Batch, OnCommitToAck: h.CommitToAck}
 }
 
 // BenchmarkRelayDrain drains a pre-filled backlog (PULSEBUS_BENCH_ROWS,
@@ -299,7 +302,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 		r, err := outbox.NewRelay(outbox.RelayConfig{
-			DB: pool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+			Pool: pool, Brokers: kc.Addrs, Hooks: hooks.hooks(), BatchSize: batch, Logger: testLogger(b),
 			OnRefused: outbox.OnRefused(os.Getenv("PULSEBUS_BENCH_ON_REFUSED")),
 		})
 		if err != nil {
@@ -420,7 +423,7 @@ func BenchmarkCommitToAck(b *testing.B) {
 		}
 		hooks := &countingHooks{target: int64(total), done: make(chan struct{}), keep: true}
 		r, err := outbox.NewRelay(outbox.RelayConfig{
-			DB: relayPool, Brokers: kc.Addrs, Hooks: hooks, BatchSize: batch, Logger: testLogger(b),
+			Pool: relayPool, Brokers: kc.Addrs, Hooks: hooks.hooks(), BatchSize: batch, Logger: testLogger(b),
 			NotifyDebounce: debounce,
 		})
 		if err != nil {

@@ -51,12 +51,12 @@ const (
 
 // RelayConfig configures a [Relay].
 type RelayConfig struct {
-	// DB is the pool the relay claims rows, keeps its lease and listens
+	// Pool is the pool the relay claims rows, keeps its lease and listens
 	// with. It takes one connection out of the pool for the lease and one
 	// for LISTEN (unless PollOnly) and uses up to three more: the batch in
 	// hand, the next batch claimed ahead (only while another connection is
 	// free) or a settle, and backlog measurements. Required.
-	DB *pgxpool.Pool
+	Pool *pgxpool.Pool
 	// Brokers are the Kafka bootstrap addresses (host:port). Required.
 	Brokers []string
 	// Transport carries the Kafka requests; set it for TLS or SASL.
@@ -164,11 +164,12 @@ type RelayConfig struct {
 	TopicReplicationFactor int
 
 	// BacklogInterval is how often the backlog is measured for
-	// [RelayHooks.Backlog]; negative disables it. Defaults to
+	// [Hooks.OnBacklog]; negative disables it. Defaults to
 	// DefaultBacklogInterval.
 	BacklogInterval time.Duration
-	// Hooks receives observations. Defaults to NopRelayHooks.
-	Hooks RelayHooks
+	// Hooks receive observations; a nil field is skipped. Defaults to
+	// none.
+	Hooks Hooks
 	// TracerProvider makes the relay's spans: one "publish" span (kind
 	// producer) per batch, linked to the trace context each event carries
 	// (its traceparent extension, which the Kafka message keeps). Defaults
@@ -185,10 +186,7 @@ type RelayConfig struct {
 func (c *RelayConfig) withDefaults() (RelayConfig, error) {
 	cfg := *c
 	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
-		return cfg, err
-	}
-	return cfg, nil
+	return cfg, cfg.validate()
 }
 
 // setDefaults sets every zero field to its default.
@@ -220,9 +218,6 @@ func (c *RelayConfig) setDefaults() {
 	if c.OnRefused == "" {
 		c.OnRefused = OnRefusedHoldKey
 	}
-	if c.Hooks == nil {
-		c.Hooks = NopRelayHooks{}
-	}
 	if c.TracerProvider == nil {
 		c.TracerProvider = otel.GetTracerProvider()
 	}
@@ -240,32 +235,27 @@ func newRelayID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }
 
-// validate checks a configuration with its defaults set.
+// validate checks a configuration with its defaults set, and reports
+// every problem, each naming its field.
 func (c *RelayConfig) validate() error {
-	if c.DB == nil {
-		return errors.New("outbox: RelayConfig.DB is required")
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("outbox: RelayConfig."+format, args...))
+	}
+	if c.Pool == nil {
+		bad("Pool is required")
 	}
 	if len(c.Brokers) == 0 {
-		return errors.New("outbox: RelayConfig.Brokers is required")
+		bad("Brokers is required")
 	}
 	for i, b := range c.Brokers {
 		if b == "" {
-			return fmt.Errorf("outbox: RelayConfig.Brokers[%d] is empty; want host:port", i)
+			bad("Brokers[%d] is empty; want host:port", i)
 		}
 	}
-	switch c.OnRefused {
-	case OnRefusedHoldKey, OnRefusedPark:
-	default:
-		return fmt.Errorf("outbox: RelayConfig.OnRefused %q is not %q or %q", c.OnRefused, OnRefusedHoldKey, OnRefusedPark)
+	if c.OnRefused != OnRefusedHoldKey && c.OnRefused != OnRefusedPark {
+		bad("OnRefused %q is not %q or %q", c.OnRefused, OnRefusedHoldKey, OnRefusedPark)
 	}
-	if err := c.validateSigns(); err != nil {
-		return err
-	}
-	return c.validateBounds()
-}
-
-// validateSigns refuses negative durations and counts.
-func (c *RelayConfig) validateSigns() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -274,7 +264,7 @@ func (c *RelayConfig) validateSigns() error {
 		{"BackoffInitial", c.BackoffInitial}, {"BackoffMax", c.BackoffMax},
 	} {
 		if d.v < 0 {
-			return fmt.Errorf("outbox: RelayConfig.%s %s must not be negative", d.name, d.v)
+			bad("%s %s must not be negative", d.name, d.v)
 		}
 	}
 	for _, n := range []struct {
@@ -284,29 +274,39 @@ func (c *RelayConfig) validateSigns() error {
 		{"BatchSize", c.BatchSize}, {"TopicPartitions", c.TopicPartitions}, {"TopicReplicationFactor", c.TopicReplicationFactor},
 	} {
 		if n.v < 0 {
-			return fmt.Errorf("outbox: RelayConfig.%s %d must be positive", n.name, n.v)
+			bad("%s %d must be positive", n.name, n.v)
 		}
 	}
-	return nil
+	return errors.Join(append(errs, c.validateBounds()...)...)
 }
 
 // validateBounds checks the fields that have a least value or bound
 // another.
-func (c *RelayConfig) validateBounds() error {
-	switch {
-	case c.LeaseTTL < 3*time.Second/2:
-		return fmt.Errorf("outbox: RelayConfig.LeaseTTL %s must be at least 1.5s", c.LeaseTTL)
-	case c.WriteTimeout >= c.LeaseTTL:
-		return fmt.Errorf("outbox: RelayConfig.WriteTimeout %s must be below LeaseTTL %s", c.WriteTimeout, c.LeaseTTL)
-	case c.BackoffMax < c.BackoffInitial:
-		return fmt.Errorf("outbox: RelayConfig.BackoffMax %s must not be below BackoffInitial %s", c.BackoffMax, c.BackoffInitial)
-	case c.MaxMessageBytes < minMaxMessageBytes:
-		return fmt.Errorf("outbox: RelayConfig.MaxMessageBytes %d must be at least %d", c.MaxMessageBytes, minMaxMessageBytes)
-	case c.MaxBatchBytes < MinMaxBatchBytes:
-		return fmt.Errorf("outbox: RelayConfig.MaxBatchBytes %d must be at least %d", c.MaxBatchBytes, MinMaxBatchBytes)
+func (c *RelayConfig) validateBounds() []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("outbox: RelayConfig."+format, args...))
 	}
-	return nil
+	if c.LeaseTTL < minLeaseTTL {
+		bad("LeaseTTL %s must be at least %s", c.LeaseTTL, minLeaseTTL)
+	}
+	if c.WriteTimeout >= c.LeaseTTL {
+		bad("WriteTimeout %s must be below LeaseTTL %s", c.WriteTimeout, c.LeaseTTL)
+	}
+	if c.BackoffMax < c.BackoffInitial {
+		bad("BackoffMax %s must not be below BackoffInitial %s", c.BackoffMax, c.BackoffInitial)
+	}
+	if c.MaxMessageBytes < minMaxMessageBytes {
+		bad("MaxMessageBytes %d must be at least %d", c.MaxMessageBytes, minMaxMessageBytes)
+	}
+	if c.MaxBatchBytes < MinMaxBatchBytes {
+		bad("MaxBatchBytes %d must be at least %d", c.MaxBatchBytes, MinMaxBatchBytes)
+	}
+	return errs
 }
+
+// minLeaseTTL is the least LeaseTTL.
+const minLeaseTTL = 3 * time.Second / 2
 
 // MinMaxBatchBytes is the least RelayConfig.MaxBatchBytes.
 const MinMaxBatchBytes = 64 << 10

@@ -21,7 +21,7 @@ func TestRelayConfig_WriteTimeoutDefaultsBelowTheLease(t *testing.T) {
 		{"long lease: the default", time.Minute, DefaultWriteTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := RelayConfig{DB: &pgxpool.Pool{}, Brokers: []string{"127.0.0.1:9092"}, LeaseTTL: tc.leaseTTL}
+			cfg := RelayConfig{Pool: &pgxpool.Pool{}, Brokers: []string{"127.0.0.1:9092"}, LeaseTTL: tc.leaseTTL}
 			c, err := cfg.withDefaults()
 			require.NoError(t, err, "a zero WriteTimeout is accepted with any valid lease")
 			require.Equal(t, tc.want, c.WriteTimeout)

@@ -164,7 +164,7 @@
 // Parking: a message Kafka refuses for good (too large, invalid topic, not
 // authorized, invalid record) or a row that does not form a valid envelope
 // moves to pulsebus.outbox_parked with its error, is counted through
-// [RelayHooks.Parked] and logged, and the rest of the stream keeps moving.
+// [Hooks.OnParked] and logged, and the rest of the stream keeps moving.
 // With [OnRefusedHoldKey] (the default) the rest of its own key does not:
 // within the batch the later rows of the refused row's topic and key are
 // not sent, and every later claim skips a keyed row while outbox_parked
@@ -197,5 +197,5 @@
 // are locked. It claims ahead only while the pool has a spare connection.
 //
 // The package never imports Prometheus: the relay reports through
-// [RelayHooks], and the binaries wire metrics.
+// [Hooks], and the binaries wire metrics (package outboxprom).
 package outbox

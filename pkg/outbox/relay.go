@@ -21,7 +21,7 @@ import (
 type Relay struct {
 	cfg      RelayConfig
 	log      *slog.Logger
-	hooks    RelayHooks
+	hooks    Hooks
 	tracer   trace.Tracer
 	pub      *publisher
 	own      *kafka.Transport // the transport the relay made, closed on stop
@@ -62,7 +62,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		hooks:      c.Hooks,
 		tracer:     c.TracerProvider.Tracer(tracing.InstrumentationRelay),
 		client:     &kafka.Client{Addr: addr, Transport: c.Transport, Timeout: c.WriteTimeout},
-		lease:      &lease{db: c.DB, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
+		lease:      &lease{db: c.Pool, name: c.Name, id: c.ID, ttl: c.LeaseTTL},
 		beginSQL:   beginSQL(c.LeaseTTL),
 		txSettings: txSettings(c.LeaseTTL),
 		wake:       make(chan struct{}, 1),
@@ -185,7 +185,7 @@ func (r *Relay) setTerm(t leaseTerm) {
 		} else {
 			r.log.Info("relay stepped down")
 		}
-		r.hooks.Leader(is)
+		r.hooks.leader(is)
 		r.signal()
 	}
 }

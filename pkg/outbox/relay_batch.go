@@ -261,15 +261,15 @@ type batchResult struct {
 // finish or roll back the batch.
 func (r *Relay) claim(ctx context.Context, term leaseTerm, bounds claimBounds) (*claimedBatch, error) {
 	r.claims.Add(1)
-	conn, err := r.cfg.DB.Acquire(ctx)
+	conn, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
-		r.hooks.PublishError(ReasonDatabase)
+		r.hooks.publishFailed(ReasonDatabase)
 		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	b := &claimedBatch{conn: conn, term: term}
 	if err := r.claimRows(ctx, b, bounds); err != nil {
 		b.rollback()
-		r.hooks.PublishError(ReasonDatabase)
+		r.hooks.publishFailed(ReasonDatabase)
 		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	// DELETE ... RETURNING hands rows back in no set order.
@@ -353,7 +353,7 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck, beforeSet
 	}
 	safe := r.safeUntil(b.term.Term)
 	if _, ok := safe(); !ok {
-		r.hooks.PublishError(ReasonLeaseLost)
+		r.hooks.publishFailed(ReasonLeaseLost)
 		return res, fmt.Errorf("publish outbox batch: %w before producing", ErrLeaseLost)
 	}
 	start := time.Now()
@@ -361,7 +361,7 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck, beforeSet
 	out := r.pub.publish(ctx, b.rows, b.decodeErr, safe)
 	ackedAt := time.Now()
 	endPublishSpan(span, &out)
-	r.hooks.Batch(len(b.rows), ackedAt.Sub(start))
+	r.hooks.batch(len(b.rows), ackedAt.Sub(start))
 
 	// The rest are database statements: give them their own bound, so an
 	// abandoned batch still records what the broker acknowledged.
@@ -388,10 +388,10 @@ func (r *Relay) finish(ctx context.Context, b *claimedBatch, afterAck, beforeSet
 func (r *Relay) commit(ctx context.Context, b *claimedBatch) error {
 	if err := b.commit(ctx, r.cfg.Name, r.cfg.ID); err != nil {
 		if isDivisionByZero(err) {
-			r.hooks.PublishError(ReasonLeaseLost)
+			r.hooks.publishFailed(ReasonLeaseLost)
 			return fmt.Errorf("delete published outbox batch: %w: term %d ended; the next leader publishes its rows again", ErrLeaseLost, b.term.Term)
 		}
-		r.hooks.PublishError(ReasonDatabase)
+		r.hooks.publishFailed(ReasonDatabase)
 		return fmt.Errorf("delete published outbox batch (its rows will be published again): %w", err)
 	}
 	return nil
@@ -444,7 +444,7 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 	}
 	settled := append(append(slices.Clone(ackedIDs), parkedIDs...), failedIDs...)
 	var held bool
-	err = pgx.BeginTxFunc(ctx, r.cfg.DB, pgx.TxOptions{BeginQuery: r.beginSQL}, func(tx pgx.Tx) error {
+	err = pgx.BeginTxFunc(ctx, r.cfg.Pool, pgx.TxOptions{BeginQuery: r.beginSQL}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, settleLockSQL, pgx.QueryExecModeCacheDescribe, settled); err != nil {
 			return err
 		}
@@ -452,18 +452,18 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 			ackedIDs, parkedIDs, parkedErrs, failedIDs, failedErrs).Scan(&held)
 	})
 	if err != nil {
-		r.hooks.PublishError(ReasonDatabase)
+		r.hooks.publishFailed(ReasonDatabase)
 		return res, fmt.Errorf("settle partial outbox batch (acknowledged rows will be published again): %w", err)
 	}
 	if !held {
-		r.hooks.PublishError(ReasonLeaseLost)
+		r.hooks.publishFailed(ReasonLeaseLost)
 		return res, fmt.Errorf("settle partial outbox batch: %w: term %d ended; the next leader publishes its rows again", ErrLeaseLost, b.term.Term)
 	}
 	res.published, res.parked = len(ackedIDs), len(parkedIDs)
 	r.reportAcked(b.rows, out, ackedAt)
 	for i, row := range b.rows {
 		if perr := out.parked[i]; perr != nil {
-			r.hooks.Parked(row.Topic, perr.Reason)
+			r.hooks.parked(row.Topic, perr.Reason)
 			if r.cfg.OnRefused == OnRefusedHoldKey && row.Envelope.Key != "" {
 				r.log.Error("outbox row parked: the broker refuses it for good; the later rows of its key wait behind it until it is requeued or deleted",
 					"id", row.ID, "event_id", row.Envelope.ID, "topic", row.Topic, "key", row.Envelope.Key, "reason", perr.Reason, "err", perr.Err)
@@ -489,17 +489,17 @@ func (r *Relay) reportAcked(rows []Row, out *publishOutcome, ackedAt time.Time) 
 		if !out.acked[i] {
 			continue
 		}
-		r.hooks.CommitToAck(ackedAt.Sub(rows[i].CreatedAt))
+		r.hooks.commitToAck(ackedAt.Sub(rows[i].CreatedAt))
 		if rows[i].Topic != topic {
 			if n > 0 {
-				r.hooks.Published(topic, n)
+				r.hooks.published(topic, n)
 			}
 			n, topic = 0, rows[i].Topic
 		}
 		n++
 	}
 	if n > 0 {
-		r.hooks.Published(topic, n)
+		r.hooks.published(topic, n)
 	}
 }
 

@@ -12,27 +12,31 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// Reasons reported to [RelayHooks.PublishError] and [RelayHooks.Parked], and
-// used as the reason label of the relay's metrics.
+// Reason says why a message was not published: reported to
+// [Hooks.OnPublishFailed] and [Hooks.OnParked], and used as the reason label
+// of the relay's metrics.
+type Reason string
+
+// The reasons.
 const (
-	ReasonMessageTooLarge   = "message_too_large"  // the broker or the relay's size limit refused the message
-	ReasonInvalidTopic      = "invalid_topic"      // the topic name is not valid for Kafka
-	ReasonNotAuthorized     = "not_authorized"     // no permission to write the topic
-	ReasonInvalidRecord     = "invalid_record"     // the broker refused the record (timestamp, policy, format)
-	ReasonInvalidEnvelope   = "invalid_envelope"   // the row does not form a valid envelope
-	ReasonUnknownTopic      = "unknown_topic"      // the topic does not exist (transient: rows wait)
-	ReasonBrokerError       = "broker_error"       // a retriable Kafka error code (leader change, not enough replicas, ...)
-	ReasonBrokerUnavailable = "broker_unavailable" // network error, timeout, broker down
-	ReasonDatabase          = "database"           // PostgreSQL error while claiming or deleting
-	ReasonLeaseLost         = "lease_lost"         // the lease ended during a batch; nothing was deleted
+	ReasonMessageTooLarge   Reason = "message_too_large"  // the broker or the relay's size limit refused the message
+	ReasonInvalidTopic      Reason = "invalid_topic"      // the topic name is not valid for Kafka
+	ReasonNotAuthorized     Reason = "not_authorized"     // no permission to write the topic
+	ReasonInvalidRecord     Reason = "invalid_record"     // the broker refused the record (timestamp, policy, format)
+	ReasonInvalidEnvelope   Reason = "invalid_envelope"   // the row does not form a valid envelope
+	ReasonUnknownTopic      Reason = "unknown_topic"      // the topic does not exist (transient: rows wait)
+	ReasonBrokerError       Reason = "broker_error"       // a retriable Kafka error code (leader change, not enough replicas, ...)
+	ReasonBrokerUnavailable Reason = "broker_unavailable" // network error, timeout, broker down
+	ReasonDatabase          Reason = "database"           // PostgreSQL error while claiming or deleting
+	ReasonLeaseLost         Reason = "lease_lost"         // the lease ended during a batch; nothing was deleted
 )
 
 // PublishError classifies why a message could not be published: Permanent
 // errors park the row in pulsebus.outbox_parked, the others leave it in the
 // outbox to be retried with back-off.
 type PublishError struct {
-	// Reason is one of the Reason constants.
-	Reason string
+	// Reason says why.
+	Reason Reason
 	// Permanent is true when retrying cannot succeed.
 	Permanent bool
 	// Err is the cause.
@@ -60,7 +64,7 @@ type UnknownTopicError struct {
 
 func (e *UnknownTopicError) Error() string {
 	return fmt.Sprintf("Kafka topic(s) %s do not exist: create them, or let the relay create them "+
-		"(RelayConfig.AutoCreateTopics; relay --create-topics)", strings.Join(e.Topics, ", "))
+		"(RelayConfig.AutoCreateTopics)", strings.Join(e.Topics, ", "))
 }
 
 // ErrLeaseLost is returned (wrapped) when the relay's leader lease ended

@@ -121,7 +121,7 @@ func terminate(t testing.TB, db *testdb.DB, appName string) int {
 	return n
 }
 
-func (h *recordingHooks) errorCount(reason string) int {
+func (h *recordingHooks) errorCount(reason outbox.Reason) int {
 	return h.get(func(h *recordingHooks) int { return h.errors[reason] })
 }
 
@@ -192,7 +192,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
-		reason string
+		reason outbox.Reason
 	}{
 		{"unreachable", outbox.ReasonBrokerUnavailable},
 		{"retriable error", outbox.ReasonBrokerError},
@@ -289,7 +289,7 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 	b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
 	const app = "relay-under-test"
 	startRelay(t, b, outbox.RelayConfig{
-		DB: relayPool(t, db, app), BatchSize: 100, PollInterval: time.Minute,
+		Pool: relayPool(t, db, app), BatchSize: 100, PollInterval: time.Minute,
 		LeaseTTL: 5 * time.Second, WriteTimeout: 2 * time.Second,
 	})
 	s := newStream(db, "lessons")
@@ -347,7 +347,7 @@ func TestRelay_NoNotificationLost(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(pool.Close)
 			b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
-			r := startRelay(t, b, outbox.RelayConfig{DB: pool, PollInterval: time.Minute, BacklogInterval: -1})
+			r := startRelay(t, b, outbox.RelayConfig{Pool: pool, PollInterval: time.Minute, BacklogInterval: -1})
 			testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 			s := newStream(db, "lessons")
 			for round := range 5 {

@@ -2,52 +2,73 @@ package outbox
 
 import "time"
 
-// RelayHooks receives the relay's observations. The relay calls them from
-// its own goroutines, synchronously, so they must be fast and safe for
-// concurrent use. Embed [NopRelayHooks] to implement only some of them.
-// Package outboxprom adapts them to Prometheus.
-type RelayHooks interface {
-	// Published reports n events of topic acknowledged by the broker.
-	Published(topic string, n int)
-	// PublishError reports a failed publish attempt, permanent or not,
-	// with one of the Reason constants.
-	PublishError(reason string)
-	// Batch reports one claimed batch: its size and how long producing it
-	// took (from the first produce request to the last acknowledgement).
-	Batch(size int, publishDuration time.Duration)
-	// CommitToAck reports, for one event, the time from its outbox row's
+// Hooks receive the relay's observations. Set the fields you need; the
+// relay skips a nil field, so a field added later breaks no caller (the
+// shape of net/http/httptrace.ClientTrace). The relay calls them from its
+// own goroutines, synchronously, so they must be fast and safe for
+// concurrent use. Package outboxprom provides Hooks that update Prometheus
+// metrics.
+type Hooks struct {
+	// OnPublished reports n events of topic acknowledged by the broker.
+	OnPublished func(topic string, n int)
+	// OnPublishFailed reports a failed publish attempt, permanent or not,
+	// and why.
+	OnPublishFailed func(reason Reason)
+	// OnBatch reports one claimed batch: its size and how long producing
+	// it took (from the first produce request to the last
+	// acknowledgement).
+	OnBatch func(size int, publishDuration time.Duration)
+	// OnCommitToAck reports, for one event, the time from its outbox row's
 	// created_at to the broker's acknowledgement.
-	CommitToAck(d time.Duration)
-	// Backlog reports, periodically, the rows in the outbox and the age of
-	// the oldest (0 when empty).
-	Backlog(rows int64, oldestAge time.Duration)
-	// Leader reports a change of leadership: true when this relay became
+	OnCommitToAck func(d time.Duration)
+	// OnBacklog reports, every RelayConfig.BacklogInterval, the rows in
+	// the outbox and the age of the oldest (0 when empty).
+	OnBacklog func(rows int64, oldestAge time.Duration)
+	// OnLeader reports a change of leadership: true when this relay became
 	// the leader, false when it stepped down or lost the lease.
-	Leader(isLeader bool)
-	// Parked reports an event moved to pulsebus.outbox_parked.
-	Parked(topic, reason string)
+	OnLeader func(isLeader bool)
+	// OnParked reports an event moved to pulsebus.outbox_parked, and why.
+	OnParked func(topic string, reason Reason)
 }
 
-// NopRelayHooks implements [RelayHooks] by doing nothing.
-type NopRelayHooks struct{}
+func (h *Hooks) published(topic string, n int) {
+	if h.OnPublished != nil {
+		h.OnPublished(topic, n)
+	}
+}
 
-// Published does nothing.
-func (NopRelayHooks) Published(string, int) {}
+func (h *Hooks) publishFailed(reason Reason) {
+	if h.OnPublishFailed != nil {
+		h.OnPublishFailed(reason)
+	}
+}
 
-// PublishError does nothing.
-func (NopRelayHooks) PublishError(string) {}
+func (h *Hooks) batch(size int, publishDuration time.Duration) {
+	if h.OnBatch != nil {
+		h.OnBatch(size, publishDuration)
+	}
+}
 
-// Batch does nothing.
-func (NopRelayHooks) Batch(int, time.Duration) {}
+func (h *Hooks) commitToAck(d time.Duration) {
+	if h.OnCommitToAck != nil {
+		h.OnCommitToAck(d)
+	}
+}
 
-// CommitToAck does nothing.
-func (NopRelayHooks) CommitToAck(time.Duration) {}
+func (h *Hooks) backlog(rows int64, oldestAge time.Duration) {
+	if h.OnBacklog != nil {
+		h.OnBacklog(rows, oldestAge)
+	}
+}
 
-// Backlog does nothing.
-func (NopRelayHooks) Backlog(int64, time.Duration) {}
+func (h *Hooks) leader(isLeader bool) {
+	if h.OnLeader != nil {
+		h.OnLeader(isLeader)
+	}
+}
 
-// Leader does nothing.
-func (NopRelayHooks) Leader(bool) {}
-
-// Parked does nothing.
-func (NopRelayHooks) Parked(string, string) {}
+func (h *Hooks) parked(topic string, reason Reason) {
+	if h.OnParked != nil {
+		h.OnParked(topic, reason)
+	}
+}

@@ -124,7 +124,7 @@ func TestRelay_MissingTopicDoesNotSlowOtherTopics(t *testing.T) {
 	hooks := &latencyHooks{recordingHooks: newRecordingHooks()}
 	b := &relayBundle{db: db, kc: kc, hooks: hooks.recordingHooks}
 	startRelay(t, b, outbox.RelayConfig{
-		Hooks:          hooks,
+		Hooks:          hooksOf(hooks),
 		BackoffInitial: 100 * time.Millisecond, BackoffMax: 5 * time.Second,
 	})
 
@@ -214,7 +214,7 @@ func TestRelay_ClaimsAreBoundedInBytes(t *testing.T) {
 	insert(1, 200_000) // larger than the bound: claimed alone
 	insert(30, 40_000)
 	b := &relayBundle{db: db, kc: kc, hooks: hooks.recordingHooks}
-	startRelay(t, b, outbox.RelayConfig{Hooks: hooks, MaxBatchBytes: 128 << 10})
+	startRelay(t, b, outbox.RelayConfig{Hooks: hooksOf(hooks), MaxBatchBytes: 128 << 10})
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "large rows relayed", func() bool { return outboxCount(t, db) == 0 })
 
 	hooks.mu.Lock()
@@ -230,6 +230,6 @@ func TestRelay_ClaimsAreBoundedInBytes(t *testing.T) {
 	require.Contains(t, sizes, 1, "the row larger than the bound went out alone")
 	require.EqualValues(t, 61, kc.RecordCount("large"), "every row on Kafka once")
 
-	_, err := outbox.NewRelay(outbox.RelayConfig{DB: db.Pool, Brokers: kc.Addrs, MaxBatchBytes: 1000})
+	_, err := outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Brokers: kc.Addrs, MaxBatchBytes: 1000})
 	require.ErrorContains(t, err, "MaxBatchBytes 1000 must be at least 65536")
 }

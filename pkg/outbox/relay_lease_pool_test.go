@@ -33,7 +33,7 @@ func TestRelay_LeaseRenewedWhileThePoolIsExhausted(t *testing.T) {
 	hooks := newRecordingHooks()
 	b := &relayBundle{db: db, kc: kc, hooks: hooks}
 	const ttl = 3 * time.Second
-	r := startRelay(t, b, outbox.RelayConfig{DB: pool, LeaseTTL: ttl, WriteTimeout: time.Second})
+	r := startRelay(t, b, outbox.RelayConfig{Pool: pool, LeaseTTL: ttl, WriteTimeout: time.Second})
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 	s := newStream(db, "lessons")
 	s.produce(t, 1, 10, 2, 1)

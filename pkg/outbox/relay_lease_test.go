@@ -88,7 +88,7 @@ func TestRelay_TwoRelays(t *testing.T) {
 	for i, id := range []string{"relay-a", "relay-b"} {
 		m := &member{pool: newPartitionablePool(t, db, id), hooks: newRecordingHooks()}
 		b := &relayBundle{db: db, kc: kc, hooks: m.hooks}
-		m.relay = startRelay(t, b, outbox.RelayConfig{DB: m.pool.Pool, ID: id, BatchSize: 100, LeaseTTL: ttl, PollInterval: poll})
+		m.relay = startRelay(t, b, outbox.RelayConfig{Pool: m.pool.Pool, ID: id, BatchSize: 100, LeaseTTL: ttl, PollInterval: poll})
 		members[i] = m
 	}
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "a leader", func() bool { return members[0].relay.IsLeader() || members[1].relay.IsLeader() })
@@ -212,7 +212,7 @@ func TestRelay_Stop(t *testing.T) {
 		require.False(t, r.IsLeader())
 		require.Error(t, r.Start(ctx), "a stopped relay does not start again")
 
-		unstarted, err := outbox.NewRelay(outbox.RelayConfig{DB: testdb.New(t).Pool, Brokers: []string{"127.0.0.1:1"}})
+		unstarted, err := outbox.NewRelay(outbox.RelayConfig{Pool: testdb.New(t).Pool, Brokers: []string{"127.0.0.1:1"}})
 		require.NoError(t, err)
 		require.NoError(t, unstarted.Stop(ctx))
 		require.NoError(t, unstarted.Stop(ctx))

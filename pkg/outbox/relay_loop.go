@@ -44,7 +44,7 @@ func (r *Relay) canPrefetch() bool {
 	if r.noPrefetch {
 		return false
 	}
-	st := r.cfg.DB.Stat()
+	st := r.cfg.Pool.Stat()
 	return st.MaxConns()-st.AcquiredConns() >= 2
 }
 

@@ -27,7 +27,7 @@ func (r *Relay) listen(ctx context.Context) {
 // listenOnce listens until the connection fails; listening calls
 // listening once LISTEN took effect.
 func (r *Relay) listenOnce(ctx context.Context, listening func()) error {
-	pc, err := r.cfg.DB.Acquire(ctx)
+	pc, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -64,10 +64,10 @@ func (r *Relay) reportBacklog(ctx context.Context) {
 			age  float64
 		)
 		qctx, cancel := context.WithTimeout(ctx, r.cfg.BacklogInterval)
-		err := r.cfg.DB.QueryRow(qctx, backlogSQL).Scan(&rows, &age)
+		err := r.cfg.Pool.QueryRow(qctx, backlogSQL).Scan(&rows, &age)
 		cancel()
 		if err == nil {
-			r.hooks.Backlog(rows, time.Duration(age*float64(time.Second)))
+			r.hooks.backlog(rows, time.Duration(age*float64(time.Second)))
 		} else if ctx.Err() == nil {
 			r.log.Warn("measure outbox backlog", "err", err)
 		}

@@ -46,7 +46,7 @@ func TestClaim_PlanIsSafe(t *testing.T) {
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `ANALYZE pulsebus.outbox`) // empty
 	require.NoError(t, err)
-	begin := outbox.BeginClaimSQLForTest(outbox.RelayConfig{DB: db.Pool, Brokers: []string{"x:1"}})
+	begin := outbox.BeginClaimSQLForTest(outbox.RelayConfig{Pool: db.Pool, Brokers: []string{"x:1"}})
 
 	conn, err := db.Pool.Acquire(ctx)
 	require.NoError(t, err)

@@ -43,7 +43,7 @@ type publisher struct {
 	timeout     time.Duration
 	limits      *envelope.Limits
 	autoCreate  func(ctx context.Context, topics []string) error // nil: report missing topics
-	hooks       RelayHooks
+	hooks       Hooks
 	holdKeys    bool // RelayConfig.OnRefused is OnRefusedHoldKey
 }
 
@@ -130,7 +130,7 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	if err != nil {
 		pe := ClassifyPublishError(err)
 		if !errors.Is(err, errAbandoned) {
-			p.hooks.PublishError(pe.Reason)
+			p.hooks.publishFailed(pe.Reason)
 		}
 		out.err = pe
 		for _, m := range msgs {
@@ -142,7 +142,7 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	queues, byPart := assignPartitions(msgs, meta, &out)
 	for topic, tm := range meta {
 		if tm.err != nil {
-			p.hooks.PublishError(tm.err.Reason)
+			p.hooks.publishFailed(tm.err.Reason)
 			if !tm.err.Permanent {
 				first.set(fmt.Errorf("topic %s: %w", topic, tm.err))
 			}
@@ -279,7 +279,7 @@ func (p *publisher) produceToLeaders(ctx context.Context, queues map[int32][]*pa
 			for _, q := range qs {
 				q.stop(pe)
 			}
-			p.hooks.PublishError(ReasonBrokerError)
+			p.hooks.publishFailed(ReasonBrokerError)
 			fail(qs[0].err)
 			continue
 		}
@@ -313,7 +313,7 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 		if err != nil {
 			pe := ClassifyPublishError(err)
 			if !errors.Is(err, errAbandoned) {
-				p.hooks.PublishError(pe.Reason)
+				p.hooks.publishFailed(pe.Reason)
 			}
 			// Nothing of this request counts as acknowledged; its
 			// partitions stop here and keep their order.
@@ -403,7 +403,7 @@ func (p *publisher) recordSlice(ctx context.Context, s roundSlice, perr error, m
 		return
 	}
 	pe := ClassifyPublishError(perr)
-	p.hooks.PublishError(pe.Reason)
+	p.hooks.publishFailed(pe.Reason)
 	if !pe.Permanent {
 		s.q.stop(pe)
 		fail(s.q.err)
@@ -456,7 +456,7 @@ func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, ms
 		}
 		pe := ClassifyPublishError(err)
 		if !errors.Is(err, errAbandoned) {
-			p.hooks.PublishError(pe.Reason)
+			p.hooks.publishFailed(pe.Reason)
 		}
 		if !pe.Permanent {
 			return k, pe

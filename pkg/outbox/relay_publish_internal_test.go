@@ -23,7 +23,7 @@ func testPublisher(t *testing.T, kc *testkafka.Cluster, timeout time.Duration) *
 	limits := envelope.DefaultLimits()
 	return &publisher{
 		transport: tr, addr: kafka.TCP(kc.Addrs...), maxBytes: DefaultMaxMessageBytes,
-		timeout: timeout, limits: &limits, hooks: NopRelayHooks{},
+		timeout: timeout, limits: &limits, hooks: Hooks{},
 	}
 }
 

@@ -29,20 +29,38 @@ func seqEnv(t testing.TB, key string, seq int) envelope.Envelope {
 	return env
 }
 
+// hookRecorder is what the tests' hook recorders implement; hooksOf
+// adapts one to outbox.Hooks.
+type hookRecorder interface {
+	Published(topic string, n int)
+	PublishError(reason outbox.Reason)
+	Batch(size int, publishDuration time.Duration)
+	CommitToAck(d time.Duration)
+	Backlog(rows int64, oldestAge time.Duration)
+	Leader(isLeader bool)
+	Parked(topic string, reason outbox.Reason)
+}
+
+func hooksOf(h hookRecorder) outbox.Hooks {
+	return outbox.Hooks{
+		OnPublished: h.Published, OnPublishFailed: h.PublishError, OnBatch: h.Batch, OnCommitToAck: h.CommitToAck,
+		OnBacklog: h.Backlog, OnLeader: h.Leader, OnParked: h.Parked,
+	}
+}
+
 // recordingHooks counts what the relay reports.
 type recordingHooks struct {
-	outbox.NopRelayHooks
 	mu        sync.Mutex
 	published map[string]int
-	errors    map[string]int
-	parked    map[string]int
+	errors    map[outbox.Reason]int
+	parked    map[outbox.Reason]int
 	leader    []bool
 	acks      int
 	backlogs  int
 }
 
 func newRecordingHooks() *recordingHooks {
-	return &recordingHooks{published: map[string]int{}, errors: map[string]int{}, parked: map[string]int{}}
+	return &recordingHooks{published: map[string]int{}, errors: map[outbox.Reason]int{}, parked: map[outbox.Reason]int{}}
 }
 
 func (h *recordingHooks) Published(topic string, n int) {
@@ -50,12 +68,12 @@ func (h *recordingHooks) Published(topic string, n int) {
 	h.published[topic] += n
 	h.mu.Unlock()
 }
-func (h *recordingHooks) PublishError(reason string) {
+func (h *recordingHooks) PublishError(reason outbox.Reason) {
 	h.mu.Lock()
 	h.errors[reason]++
 	h.mu.Unlock()
 }
-func (h *recordingHooks) Parked(topic, reason string) {
+func (h *recordingHooks) Parked(_ string, reason outbox.Reason) {
 	h.mu.Lock()
 	h.parked[reason]++
 	h.mu.Unlock()
@@ -65,6 +83,7 @@ func (h *recordingHooks) Leader(is bool) {
 	h.leader = append(h.leader, is)
 	h.mu.Unlock()
 }
+func (h *recordingHooks) Batch(int, time.Duration) {}
 func (h *recordingHooks) CommitToAck(time.Duration) {
 	h.mu.Lock()
 	h.acks++
@@ -96,12 +115,12 @@ func setupRelay(t *testing.T, cfg outbox.RelayConfig) (*outbox.Relay, *relayBund
 
 func startRelay(t *testing.T, b *relayBundle, cfg outbox.RelayConfig) *outbox.Relay {
 	t.Helper()
-	if cfg.DB == nil {
-		cfg.DB = b.db.Pool
+	if cfg.Pool == nil {
+		cfg.Pool = b.db.Pool
 	}
 	cfg.Brokers = b.kc.Addrs
-	if cfg.Hooks == nil {
-		cfg.Hooks = b.hooks
+	if cfg.Hooks.OnPublished == nil {
+		cfg.Hooks = hooksOf(b.hooks)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -385,12 +404,14 @@ func TestRelay_Compression(t *testing.T) {
 func TestNewRelay_ValidationNamesTheField(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	ok := func() outbox.RelayConfig { return outbox.RelayConfig{DB: db.Pool, Brokers: []string{"127.0.0.1:9092"}} }
+	ok := func() outbox.RelayConfig {
+		return outbox.RelayConfig{Pool: db.Pool, Brokers: []string{"127.0.0.1:9092"}}
+	}
 	for _, tc := range []struct {
 		field string
 		mut   func(*outbox.RelayConfig)
 	}{
-		{"DB", func(c *outbox.RelayConfig) { c.DB = nil }},
+		{"Pool", func(c *outbox.RelayConfig) { c.Pool = nil }},
 		{"Brokers", func(c *outbox.RelayConfig) { c.Brokers = nil }},
 		{"Brokers[1]", func(c *outbox.RelayConfig) { c.Brokers = []string{"a:1", ""} }},
 		{"BatchSize", func(c *outbox.RelayConfig) { c.BatchSize = -1 }},
@@ -411,4 +432,11 @@ func TestNewRelay_ValidationNamesTheField(t *testing.T) {
 	}
 	_, err := outbox.NewRelay(ok())
 	require.NoError(t, err)
+
+	t.Run("reports every problem", func(t *testing.T) {
+		_, err := outbox.NewRelay(outbox.RelayConfig{BatchSize: -1, LeaseTTL: time.Second, MaxMessageBytes: 100})
+		for _, field := range []string{"Pool", "Brokers", "BatchSize", "LeaseTTL", "MaxMessageBytes"} {
+			require.ErrorContains(t, err, "outbox: RelayConfig."+field, field)
+		}
+	})
 }

@@ -21,16 +21,19 @@ func init() {
 // commit-to-ack latency (from the row's created_at, so it includes the
 // producer's commit) in a constant-memory histogram.
 type relayStats struct {
-	outbox.NopRelayHooks
 	published, batches, errors, parked atomic.Int64
 	commitToAck                        *histogram
 }
 
-func (s *relayStats) Published(_ string, n int)   { s.published.Add(int64(n)) }
-func (s *relayStats) Batch(int, time.Duration)    { s.batches.Add(1) }
-func (s *relayStats) PublishError(string)         { s.errors.Add(1) }
-func (s *relayStats) Parked(string, string)       { s.parked.Add(1) }
-func (s *relayStats) CommitToAck(d time.Duration) { s.commitToAck.Record(d) }
+func (s *relayStats) Published(_ string, n int)    { s.published.Add(int64(n)) }
+func (s *relayStats) Batch(int, time.Duration)     { s.batches.Add(1) }
+func (s *relayStats) PublishError(outbox.Reason)   { s.errors.Add(1) }
+func (s *relayStats) Parked(string, outbox.Reason) { s.parked.Add(1) }
+func (s *relayStats) CommitToAck(d time.Duration)  { s.commitToAck.Record(d) }
+func (s *relayStats) hooks() outbox.Hooks {
+	return outbox.Hooks{OnPublished: s.Published, OnBatch: s.Batch, OnPublishFailed: s.PublishError,
+		OnParked: s.Parked, OnCommitToAck: s.CommitToAck}
+}
 func (s *relayStats) snapshot() map[string]float64 {
 	return map[string]float64{
 		"published":                   float64(s.published.Load()),
@@ -60,10 +63,10 @@ func runPulsebusRelay(ctx context.Context, spec Spec, ready func(), start <-chan
 	defer pool.Close()
 	stats := &relayStats{commitToAck: newHistogram()}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
-		DB:        pool,
+		Pool:      pool,
 		Brokers:   spec.Brokers,
 		BatchSize: spec.Batch,
-		Hooks:     stats,
+		Hooks:     stats.hooks(),
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

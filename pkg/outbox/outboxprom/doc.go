@@ -1,10 +1,10 @@
 // Package outboxprom exports the relay's observations as Prometheus metrics.
-// It adapts [outbox.RelayHooks], so the relay engine itself never imports
+// It provides [outbox.Hooks], so the relay engine itself never imports
 // Prometheus (franz-go's plugin/kprom follows the same split).
 //
 //	m := outboxprom.New()
 //	registry.MustRegister(m, outboxprom.NewParkedGauges(pool, outboxprom.StateOptions{}))
-//	relay, err := outbox.NewRelay(outbox.RelayConfig{Hooks: m, ...})
+//	relay, err := outbox.NewRelay(outbox.RelayConfig{Hooks: m.Hooks(), ...})
 //
 // The metrics, their names fixed because the Grafana dashboard and alert
 // rules in deploy/ use them:
@@ -26,7 +26,8 @@
 //	pulsebus_relay_parked_oldest_age_seconds          gauge: time since the oldest of them was parked (0 when none)
 //	pulsebus_relay_parked_read_errors_total           counter: reads of those gauges that failed or timed out
 //
-// Latency histograms have buckets from 0.5 ms to 30 s. The reason label of
+// Latency histograms have buckets from 0.5 ms to 30 s (WithLatencyBuckets
+// changes them). The reason label of
 // publish_errors_total starts at zero for every reason the outbox package
 // defines, so rate() and increase() see the first error. Every relay replica
 // reports the backlog it measures and the parked rows it reads, leader or

@@ -15,11 +15,11 @@ func Example() {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(metrics)
 
-	cfg := outbox.RelayConfig{Hooks: metrics /* DB, Brokers, ... */}
+	cfg := outbox.RelayConfig{Hooks: metrics.Hooks() /* Pool, Brokers, ... */}
 	_ = cfg // outbox.NewRelay(cfg)
 
 	// The relay reports through the hooks; here by hand.
-	metrics.Published("lessons", 3)
+	cfg.Hooks.OnPublished("lessons", 3)
 	families, _ := registry.Gather()
 	for _, mf := range families {
 		if mf.GetName() == "pulsebus_relay_events_published_total" {

@@ -17,12 +17,13 @@ import (
 	"github.com/edupulse/pulsebus/pkg/outbox/outboxprom"
 )
 
-func setup(t *testing.T) (*outboxprom.Metrics, *prometheus.Registry) {
+// setup returns the hooks of new metrics, registered in a new registry.
+func setup(t *testing.T, opts ...outboxprom.Option) (outbox.Hooks, *prometheus.Registry) {
 	t.Helper()
-	m := outboxprom.New()
+	m := outboxprom.New(opts...)
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(m))
-	return m, reg
+	return m.Hooks(), reg
 }
 
 func family(t *testing.T, reg *prometheus.Registry, name string) *dto.MetricFamily {
@@ -65,13 +66,13 @@ func value(t *testing.T, reg *prometheus.Registry, name string, labelPairs ...st
 func TestMetrics_NamesAndLabelsMatchTheDashboard(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
-	m.Published("lessons", 1)
-	m.PublishError(outbox.ReasonBrokerUnavailable)
-	m.Batch(1, time.Millisecond)
-	m.CommitToAck(time.Millisecond)
-	m.Backlog(1, time.Second)
-	m.Leader(true)
-	m.Parked("lessons", outbox.ReasonMessageTooLarge)
+	m.OnPublished("lessons", 1)
+	m.OnPublishFailed(outbox.ReasonBrokerUnavailable)
+	m.OnBatch(1, time.Millisecond)
+	m.OnCommitToAck(time.Millisecond)
+	m.OnBacklog(1, time.Second)
+	m.OnLeader(true)
+	m.OnParked("lessons", outbox.ReasonMessageTooLarge)
 
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -111,8 +112,8 @@ func TestMetrics_InitialValues(t *testing.T) {
 		require.Zero(t, mt.GetCounter().GetValue())
 		reasons = append(reasons, mt.GetLabel()[0].GetValue())
 	}
-	for _, r := range []string{outbox.ReasonBrokerUnavailable, outbox.ReasonDatabase, outbox.ReasonLeaseLost, outbox.ReasonMessageTooLarge, outbox.ReasonUnknownTopic} {
-		require.Contains(t, reasons, r)
+	for _, r := range []outbox.Reason{outbox.ReasonBrokerUnavailable, outbox.ReasonDatabase, outbox.ReasonLeaseLost, outbox.ReasonMessageTooLarge, outbox.ReasonUnknownTopic} {
+		require.Contains(t, reasons, string(r))
 	}
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -125,17 +126,17 @@ func TestMetrics_InitialValues(t *testing.T) {
 func TestMetrics_Values(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
-	m.Published("lessons", 3)
-	m.Published("lessons", 2)
-	m.Published("grades", 7)
-	m.PublishError(outbox.ReasonBrokerUnavailable)
-	m.PublishError(outbox.ReasonBrokerUnavailable)
-	m.PublishError("some_new_reason")
-	m.Parked("lessons", outbox.ReasonMessageTooLarge)
-	m.Parked("lessons", outbox.ReasonMessageTooLarge)
-	m.Parked("grades", outbox.ReasonInvalidEnvelope)
-	m.Backlog(1234, 2500*time.Millisecond)
-	m.Leader(true)
+	m.OnPublished("lessons", 3)
+	m.OnPublished("lessons", 2)
+	m.OnPublished("grades", 7)
+	m.OnPublishFailed(outbox.ReasonBrokerUnavailable)
+	m.OnPublishFailed(outbox.ReasonBrokerUnavailable)
+	m.OnPublishFailed("some_new_reason")
+	m.OnParked("lessons", outbox.ReasonMessageTooLarge)
+	m.OnParked("lessons", outbox.ReasonMessageTooLarge)
+	m.OnParked("grades", outbox.ReasonInvalidEnvelope)
+	m.OnBacklog(1234, 2500*time.Millisecond)
+	m.OnLeader(true)
 
 	require.Equal(t, 7.0, value(t, reg, "pulsebus_relay_events_published_total", "topic", "grades"))
 	require.Equal(t, 5.0, value(t, reg, "pulsebus_relay_events_published_total", "topic", "lessons"))
@@ -150,12 +151,12 @@ func TestMetrics_Values(t *testing.T) {
 	for _, mt := range family(t, reg, "pulsebus_relay_publish_errors_total").GetMetric() {
 		errs[mt.GetLabel()[0].GetValue()] = mt.GetCounter().GetValue()
 	}
-	require.Equal(t, 2.0, errs[outbox.ReasonBrokerUnavailable])
+	require.Equal(t, 2.0, errs[string(outbox.ReasonBrokerUnavailable)])
 	require.Equal(t, 1.0, errs["some_new_reason"], "reasons outside the known list are counted too")
-	require.Equal(t, 0.0, errs[outbox.ReasonDatabase])
+	require.Equal(t, 0.0, errs[string(outbox.ReasonDatabase)])
 
-	m.Leader(false)
-	m.Backlog(0, 0)
+	m.OnLeader(false)
+	m.OnBacklog(0, 0)
 	require.Equal(t, 0.0, value(t, reg, "pulsebus_relay_leader"))
 	require.Equal(t, 0.0, value(t, reg, "pulsebus_relay_backlog_rows"))
 	require.Equal(t, 0.0, value(t, reg, "pulsebus_relay_backlog_oldest_age_seconds"))
@@ -164,11 +165,11 @@ func TestMetrics_Values(t *testing.T) {
 func TestMetrics_HistogramBuckets(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
-	m.Batch(1, 400*time.Microsecond)
-	m.Batch(1000, 12*time.Millisecond)
-	m.Batch(10_000, 45*time.Second) // beyond the last bucket: +Inf only
+	m.OnBatch(1, 400*time.Microsecond)
+	m.OnBatch(1000, 12*time.Millisecond)
+	m.OnBatch(10_000, 45*time.Second) // beyond the last bucket: +Inf only
 	for _, d := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 20 * time.Second} {
-		m.CommitToAck(d)
+		m.OnCommitToAck(d)
 	}
 
 	bounds := func(name string) []float64 {
@@ -219,9 +220,9 @@ func TestMetrics_ConcurrentUse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				m.Published(fmt.Sprintf("t%d", i%4), 1)
-				m.CommitToAck(time.Duration(i) * time.Microsecond)
-				m.Leader(g%2 == 0)
+				m.OnPublished(fmt.Sprintf("t%d", i%4), 1)
+				m.OnCommitToAck(time.Duration(i) * time.Microsecond)
+				m.OnLeader(g%2 == 0)
 				if _, err := reg.Gather(); i%100 == 0 && err != nil {
 					t.Error(err)
 				}
@@ -235,4 +236,27 @@ func TestMetrics_ConcurrentUse(t *testing.T) {
 	}
 	require.Equal(t, float64(goroutines*each), total)
 	require.Equal(t, uint64(goroutines*each), family(t, reg, "pulsebus_relay_commit_to_ack_seconds").GetMetric()[0].GetHistogram().GetSampleCount())
+}
+
+func TestNew_Options(t *testing.T) {
+	t.Parallel()
+	m, reg := setup(t,
+		outboxprom.WithConstLabels(prometheus.Labels{"relay": "billing"}),
+		outboxprom.WithLatencyBuckets([]float64{0.1, 1}),
+		outboxprom.WithBatchSizeBuckets([]float64{10, 100}),
+	)
+	m.OnBatch(5, 50*time.Millisecond)
+	m.OnCommitToAck(time.Second)
+	require.Equal(t, 0.0, value(t, reg, "pulsebus_relay_leader", "relay", "billing"), "const labels on every metric")
+	for name, want := range map[string][]float64{
+		"pulsebus_relay_publish_duration_seconds": {0.1, 1},
+		"pulsebus_relay_commit_to_ack_seconds":    {0.1, 1},
+		"pulsebus_relay_batch_size":               {10, 100},
+	} {
+		var got []float64
+		for _, bk := range family(t, reg, name).GetMetric()[0].GetHistogram().GetBucket() {
+			got = append(got, bk.GetUpperBound())
+		}
+		require.Equal(t, want, got, name)
+	}
 }

@@ -58,7 +58,7 @@ func runDev(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 	}
 
 	stopRelay, err := startRelay(ctx, outbox.RelayConfig{
-		DB: pool, Brokers: brokers, Name: relayName, Logger: log,
+		Pool: pool, Brokers: brokers, Name: relayName, Logger: log,
 		AutoCreateTopics: true, TopicPartitions: cfg.partitions,
 	})
 	if err != nil {

@@ -212,7 +212,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	stopRelay, err := startRelay(ctx, outbox.RelayConfig{
-		DB: pool, Brokers: brokers, Name: relayName, Logger: log, Hooks: relayHooks{s: st},
+		Pool: pool, Brokers: brokers, Name: relayName, Logger: log, Hooks: relayHooks(st),
 		PollInterval: 500 * time.Millisecond, BacklogInterval: time.Second,
 	})
 	if err != nil {

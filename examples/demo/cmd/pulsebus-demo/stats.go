@@ -78,19 +78,18 @@ func (s *stats) committed(types ...string) {
 	s.mu.Unlock()
 }
 
-// relayHooks adapts stats to outbox.RelayHooks.
-type relayHooks struct {
-	outbox.NopRelayHooks
-	s *stats
-}
-
-func (h relayHooks) Published(_ string, n int) { h.s.relayed.Add(int64(n)) }
-func (h relayHooks) PublishError(string)       { h.s.publishErrors.Add(1) }
-func (h relayHooks) Parked(string, string)     { h.s.parked.Add(1) }
-func (h relayHooks) Leader(is bool)            { h.s.leader.Store(is) }
-func (h relayHooks) Backlog(rows int64, a time.Duration) {
-	h.s.backlogRows.Store(rows)
-	h.s.backlogAge.Store(int64(a))
+// relayHooks adapts stats to outbox.Hooks.
+func relayHooks(s *stats) outbox.Hooks {
+	return outbox.Hooks{
+		OnPublished:     func(_ string, n int) { s.relayed.Add(int64(n)) },
+		OnPublishFailed: func(outbox.Reason) { s.publishErrors.Add(1) },
+		OnParked:        func(string, outbox.Reason) { s.parked.Add(1) },
+		OnLeader:        func(is bool) { s.leader.Store(is) },
+		OnBacklog: func(rows int64, a time.Duration) {
+			s.backlogRows.Store(rows)
+			s.backlogAge.Store(int64(a))
+		},
+	}
 }
 
 // consumerHooks adapts stats to dispatch.Hooks.
