@@ -42,7 +42,7 @@ func TestRun_ParkedGaugesFromFirstScrapeAndAfterRestart(t *testing.T) {
 		Pad string `json:"pad"`
 	}{Pad: strings.Repeat("x", 4096)})
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "lessons", big))
 	_, body = b.waitGet("/metrics", 30*time.Second, func(_ int, body string) bool {
 		return metricValue(t, body, "pulsebus_relay_parked_rows") == "1"
 	})

@@ -31,7 +31,7 @@ func insertKeyed(t *testing.T, db *testdb.DB, topic string, keys ...string) []en
 		require.NoError(t, err)
 		envs[i] = env
 	}
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, topic, envs...))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, topic, envs...))
 	return envs
 }
 
@@ -290,7 +290,7 @@ func TestParked_RequeuedRowsArePublishedByTheRelay(t *testing.T) {
 		Pad string `json:"pad"`
 	}{Pad: strings.Repeat("x", 4096)}, envelope.WithKey("k"))
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "lessons", big))
 	second := insertKeyed(t, db, "lessons", "k")
 	other := insertKeyed(t, db, "lessons", "l")
 
@@ -468,7 +468,7 @@ func TestParked_DeleteReleasesTheRowsItsKeyHeld(t *testing.T) {
 		Pad string `json:"pad"`
 	}{Pad: strings.Repeat("x", 4096)}, envelope.WithKey("k"))
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "lessons", big))
 	held := insertKeyed(t, db, "lessons", "k", "k")
 	unkeyed := insertKeyed(t, db, "lessons", "")
 

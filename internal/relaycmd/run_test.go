@@ -268,7 +268,7 @@ func TestRun_ParkedRowInMetricsAndStatus(t *testing.T) {
 		Pad string `json:"pad"`
 	}{Pad: strings.Repeat("x", 4096)})
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", big))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "lessons", big))
 	insertEvents(t, db, "lessons", 1)
 
 	b := startBackground(t, "--database-url", db.URL, "--kafka-brokers", kc.Addrs[0], "--max-message-bytes", "2048", "--poll-interval", "100ms")
@@ -319,7 +319,7 @@ func TestRun_MaxPayloadBytesLetsALargePayloadThrough(t *testing.T) {
 	big, err := envelope.New("media-service", statusEvent{}, envelope.WithKey("m"))
 	require.NoError(t, err)
 	big.Payload = []byte(`"` + strings.Repeat("x", payloadBytes-2) + `"`)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "media", big))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "media", big))
 
 	a := startBackground(t, "--database-url", db.URL, "--kafka-brokers", kc.Addrs[0], "--max-message-bytes", "3000000",
 		"--poll-interval", "100ms", "--name", "default-payload-limit")

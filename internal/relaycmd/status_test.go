@@ -29,7 +29,7 @@ func insertEvents(t *testing.T, db *testdb.DB, topic string, n int) {
 		require.NoError(t, err)
 		envs[i] = env
 	}
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, topic, envs...))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, topic, envs...))
 }
 
 func exec(t *testing.T, db *testdb.DB, sql string, args ...any) {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/edupulse/pulsebus/internal/outboxrow"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testkafka"
 	"github.com/edupulse/pulsebus/internal/testing/testpoll"
@@ -478,7 +479,7 @@ func BenchmarkCommitToAck(b *testing.B) {
 						time.Sleep(d)
 					}
 					next = next.Add(interval)
-					if err := outbox.Insert(ctx, prodPool, benchTopic, envs[j]); err != nil {
+					if err := outbox.InsertTx(ctx, prodPool, benchTopic, envs[j]); err != nil {
 						errs <- err
 						return
 					}
@@ -551,7 +552,7 @@ func BenchmarkScanRowToMessage(b *testing.B) {
 	cpu := processCPU()
 	n := 0
 	for n < b.N {
-		rows, err := db.Pool.Query(ctx, `SELECT `+outbox.RowColumns+` FROM pulsebus.outbox ORDER BY id`)
+		rows, err := db.Pool.Query(ctx, `SELECT `+outboxrow.Columns+` FROM pulsebus.outbox ORDER BY id`)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,28 +17,6 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// Relay defaults. DefaultNotifyDebounce was chosen by measurement
-// (BenchmarkCommitToAck, 8 producers of single-event transactions, shared
-// 2-core machine): against 1ms it cut claims per event at 1,000 events/s
-// from 0.57 to 0.18 and the relay's PostgreSQL CPU per event by 40%, and
-// kept the commit-to-ack p99 at 5,000 events/s at 9-13ms (1ms: 12-14ms,
-// 10ms: 13-17ms).
-const (
-	DefaultRelayName         = "default"
-	DefaultBatchSize         = 1000
-	DefaultPollInterval      = time.Second
-	DefaultNotifyDebounce    = 5 * time.Millisecond
-	DefaultLeaseTTL          = 15 * time.Second
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultMaxMessageBytes   = 1_000_000
-	DefaultMaxBatchBytes     = 16 << 20
-	DefaultBackoffInitial    = 100 * time.Millisecond
-	DefaultBackoffMax        = 30 * time.Second
-	DefaultBacklogInterval   = 10 * time.Second
-	DefaultTopicPartitions   = 1
-	DefaultReplicationFactor = 1
-)
-
 // OnRefused is what a refused row does to the later rows of its key; see
 // RelayConfig.OnRefused.
 type OnRefused string
@@ -108,7 +86,8 @@ type RelayConfig struct {
 	// rows and no notification arrives; and how often a standby tries to
 	// take the lease. It is the worst case for a committed row that no
 	// notification covers: a producer transaction that skipped its
-	// notification because another one was notifying (NotifyLockKey) and
+	// notification because another one was notifying (the notification
+	// lock; see "Waking the relay" in the package documentation) and
 	// committed long after that one (or after it rolled back), a row
 	// committed while LISTEN is down, or any row with PollOnly waits at
 	// most PollInterval, plus the batch in hand, for a claim. See "Waking
@@ -128,7 +107,7 @@ type RelayConfig struct {
 	// without a notification, then after twice that while claims come back
 	// empty, doubling up to PollInterval; a notification or a claim that
 	// finds rows starts over. The follow-ups find the rows of producers
-	// that skipped their notification (NotifyLockKey). Defaults to
+	// that skipped their notification (the notification lock). Defaults to
 	// DefaultNotifyDebounce.
 	NotifyDebounce time.Duration
 
@@ -307,9 +286,6 @@ func (c *RelayConfig) validateBounds() []error {
 
 // minLeaseTTL is the least LeaseTTL.
 const minLeaseTTL = 3 * time.Second / 2
-
-// MinMaxBatchBytes is the least RelayConfig.MaxBatchBytes.
-const MinMaxBatchBytes = 64 << 10
 
 // minMaxMessageBytes is the least MaxMessageBytes: below it, ordinary
 // events would not fit a produce request and would all be parked.

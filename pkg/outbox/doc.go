@@ -92,7 +92,7 @@
 // notification in every producer transaction held 16 concurrent
 // single-event producers to a fifth to two fifths of the rate they reach
 // without notifying. So a producer transaction notifies only if it takes
-// the advisory lock [NotifyLockKey] without waiting
+// the advisory lock 0x70626e6f74696679 ("pbnotify") without waiting
 // (pg_try_advisory_xact_lock, held to the transaction's end, released with
 // a rolled-back savepoint like the notification): while one open
 // transaction is notifying, the others skip it and commit in parallel.

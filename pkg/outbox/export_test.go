@@ -24,16 +24,29 @@ func BeginClaimSQLForTest(cfg RelayConfig) string {
 	return beginSQL(c.LeaseTTL)
 }
 
-// RowScannerForTest returns ScanRow as the relay's claim uses it, with
+// RowForTest is the relay's outbox row.
+type RowForTest = outboxRow
+
+// RowDecodeErrorForTest is the error of a row that does not decode.
+type RowDecodeErrorForTest = rowDecodeError
+
+// NotifyLockKeyForTest is the advisory lock a notifying producer
+// transaction holds.
+const NotifyLockKeyForTest = notifyLockKey
+
+// ScanRowForTest scans one row selected with outboxrow.Columns.
+func ScanRowForTest(r pgx.CollectableRow) (RowForTest, error) { return scanRow(r, nil) }
+
+// RowScannerForTest returns scanRow as the relay's claim uses it, with
 // strings shared across the rows it scans.
-func RowScannerForTest() func(pgx.CollectableRow) (Row, error) {
+func RowScannerForTest() func(pgx.CollectableRow) (outboxRow, error) {
 	in := &interner{}
-	return func(r pgx.CollectableRow) (Row, error) { return scanRow(r, in) }
+	return func(r pgx.CollectableRow) (outboxRow, error) { return scanRow(r, in) }
 }
 
-// ScanRowBinaryForTest is the relay's fast path of ScanRow; ok is false
+// ScanRowBinaryForTest is the relay's fast path of scanRow; ok is false
 // when the row is not in the binary format it decodes.
-func ScanRowBinaryForTest(r pgx.CollectableRow) (row Row, ok bool, err error) {
+func ScanRowBinaryForTest(r pgx.CollectableRow) (row outboxRow, ok bool, err error) {
 	return scanRowBinary(r, &interner{})
 }
 
@@ -71,12 +84,12 @@ WITH inserted AS (
 // InsertNoNotifyForTest is InsertTx's insert without any notification, as
 // a statement of its own, for benchmarks to compare against.
 func InsertNoNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
-	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT 1`, topic, envs)
+	return insert(ctx, tx, insertRowsSQL+`SELECT 1`, topic, envs)
 }
 
 // InsertAlwaysNotifyForTest is InsertTx's insert notifying in every
 // transaction, as a statement of its own, for benchmarks to compare
 // against.
 func InsertAlwaysNotifyForTest(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
-	return defaultProducer.insert(ctx, tx, insertRowsSQL+`SELECT pg_notify('`+NotifyChannel+`', '')`, topic, envs)
+	return insert(ctx, tx, insertRowsSQL+`SELECT pg_notify('`+NotifyChannel+`', '')`, topic, envs)
 }

@@ -167,7 +167,7 @@ func TestInsertTxAndPublishSQL_AgreeAtTheLimits(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range limitCases() {
 		env := c.envelope(t)
-		goErr := outbox.Insert(ctx, db.Pool, c.topic, env)
+		goErr := outbox.InsertTx(ctx, db.Pool, c.topic, env)
 		sqlErr := publishError(t, db, c)
 		if c.field == "" {
 			require.NoError(t, goErr, c.name)
@@ -214,7 +214,7 @@ func TestLimits_OneRowForBothProducers(t *testing.T) {
 	big := publishCase{name: "950 KiB", topic: "media", typ: "media.uploaded", source: "media", payload: jsonString(950 << 10)}
 	require.Equal(t, "payload", publishError(t, db, big).ColumnName)
 	var le *envelope.LimitError
-	err = outbox.Insert(ctx, db.Pool, "media", big.envelope(t))
+	err = outbox.InsertTx(ctx, db.Pool, "media", big.envelope(t))
 	require.ErrorAs(t, err, &le)
 	require.Equal(t, envelope.LimitError{Field: "payload", Size: 950 << 10, Limit: envelope.DefaultMaxPayloadBytes}, *le)
 	require.ErrorContains(t, err, "event 0 of 1")
@@ -222,7 +222,7 @@ func TestLimits_OneRowForBothProducers(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `UPDATE pulsebus.limits SET max_payload_bytes = 2000000`)
 	require.NoError(t, err)
 	require.Nil(t, publishError(t, db, big))
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "media", big.envelope(t)))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "media", big.envelope(t)))
 	got, err = outbox.LoadLimits(ctx, db.Pool)
 	require.NoError(t, err)
 	require.Equal(t, 2000000, got.MaxPayloadBytes)
@@ -231,10 +231,4 @@ func TestLimits_OneRowForBothProducers(t *testing.T) {
 	// The row cannot go away: without it nothing could be checked.
 	_, err = db.Pool.Exec(ctx, `DELETE FROM pulsebus.limits`)
 	require.ErrorContains(t, err, "pulsebus.limits keeps its one row: UPDATE it instead")
-
-	// A producer's own limits still refuse in Go, before the database.
-	strict := outbox.NewProducer(envelope.Limits{MaxPayloadBytes: 100})
-	err = strict.Insert(ctx, db.Pool, "media", big.envelope(t))
-	require.ErrorAs(t, err, &le)
-	require.Equal(t, 100, le.Limit)
 }

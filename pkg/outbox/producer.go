@@ -16,14 +16,9 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// NotifyChannel is the PostgreSQL notification channel producers signal in
-// the inserting transaction; PostgreSQL delivers it only on commit, and the
-// relay listens on it.
-const NotifyChannel = "pulsebus_outbox"
-
-// NotifyLockKey is the transaction-scoped advisory lock a producer
+// notifyLockKey is the transaction-scoped advisory lock a producer
 // transaction takes to notify the relay: [InsertTx] and the SQL function
-// pulsebus.publish notify only when pg_try_advisory_xact_lock(NotifyLockKey)
+// pulsebus.publish notify only when pg_try_advisory_xact_lock(notifyLockKey)
 // succeeds, so at most one open transaction per database is notifying at a
 // time and the others skip it. PostgreSQL commits notifying transactions one
 // at a time (they hold a global lock on the notification queue through
@@ -32,51 +27,26 @@ const NotifyChannel = "pulsebus_outbox"
 // transaction that skipped is covered by the notifier's notification when it
 // commits first, and otherwise by the relay's follow-up claims or, at
 // worst, its poll (see the package documentation). The value is "pbnotify"
-// in ASCII; pkg/migrate's lock uses another key.
-const NotifyLockKey int64 = 0x70626e6f74696679
+// in ASCII; pkg/migrate's lock uses another key. Only the SQL functions
+// (migration 0010_roles) take it; the constant documents it for tests.
+const notifyLockKey int64 = 0x70626e6f74696679
 
-// ErrDuplicateEventID is wrapped by the error of [InsertTx] for an event
-// whose id is already in the outbox (or given twice in one call): an event
-// id names one event, and consumers would skip the second one as a
-// duplicate. Nothing of the call is written. The outbox checks ids only
-// while their events wait in it: once the relay has published an event and
-// deleted its row, its id is not checked any more.
-var ErrDuplicateEventID = errors.New("event id already in the outbox")
-
-// Executor runs a statement: pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy it.
+// Executor runs a statement: pgx.Tx, *pgx.Conn and *pgxpool.Pool satisfy
+// it.
 type Executor interface {
 	Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error)
 }
 
-// Producer writes events into the outbox. Its zero value is not useful; use
-// [NewProducer] or the package functions [Insert] and [InsertTx].
-//
-// Every event is checked against the schema's limits (the row of
-// pulsebus.limits: payload, key, header value sizes and the header count)
-// in the inserting statement itself, by the same SQL function
-// pulsebus.publish uses, so both producers refuse exactly the same events
-// and a limit is changed in one place. The shape of an event (an id, a
-// type, a source, UTF-8 text, meta names, a media type) and the topic name
-// are checked in Go before anything is sent.
-type Producer struct {
-	limits envelope.Limits
-}
-
-// NewProducer returns a producer that also refuses, in Go and before the
-// database sees them, envelopes outside limits: a service's own, stricter
-// bounds. The schema's limits apply in any case; a zero field of limits adds
-// no bound of its own.
-func NewProducer(limits envelope.Limits) *Producer { return &Producer{limits: limits} }
-
-// defaultProducer checks sizes only against the schema's limits.
-var defaultProducer = NewProducer(envelope.Limits{})
-
 // InsertTx writes envs into the outbox for topic inside the caller's
 // transaction, in one round trip, and signals the relay, which PostgreSQL
 // delivers only if the transaction commits; it skips the signal while
-// another transaction holds [NotifyLockKey]. It never commits or rolls back
-// tx. The topic and each envelope's shape are validated before anything is
-// sent, sizes against pulsebus.limits by the statement (see [Producer]);
+// another transaction is notifying (see "Waking the relay" in the package
+// documentation). It never commits or rolls back tx. tx may also be a
+// *pgxpool.Pool or a *pgx.Conn outside a transaction: the events are then
+// written as one atomic statement of their own. The topic and each
+// envelope's shape are validated in Go before anything is sent, their
+// sizes by the statement against pulsebus.limits, the limits every
+// producer is held to (see the package documentation);
 // the first invalid event fails the call, nothing is written, and the error
 // wraps [envelope.ErrInvalid] (an [*envelope.LimitError] for a size, an
 // [*envelope.FieldError] otherwise) or [ErrInvalidTopic] and names the
@@ -91,18 +61,7 @@ var defaultProducer = NewProducer(envelope.Limits{})
 // links its publish span to it and the consumer's handler spans are its
 // children, one trace from the producer's request to the handler.
 func InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
-	return defaultProducer.InsertTx(ctx, tx, topic, envs...)
-}
-
-// Insert writes envs into the outbox for topic as one atomic statement of its
-// own, for callers without a transaction. See [InsertTx].
-func Insert(ctx context.Context, db Executor, topic string, envs ...envelope.Envelope) error {
-	return defaultProducer.InsertTx(ctx, db, topic, envs...)
-}
-
-// Insert writes envs as one atomic statement of its own. See [InsertTx].
-func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs ...envelope.Envelope) error {
-	return p.InsertTx(ctx, db, topic, envs...)
+	return insert(ctx, tx, insertSQL, topic, envs)
 }
 
 // insertSQL writes the rows through pulsebus.insert_events (migration
@@ -110,17 +69,11 @@ func (p *Producer) Insert(ctx context.Context, db Executor, topic string, envs .
 // pulsebus.limits by pulsebus.broken_event_rule and against the rules of
 // an event's shape, the first refused one raising SQLSTATE 22023 with
 // nothing written, and the relay notified unless another transaction is
-// notifying (see NotifyLockKey). The function runs as the schema's owner,
+// notifying (see notifyLockKey). The function runs as the schema's owner,
 // so a producer needs only EXECUTE on it (the role pulsebus_producer), no
 // privilege on the outbox.
 const insertSQL = `SELECT pulsebus.insert_events($1, $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
 	$7::timestamptz[], $8::text[], $9::text[], $10::bytea[], $11::text[])`
-
-// InsertTx writes envs into the outbox inside tx. See the package function
-// [InsertTx].
-func (p *Producer) InsertTx(ctx context.Context, tx Executor, topic string, envs ...envelope.Envelope) error {
-	return p.insert(ctx, tx, insertSQL, topic, envs)
-}
 
 // eventID parses an event id as the outbox stores it: a UUID in canonical
 // form (lower case, with dashes), as envelope.NewID makes them. Other forms
@@ -136,7 +89,7 @@ func eventID(id string) ([16]byte, error) {
 
 // insert validates envs and runs query, one of the insert statements, with
 // them.
-func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string, envs []envelope.Envelope) error {
+func insert(ctx context.Context, tx Executor, query, topic string, envs []envelope.Envelope) error {
 	if err := ValidateTopic(topic); err != nil {
 		return err
 	}
@@ -159,7 +112,9 @@ func (p *Producer) insert(ctx context.Context, tx Executor, query, topic string,
 		// The caller's span, when there is one, travels with the event
 		// (the CloudEvents distributed tracing extension).
 		env.Meta = tracing.Inject(ctx, env.Meta)
-		if err := p.limits.Validate(env); err != nil {
+		// Zero limits: the shape only; the statement checks the sizes
+		// against pulsebus.limits.
+		if err := (envelope.Limits{}).Validate(env); err != nil {
 			return fmt.Errorf("outbox: event %d of %d (id %q): %w", i, len(envs), env.ID, err)
 		}
 		id, err := eventID(env.ID)

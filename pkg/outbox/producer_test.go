@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/outboxrow"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/outbox"
@@ -32,11 +33,11 @@ func newEnv(t testing.TB, i int, opts ...envelope.Option) envelope.Envelope {
 	return env
 }
 
-func readRows(t testing.TB, db outboxQuerier) []outbox.Row {
+func readRows(t testing.TB, db outboxQuerier) []outbox.RowForTest {
 	t.Helper()
-	rows, err := db.Query(context.Background(), `SELECT `+outbox.RowColumns+` FROM pulsebus.outbox ORDER BY id`)
+	rows, err := db.Query(context.Background(), `SELECT `+outboxrow.Columns+` FROM pulsebus.outbox ORDER BY id`)
 	require.NoError(t, err)
-	out, err := pgx.CollectRows(rows, outbox.ScanRow)
+	out, err := pgx.CollectRows(rows, outbox.ScanRowForTest)
 	require.NoError(t, err)
 	return out
 }
@@ -90,7 +91,7 @@ func TestInsertTx_NotifiesOnCommitOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
 	require.NoError(t, tx.Rollback(ctx))
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", newEnv(t, 2)))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", newEnv(t, 2)))
 
 	n, err := listener.WaitForNotification(ctx)
 	require.NoError(t, err)
@@ -146,7 +147,7 @@ func TestPublishSQL_SameEnvelopeAsGo(t *testing.T) {
 	db := testdb.New(t)
 	ctx := context.Background()
 	goEnv := newEnv(t, 7, envelope.WithMeta("tenant", "acme"), envelope.WithMeta("correlationid", "c-1"), envelope.WithSubject("lesson-7"))
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", goEnv))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", goEnv))
 
 	var sqlID string
 	require.NoError(t, db.Pool.QueryRow(ctx,
@@ -203,10 +204,10 @@ func TestScanRow_BadMetaIsRowDecodeError(t *testing.T) {
 	_, err := db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
 		VALUES (gen_random_uuid(), 't', 'x.y', 's', now(), '{"n": 1}', '')`)
 	require.NoError(t, err)
-	rows, err := db.Pool.Query(ctx, `SELECT `+outbox.RowColumns+` FROM pulsebus.outbox`)
+	rows, err := db.Pool.Query(ctx, `SELECT `+outboxrow.Columns+` FROM pulsebus.outbox`)
 	require.NoError(t, err)
-	_, err = pgx.CollectRows(rows, outbox.ScanRow)
-	var rowErr *outbox.RowDecodeError
+	_, err = pgx.CollectRows(rows, outbox.ScanRowForTest)
+	var rowErr *outbox.RowDecodeErrorForTest
 	require.ErrorAs(t, err, &rowErr)
 	require.Positive(t, rowErr.ID)
 }
@@ -221,7 +222,7 @@ func headerKeys(hs []kafka.Header) []string {
 
 // TestNotify_OnlyOneTransactionNotifiesAtATime: InsertTx and the SQL
 // function pulsebus.publish skip the notification while another
-// transaction holds outbox.NotifyLockKey, and notify otherwise, also in
+// transaction holds outbox.NotifyLockKeyForTest, and notify otherwise, also in
 // the transaction holding the lock.
 func TestNotify_OnlyOneTransactionNotifiesAtATime(t *testing.T) {
 	t.Parallel()
@@ -264,7 +265,7 @@ func TestNotify_OnlyOneTransactionNotifiesAtATime(t *testing.T) {
 			// without a notification.
 			holder, err := db.Pool.Begin(ctx)
 			require.NoError(t, err)
-			_, err = holder.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, outbox.NotifyLockKey)
+			_, err = holder.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, outbox.NotifyLockKeyForTest)
 			require.NoError(t, err)
 			require.NoError(t, insert(ctx, db.Pool))
 			marker("after-skipper")
@@ -307,8 +308,8 @@ func TestInsertTx_CarriesTheCallersTraceContext(t *testing.T) {
 	require.NoError(t, err)
 	untraced, err := envelope.New("s", lessonPublished{}, envelope.WithKey("c"))
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(spanCtx, db.Pool, "lessons", plain, own))
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", untraced))
+	require.NoError(t, outbox.InsertTx(spanCtx, db.Pool, "lessons", plain, own))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", untraced))
 	require.Nil(t, plain.Meta, "the caller's envelope is not changed")
 
 	rows := readRows(t, db.Pool)

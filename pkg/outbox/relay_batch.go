@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/outboxrow"
 	"github.com/edupulse/pulsebus/internal/tracing"
 )
 
@@ -80,7 +81,7 @@ DELETE FROM pulsebus.outbox
 			         ORDER BY id LIMIT $4) AS head
 		) AS sized
 		 WHERE upto <= $7::bigint OR (n = 1 AND $8::boolean)))
-RETURNING ` + RowColumns
+RETURNING ` + outboxrow.Columns
 
 // rowSizeSQL is the size a claimed row counts for against
 // RelayConfig.MaxBatchBytes: its payload, key and meta and a fixed
@@ -171,7 +172,7 @@ func beginSQL(leaseTTL time.Duration) string {
 type claimedBatch struct {
 	conn      *pgxpool.Conn // nil once the transaction ended
 	term      leaseTerm
-	rows      []Row
+	rows      []outboxRow
 	bytes     int             // rowBytes summed over rows
 	full      bool            // the claim hit its row or byte bound: more rows may be waiting
 	decodeErr map[int64]error // row id → why it does not form an envelope
@@ -179,7 +180,7 @@ type claimedBatch struct {
 
 // rowBytes is what a claimed row counts for against MaxBatchBytes, the Go
 // side of rowSizeSQL: payload, key, meta and an allowance for the rest.
-func rowBytes(row *Row) int {
+func rowBytes(row *outboxRow) int {
 	n := len(row.Envelope.Payload) + len(row.Envelope.Key) + 128
 	for k, v := range row.Envelope.Meta {
 		n += len(k) + len(v) + 8
@@ -273,7 +274,7 @@ func (r *Relay) claim(ctx context.Context, term leaseTerm, bounds claimBounds) (
 		return nil, fmt.Errorf("claim outbox batch: %w", err)
 	}
 	// DELETE ... RETURNING hands rows back in no set order.
-	slices.SortFunc(b.rows, func(x, y Row) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(b.rows, func(x, y outboxRow) int { return cmp.Compare(x.ID, y.ID) })
 	for i := range b.rows {
 		b.bytes += rowBytes(&b.rows[i])
 	}
@@ -308,11 +309,11 @@ func (r *Relay) claimRows(ctx context.Context, b *claimedBatch, bounds claimBoun
 		return err
 	}
 	defer rows.Close()
-	b.rows = make([]Row, 0, min(r.cfg.BatchSize, 1024))
+	b.rows = make([]outboxRow, 0, min(r.cfg.BatchSize, 1024))
 	in := &interner{}
 	for rows.Next() {
 		row, err := scanRow(rows, in)
-		var rde *RowDecodeError
+		var rde *rowDecodeError
 		if errors.As(err, &rde) {
 			if b.decodeErr == nil {
 				b.decodeErr = map[int64]error{}
@@ -483,7 +484,7 @@ func (r *Relay) settle(ctx context.Context, b *claimedBatch, out *publishOutcome
 
 // reportAcked reports the acknowledged rows; ackedAt is when the broker's
 // last answer for the batch arrived.
-func (r *Relay) reportAcked(rows []Row, out *publishOutcome, ackedAt time.Time) {
+func (r *Relay) reportAcked(rows []outboxRow, out *publishOutcome, ackedAt time.Time) {
 	n, topic := 0, ""
 	for i := range rows {
 		if !out.acked[i] {
@@ -505,7 +506,7 @@ func (r *Relay) reportAcked(rows []Row, out *publishOutcome, ackedAt time.Time) 
 
 // startPublishSpan starts the batch's publish span, linked to the trace
 // context of each event that carries one.
-func (r *Relay) startPublishSpan(ctx context.Context, rows []Row) trace.Span {
+func (r *Relay) startPublishSpan(ctx context.Context, rows []outboxRow) trace.Span {
 	var links []trace.Link
 	topics := make([]string, 0, 1)
 	for i := range rows {

@@ -67,11 +67,7 @@ func (e *UnknownTopicError) Error() string {
 		"(RelayConfig.AutoCreateTopics)", strings.Join(e.Topics, ", "))
 }
 
-// ErrLeaseLost is returned (wrapped) when the relay's leader lease ended
-// while it held a batch: nothing of that batch was deleted.
-var ErrLeaseLost = errors.New("relay leader lease lost")
-
-// ClassifyPublishError tells whether err, returned by kafka-go while
+// classifyPublishError tells whether err, returned by kafka-go while
 // producing one message (or by the envelope mapping), is permanent for that
 // message, and the reason. Only errors that cannot go away by retrying are
 // permanent: a message too large for the broker, an invalid topic name, a
@@ -79,7 +75,7 @@ var ErrLeaseLost = errors.New("relay leader lease lost")
 // format, and an envelope that does not validate. Everything else (network
 // errors, timeouts, leader changes, a missing topic, a broker that is
 // shutting down) is transient and the row stays in the outbox.
-func ClassifyPublishError(err error) *PublishError {
+func classifyPublishError(err error) *PublishError {
 	if err == nil {
 		return nil
 	}
@@ -92,13 +88,13 @@ func ClassifyPublishError(err error) *PublishError {
 		// kafka-go reports per message; classify the first failure.
 		for _, e := range werrs {
 			if e != nil {
-				return ClassifyPublishError(e)
+				return classifyPublishError(e)
 			}
 		}
 	}
 	var (
 		tooLarge kafka.MessageTooLargeError
-		rowErr   *RowDecodeError
+		rowErr   *rowDecodeError
 		ke       kafka.Error
 		ute      *UnknownTopicError
 	)

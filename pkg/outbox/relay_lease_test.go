@@ -165,7 +165,7 @@ func TestRelay_FencedWhenTermEnds(t *testing.T) {
 	for i := range 10 {
 		envs = append(envs, seqEnv(t, "k", i))
 	}
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", envs...))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", envs...))
 	<-entered // relay-a holds the claim and its produce request is at the broker
 
 	// A new term begins in the database. The claim's FOR KEY SHARE does
@@ -228,7 +228,7 @@ func TestRelay_Stop(t *testing.T) {
 		entered, release := holdProduce(kc)
 		defer release()
 		r := startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{})
-		require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k", 0), seqEnv(t, "k", 1)))
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k", 0), seqEnv(t, "k", 1)))
 		<-entered
 		stopped := make(chan error, 1)
 		go func() { stopped <- r.Stop(ctx) }()
@@ -260,7 +260,7 @@ func TestRelay_Stop(t *testing.T) {
 		for i := range 12 {
 			envs = append(envs, seqEnv(t, "k", i))
 		}
-		require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", envs...))
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", envs...))
 		<-entered
 		stopCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()

@@ -91,7 +91,7 @@ func (w *topicWaits) next(now time.Time) (d time.Duration, ok bool) {
 // update records a batch's outcome: the topics whose rows wait back off
 // (longer each time in a row), the others that had rows in the batch are
 // healthy again.
-func (w *topicWaits) update(rows []Row, waiting map[string]error) {
+func (w *topicWaits) update(rows []outboxRow, waiting map[string]error) {
 	now := time.Now()
 	for topic, err := range waiting {
 		tw := w.waits[topic]
@@ -310,7 +310,7 @@ func (r *Relay) waitForWork(pollCtx context.Context, s *loopState, poll *time.Ti
 // than PollInterval.
 //
 // Producers notify only when no other transaction is notifying
-// (NotifyLockKey), so the rows of a transaction that skipped its
+// (notifyLockKey), so the rows of a transaction that skipped its
 // notification and committed after the notifier's commit woke a claim have
 // no notification of their own. Follow-ups find them: soon after
 // activity, when such late commits happen, less and less often when

@@ -95,7 +95,7 @@ func TestClaim_PlanIsSafe(t *testing.T) {
 				rows, err = tx.Query(ctx, `EXECUTE claim('default', 'me', 1, 100`+claimBoundsArgs+`)`)
 				require.NoError(t, err)
 				ids, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (int64, error) {
-					r, err := outbox.ScanRow(row)
+					r, err := outbox.ScanRowForTest(row)
 					return r.ID, err
 				})
 				require.NoError(t, err)

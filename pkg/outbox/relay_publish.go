@@ -119,7 +119,7 @@ type pubMsg struct {
 // acknowledged it, refused it for good (parked), or neither. ctx ends only
 // the sending of further requests (Stop abandoning the batch); requests
 // already sent are waited for until their deadline.
-func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64]error, safe safeUntil) publishOutcome {
+func (p *publisher) publish(ctx context.Context, rows []outboxRow, decodeErr map[int64]error, safe safeUntil) publishOutcome {
 	out := publishOutcome{acked: make([]bool, len(rows)), parked: make([]*PublishError, len(rows)),
 		held: make([]bool, len(rows)), failed: make([]error, len(rows))}
 	msgs, topics := p.buildMessages(rows, decodeErr, &out)
@@ -128,7 +128,7 @@ func (p *publisher) publish(ctx context.Context, rows []Row, decodeErr map[int64
 	}
 	meta, err := p.metadata(ctx, topics, safe)
 	if err != nil {
-		pe := ClassifyPublishError(err)
+		pe := classifyPublishError(err)
 		if !errors.Is(err, errAbandoned) {
 			p.hooks.publishFailed(pe.Reason)
 		}
@@ -189,7 +189,7 @@ func (f *firstError) get() error {
 // A row that cannot be sent (it does not decode, does not validate or is
 // too large) is parked in out without a message; with OnRefusedHoldKey the
 // later rows of its topic and key are held.
-func (p *publisher) buildMessages(rows []Row, decodeErr map[int64]error, out *publishOutcome) ([]pubMsg, []string) {
+func (p *publisher) buildMessages(rows []outboxRow, decodeErr map[int64]error, out *publishOutcome) ([]pubMsg, []string) {
 	msgs := make([]pubMsg, 0, len(rows))
 	topics := make([]string, 0, 1)
 	mb := newMessageBuilder(p.limits)
@@ -202,7 +202,7 @@ func (p *publisher) buildMessages(rows []Row, decodeErr map[int64]error, out *pu
 		}
 		msg, err := p.message(mb, row, decodeErr[row.ID])
 		if err != nil {
-			out.parked[i] = ClassifyPublishError(err)
+			out.parked[i] = classifyPublishError(err)
 			if p.holdKeys && row.Envelope.Key != "" {
 				if refusedKeys == nil {
 					refusedKeys = map[topicKey]bool{}
@@ -221,7 +221,7 @@ func (p *publisher) buildMessages(rows []Row, decodeErr map[int64]error, out *pu
 
 // message builds row's message, or returns why it cannot be sent: its
 // decoding error, an invalid envelope, or a size over maxBytes.
-func (p *publisher) message(mb *messageBuilder, row *Row, decodeErr error) (kafka.Message, error) {
+func (p *publisher) message(mb *messageBuilder, row *outboxRow, decodeErr error) (kafka.Message, error) {
 	if decodeErr != nil {
 		return kafka.Message{}, decodeErr
 	}
@@ -311,7 +311,7 @@ func (p *publisher) produceToLeader(ctx context.Context, qs []*partQueue, msgs [
 		}
 		res, err := p.send(ctx, p.roundRequest(round, msgs), safe)
 		if err != nil {
-			pe := ClassifyPublishError(err)
+			pe := classifyPublishError(err)
 			if !errors.Is(err, errAbandoned) {
 				p.hooks.publishFailed(pe.Reason)
 			}
@@ -402,7 +402,7 @@ func (p *publisher) recordSlice(ctx context.Context, s roundSlice, perr error, m
 		s.q.done = s.q.next == len(s.q.msgs)
 		return
 	}
-	pe := ClassifyPublishError(perr)
+	pe := classifyPublishError(perr)
 	p.hooks.publishFailed(pe.Reason)
 	if !pe.Permanent {
 		s.q.stop(pe)
@@ -454,7 +454,7 @@ func (p *publisher) oneByOne(ctx context.Context, q *partQueue, from, to int, ms
 			out.acked[msgs[j].row] = true
 			continue
 		}
-		pe := ClassifyPublishError(err)
+		pe := classifyPublishError(err)
 		if !errors.Is(err, errAbandoned) {
 			p.hooks.publishFailed(pe.Reason)
 		}
@@ -579,7 +579,7 @@ func (p *publisher) metadata(ctx context.Context, topics []string, safe safeUnti
 	}
 	if p.autoCreate == nil {
 		for _, t := range missing {
-			res[t] = topicMeta{err: ClassifyPublishError(&UnknownTopicError{Topics: []string{t}})}
+			res[t] = topicMeta{err: classifyPublishError(&UnknownTopicError{Topics: []string{t}})}
 		}
 		return res, nil
 	}
@@ -601,11 +601,11 @@ func (p *publisher) lookup(ctx context.Context, topics []string) (map[string]top
 	res := make(map[string]topicMeta, len(topics))
 	for _, t := range resp.Topics {
 		if t.ErrorCode != 0 {
-			res[t.Name] = topicMeta{err: ClassifyPublishError(fmt.Errorf("topic %s: %w", t.Name, kafka.Error(t.ErrorCode)))}
+			res[t.Name] = topicMeta{err: classifyPublishError(fmt.Errorf("topic %s: %w", t.Name, kafka.Error(t.ErrorCode)))}
 			continue
 		}
 		if len(t.Partitions) == 0 {
-			res[t.Name] = topicMeta{err: ClassifyPublishError(fmt.Errorf("topic %s: %w", t.Name, kafka.UnknownTopicOrPartition))}
+			res[t.Name] = topicMeta{err: classifyPublishError(fmt.Errorf("topic %s: %w", t.Name, kafka.UnknownTopicOrPartition))}
 			continue
 		}
 		leaders := make([]int32, len(t.Partitions))
@@ -625,7 +625,7 @@ func (p *publisher) lookup(ctx context.Context, topics []string) (map[string]top
 	}
 	for _, t := range topics {
 		if _, ok := res[t]; !ok {
-			res[t] = topicMeta{err: ClassifyPublishError(fmt.Errorf("topic %s: %w", t, kafka.UnknownTopicOrPartition))}
+			res[t] = topicMeta{err: classifyPublishError(fmt.Errorf("topic %s: %w", t, kafka.UnknownTopicOrPartition))}
 		}
 	}
 	return res, nil

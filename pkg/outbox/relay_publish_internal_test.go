@@ -27,10 +27,10 @@ func testPublisher(t *testing.T, kc *testkafka.Cluster, timeout time.Duration) *
 	}
 }
 
-func testRows(n int) []Row {
-	rows := make([]Row, n)
+func testRows(n int) []outboxRow {
+	rows := make([]outboxRow, n)
 	for i := range rows {
-		rows[i] = Row{ID: int64(i + 1), Topic: "lessons", Envelope: envelope.Envelope{
+		rows[i] = outboxRow{ID: int64(i + 1), Topic: "lessons", Envelope: envelope.Envelope{
 			ID: uuid.New().String(), Type: "x.y", Source: "s", Key: "k", Time: time.Now(), Payload: []byte("{}"),
 		}}
 	}
@@ -72,7 +72,7 @@ func TestPublisher_FencedByTheLeaseDeadline(t *testing.T) {
 	t.Run("past the safe time: nothing sent", func(t *testing.T) {
 		out := p.publish(ctx, testRows(3), nil, func() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true })
 		require.ErrorIs(t, out.err, ErrLeaseLost)
-		require.Equal(t, ReasonLeaseLost, ClassifyPublishError(out.err).Reason)
+		require.Equal(t, ReasonLeaseLost, classifyPublishError(out.err).Reason)
 		require.False(t, out.acked[0])
 		require.EqualValues(t, 1, produces.Load(), "no produce request reached the broker")
 	})

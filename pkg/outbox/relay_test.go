@@ -245,7 +245,7 @@ func TestRelay_LateCommitterIsPublished(t *testing.T) {
 	late, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, outbox.InsertTx(ctx, late, "lessons", seqEnv(t, "late", 0)))
-	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "early", 0), seqEnv(t, "early", 1)))
+	require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "early", 0), seqEnv(t, "early", 1)))
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "early events published", func() bool { return b.kc.RecordCount("lessons") == 2 })
 	require.NoError(t, late.Commit(ctx))
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "late event published", func() bool { return b.kc.RecordCount("lessons") == 3 })
@@ -275,7 +275,7 @@ func refusedBatch(t *testing.T) (*relayBundle, envelope.Envelope) {
 		big.Payload[30+i] = 'x'
 	}
 	envs = append(envs[:5], append([]envelope.Envelope{big}, envs[5:]...)...)
-	require.NoError(t, outbox.Insert(context.Background(), db.Pool, "lessons", envs...))
+	require.NoError(t, outbox.InsertTx(context.Background(), db.Pool, "lessons", envs...))
 	return b, big
 }
 
@@ -300,7 +300,7 @@ func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
 	require.Equal(t, 1, b.hooks.get(func(h *recordingHooks) int { return h.parked[outbox.ReasonMessageTooLarge] }))
 
 	// The rest went through, in order, and later rows still flow.
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
 	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
 }
@@ -325,7 +325,7 @@ func TestRelay_HoldsTheKeyOfAMessageTheBrokerRefuses(t *testing.T) {
 	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 2, "k2": 3})
 
 	// A later event of k1 waits too; one of k0 flows.
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3), seqEnv(t, "k0", 4)))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3), seqEnv(t, "k0", 4)))
 	// Kafka has a batch's records before the relay commits their delete:
 	// wait for both.
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's later event out, k1's two waiting", func() bool {
@@ -346,12 +346,12 @@ func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
 	_, b := setupRelay(t, outbox.RelayConfig{})
 	b.kc.CreateTopic(t, "lessons", 1)
 	ctx := context.Background()
-	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 0)))
+	require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 0)))
 	_, err := b.db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
 		VALUES (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"n": 1}', ''),
 		       (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"Bad Key": "v"}', '')`)
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
+	require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
 
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 	var parked int
@@ -366,7 +366,7 @@ func TestRelay_MissingTopic(t *testing.T) {
 		t.Parallel()
 		_, b := setupRelay(t, outbox.RelayConfig{})
 		ctx := context.Background()
-		require.NoError(t, outbox.Insert(ctx, b.db.Pool, "nope", seqEnv(t, "k", 0)))
+		require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "nope", seqEnv(t, "k", 0)))
 		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "unknown_topic errors", func() bool {
 			return b.hooks.get(func(h *recordingHooks) int { return h.errors[outbox.ReasonUnknownTopic] }) >= 2
 		})
@@ -381,7 +381,7 @@ func TestRelay_MissingTopic(t *testing.T) {
 	t.Run("created when configured", func(t *testing.T) {
 		t.Parallel()
 		_, b := setupRelay(t, outbox.RelayConfig{AutoCreateTopics: true, TopicPartitions: 3})
-		require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "fresh", seqEnv(t, "k", 0)))
+		require.NoError(t, outbox.InsertTx(context.Background(), b.db.Pool, "fresh", seqEnv(t, "k", 0)))
 		testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "published", func() bool { return outboxCount(t, b.db) == 0 })
 		require.Len(t, b.kc.EndOffsets(t, "fresh"), 3)
 	})

@@ -20,7 +20,7 @@ import (
 )
 
 // notifyLockHolder returns the pid of the backend holding
-// outbox.NotifyLockKey in db, or 0.
+// outbox.NotifyLockKeyForTest in db, or 0.
 func notifyLockHolder(t testing.TB, db *testdb.DB) int32 {
 	t.Helper()
 	var pid int32
@@ -28,7 +28,7 @@ func notifyLockHolder(t testing.TB, db *testdb.DB) int32 {
 		SELECT pid FROM pg_locks
 		 WHERE locktype = 'advisory' AND granted AND objsubid = 1
 		   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		   AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid`, outbox.NotifyLockKey).Scan(&pid)
+		   AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid`, outbox.NotifyLockKeyForTest).Scan(&pid)
 	if err == pgx.ErrNoRows {
 		return 0
 	}
@@ -197,7 +197,7 @@ func TestRelay_IdleClaimsOnlyEveryPollInterval(t *testing.T) {
 	r, b := setupRelay(t, outbox.RelayConfig{PollInterval: poll})
 	b.kc.CreateTopic(t, "lessons", 1)
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
-	require.NoError(t, outbox.Insert(context.Background(), b.db.Pool, "lessons", seqEnv(t, "k", 0)))
+	require.NoError(t, outbox.InsertTx(context.Background(), b.db.Pool, "lessons", seqEnv(t, "k", 0)))
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "published", func() bool { return b.kc.RecordCount("lessons") == 1 })
 
 	// Let the follow-ups back off: NotifyDebounce doubling to 400ms takes

@@ -171,21 +171,21 @@ func TestInsertTx_RefusesADuplicateEventID(t *testing.T) {
 	db := testdb.New(t)
 	ctx := context.Background()
 	first := newEnv(t, 1)
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", first))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", first))
 
 	again := newEnv(t, 2)
 	again.ID = first.ID
-	err := outbox.Insert(ctx, db.Pool, "lessons", newEnv(t, 3), again)
+	err := outbox.InsertTx(ctx, db.Pool, "lessons", newEnv(t, 3), again)
 	require.ErrorIs(t, err, outbox.ErrDuplicateEventID)
 	require.ErrorContains(t, err, "event 1 of 2 (id "+first.ID+")")
 
 	twice := newEnv(t, 4)
-	err = outbox.Insert(ctx, db.Pool, "lessons", twice, twice)
+	err = outbox.InsertTx(ctx, db.Pool, "lessons", twice, twice)
 	require.ErrorIs(t, err, outbox.ErrDuplicateEventID)
 	require.ErrorContains(t, err, twice.ID)
 	require.Len(t, readRows(t, db.Pool), 1, "nothing of the refused calls was written")
 
 	_, err = db.Pool.Exec(ctx, `DELETE FROM pulsebus.outbox`) // as the relay does once Kafka has the event
 	require.NoError(t, err)
-	require.NoError(t, outbox.Insert(ctx, db.Pool, "lessons", again))
+	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", again))
 }

@@ -14,9 +14,9 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// Row is one outbox row: an envelope addressed to a topic, with the relay's
+// outboxRow is one outbox row: an envelope addressed to a topic, with the relay's
 // bookkeeping.
-type Row struct {
+type outboxRow struct {
 	// ID is the row's sequence number; the relay publishes in ID order.
 	ID int64
 	// Topic is the Kafka topic the event goes to.
@@ -29,53 +29,46 @@ type Row struct {
 	Attempts int
 }
 
-// RowColumns lists the outbox columns [ScanRow] reads, in its order.
-const RowColumns = `id, topic, event_id, key, type, source, subject, event_time, content_type, meta, payload, created_at, attempts, dataschema`
-
-// ScanRow scans one row selected with [RowColumns]. A row whose meta column
-// is not an object of strings (possible only when written around [InsertTx]
-// and pulsebus.publish) is returned with ID and Topic set and a
-// [*RowDecodeError], so the relay can park it rather than stall on it.
-func ScanRow(r pgx.CollectableRow) (Row, error) {
-	return scanRow(r, nil)
-}
-
-// scanRow is ScanRow with an optional interner for the strings that repeat
-// from row to row (topic, type, source, content type, meta).
+// scanRow scans one row selected with outboxrow.Columns, sharing the
+// strings that repeat from row to row (topic, type, source, content type,
+// meta) through in, when not nil. A row whose meta column is not an object
+// of strings (possible only when written around [InsertTx] and
+// pulsebus.publish) is returned with ID and Topic set and a
+// [*rowDecodeError], so the relay can park it rather than stall on it.
 //
 // When the columns arrive in PostgreSQL's binary format with the schema's
 // types, as they do for the relay's claim, it decodes them straight from
 // the wire bytes: no per-column scan plans, and only the allocations the
-// Row itself needs. Anything else goes through pgx's Scan.
-func scanRow(r pgx.CollectableRow, in *interner) (Row, error) {
+// outboxRow itself needs. Anything else goes through pgx's Scan.
+func scanRow(r pgx.CollectableRow, in *interner) (outboxRow, error) {
 	if row, ok, err := scanRowBinary(r, in); ok {
 		return row, err
 	}
 	var (
-		row  Row
+		row  outboxRow
 		env  = &row.Envelope
 		id   uuid.UUID
 		meta []byte
 	)
 	if err := r.Scan(&row.ID, &row.Topic, &id, &env.Key, &env.Type, &env.Source, &env.Subject,
 		&env.Time, &env.ContentType, &meta, &env.Payload, &row.CreatedAt, &row.Attempts, &env.DataSchema); err != nil {
-		return Row{}, fmt.Errorf("scan outbox row: %w", err)
+		return outboxRow{}, fmt.Errorf("scan outbox row: %w", err)
 	}
 	env.ID = id.String()
 	env.Time = env.Time.UTC()
 	return row, decodeMeta(&row, meta, in)
 }
 
-// rowColumnOIDs are the types of RowColumns, in order.
+// rowColumnOIDs are the types of outboxrow.Columns, in order.
 var rowColumnOIDs = [14]uint32{
 	pgtype.Int8OID, pgtype.TextOID, pgtype.UUIDOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
 	pgtype.TimestamptzOID, pgtype.TextOID, pgtype.JSONBOID, pgtype.ByteaOID, pgtype.TimestamptzOID, pgtype.Int4OID,
 	pgtype.TextOID,
 }
 
-// scanRowBinary decodes a row whose columns are RowColumns in binary
+// scanRowBinary decodes a row whose columns are outboxrow.Columns in binary
 // format. ok is false when they are not, and the caller must Scan.
-func scanRowBinary(r pgx.CollectableRow, in *interner) (row Row, ok bool, err error) {
+func scanRowBinary(r pgx.CollectableRow, in *interner) (row outboxRow, ok bool, err error) {
 	fds := r.FieldDescriptions()
 	if len(fds) != len(rowColumnOIDs) {
 		return row, false, nil
@@ -139,14 +132,14 @@ func pgTime(b []byte) (time.Time, bool) {
 
 // decodeMeta sets the envelope's meta from the JSON object of strings that
 // PostgreSQL returns for a jsonb meta column, or reports a
-// [*RowDecodeError].
-func decodeMeta(row *Row, meta []byte, in *interner) error {
+// [*rowDecodeError].
+func decodeMeta(row *outboxRow, meta []byte, in *interner) error {
 	m, ok := parseFlatJSON(meta, in)
 	if !ok {
 		// Escapes, other value types or malformed input: the general
 		// decoder, which also explains what is wrong.
 		if err := json.Unmarshal(meta, &m); err != nil {
-			return &RowDecodeError{ID: row.ID, Err: fmt.Errorf("meta %s is not an object of strings: %w", meta, err)}
+			return &rowDecodeError{ID: row.ID, Err: fmt.Errorf("meta %s is not an object of strings: %w", meta, err)}
 		}
 	}
 	if len(m) > 0 {
@@ -262,14 +255,14 @@ func (in *interner) string(b []byte) string {
 	return s
 }
 
-// RowDecodeError reports an outbox row whose columns do not form an
+// rowDecodeError reports an outbox row whose columns do not form an
 // envelope.
-type RowDecodeError struct {
+type rowDecodeError struct {
 	ID  int64
 	Err error
 }
 
-func (e *RowDecodeError) Error() string { return fmt.Sprintf("outbox row %d: %v", e.ID, e.Err) }
+func (e *rowDecodeError) Error() string { return fmt.Sprintf("outbox row %d: %v", e.ID, e.Err) }
 
 // Unwrap returns the cause.
-func (e *RowDecodeError) Unwrap() error { return e.Err }
+func (e *rowDecodeError) Unwrap() error { return e.Err }

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/edupulse/pulsebus/internal/outboxrow"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/pkg/outbox"
 )
@@ -27,12 +28,12 @@ func TestScanRow_BinaryMatchesScan(t *testing.T) {
 		       (gen_random_uuid(), 'lessons', 'k', 'x.y', 's', '', now(), '', '{"n": 1}', 'x', 0),
 		       (gen_random_uuid(), 'lessons', 'k', 'x.y', 's', '', now(), '', '{"Bad Key": "v", "o": {"x": "y"}}', 'x', 0)`)
 	require.NoError(t, err)
-	const q = `SELECT ` + outbox.RowColumns + ` FROM pulsebus.outbox ORDER BY id`
+	const q = `SELECT ` + outboxrow.Columns + ` FROM pulsebus.outbox ORDER BY id`
 
 	rows, err := db.Pool.Query(ctx, q)
 	require.NoError(t, err)
 	type result struct {
-		row outbox.Row
+		row outbox.RowForTest
 		err string
 	}
 	var fast []result
@@ -49,7 +50,7 @@ func TestScanRow_BinaryMatchesScan(t *testing.T) {
 	for rows.Next() {
 		_, ok, _ := outbox.ScanRowBinaryForTest(rows)
 		require.False(t, ok, "text format goes through Scan")
-		row, err := outbox.ScanRow(rows)
+		row, err := outbox.ScanRowForTest(rows)
 		slow = append(slow, result{row, errString(err)})
 	}
 	require.NoError(t, rows.Err())

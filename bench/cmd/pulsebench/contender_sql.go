@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edupulse/pulsebus/pkg/outbox"
+	"github.com/edupulse/pulsebus/internal/outboxrow"
 )
 
 // claimDeleteSQL is the relay's claim without the relay's lease and fence:
@@ -17,7 +17,7 @@ import (
 // the simple protocol, so it is planned per call.
 const claimDeleteSQL = `DELETE FROM pulsebus.outbox
  WHERE id = ANY (ARRAY(SELECT id FROM pulsebus.outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
-RETURNING ` + outbox.RowColumns
+RETURNING ` + outboxrow.Columns
 
 func init() {
 	registerContender("sql-claim-delete", runSQLClaimDelete)
