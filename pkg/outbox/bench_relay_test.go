@@ -357,7 +357,7 @@ const relayApp = "pulsebus-bench-relay"
 // for PULSEBUS_BENCH_SECONDS (default 10), one event per transaction, from
 // 8 paced producer goroutines, to a relay that starts on an EMPTY, freshly
 // analysed outbox: the state in which a cached generic plan for the claim
-// goes wrong (DESIGN.md §3). It reports commit-to-ack latency percentiles,
+// goes wrong (docs/design.md#claim-plan). It reports commit-to-ack latency percentiles,
 // measured as the relay's CommitToAck hook does (from the row's created_at
 // to the broker's acknowledgement), and the rate achieved. The producers
 // commit asynchronously (PULSEBUS_BENCH_SYNC_COMMIT) so that created_at is

@@ -181,20 +181,11 @@
 //
 // # Database use
 //
-// The claim cannot be planned badly: its LIMIT is an uncorrelated
-// ARRAY(...) sublink that runs once, and the claim transaction sets
-// enable_seqscan = off, so generic and custom plans alike are index scans,
-// even from statistics taken while the table was empty. Claim and settle
-// transactions commit with synchronous_commit = off: a delete lost in a
-// PostgreSQL crash only brings published rows back as duplicates. The
-// relay holds up to three pool connections (two claim transactions, or a
-// claim and a settle, and the backlog measurement) plus two it takes out
-// of the pool: one for LISTEN and one for the lease, so renewals never
-// wait for a pool connection. Nor do they wait for a lock a batch holds:
-// claims lock the lease row FOR KEY SHARE, which does not conflict with a
-// renewal's UPDATE; the commit fence and the settle statement take it FOR
-// SHARE only for their last statement and COMMIT, after the batch's rows
-// are locked. It claims ahead only while the pool has a spare connection.
+// The relay holds up to three pool connections and two of its own (LISTEN
+// and the lease), commits claims and settles with synchronous_commit = off,
+// and its claim is shaped so that no statistics can make PostgreSQL plan
+// it badly. docs/design.md#database-use and docs/design.md#claim-plan in
+// the repository explain why.
 //
 // The package never imports Prometheus: the relay reports through
 // [Hooks], and the binaries wire metrics (package outboxprom).

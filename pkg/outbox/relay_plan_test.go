@@ -33,7 +33,7 @@ RETURNING id`
 // first row taken whatever its size, keys held behind parked rows.
 const claimBoundsArgs = `, '{}', '{}', 1000000000, true, true`
 
-// TestClaim_PlanIsSafe reproduces the trap of DESIGN.md §3: statistics
+// TestClaim_PlanIsSafe reproduces the trap of docs/design.md#claim-plan: statistics
 // taken while the outbox was empty, a plan made from them, then a backlog.
 // The relay's claim must use index scans only and delete exactly LIMIT
 // rows, the oldest, whether PostgreSQL uses a generic plan (cached prepared

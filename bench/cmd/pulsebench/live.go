@@ -295,7 +295,7 @@ func (b *bench) runLive(ctx context.Context) error {
 			if lc.via == viaNoNotify {
 				res.Note = "diagnostic baseline: the row InsertTx writes, as a plain INSERT without pg_notify"
 			}
-			// Start from an empty, freshly analysed table (DESIGN.md §3).
+			// Start from an empty, freshly analysed table (docs/design.md#claim-plan).
 			var reset []string
 			if lc.via == viaWatermill {
 				reset = []string{`TRUNCATE ` + wmMsgs + `, ` + wmOffs, `VACUUM ANALYZE ` + wmMsgs}
