@@ -46,57 +46,60 @@ type outboxQuerier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func TestInsertTx_VisibleAfterCommit(t *testing.T) {
+// TestInsertTx_CommitsWithTheCallersTransaction: the events, and the
+// relay's wake-up, exist only once the caller's transaction commits.
+func TestInsertTx_CommitsWithTheCallersTransaction(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	envs := []envelope.Envelope{newEnv(t, 1, envelope.WithMeta("tenant", "acme")), newEnv(t, 2)}
+	t.Run("visible after commit", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t)
+		ctx := context.Background()
+		envs := []envelope.Envelope{newEnv(t, 1, envelope.WithMeta("tenant", "acme")), newEnv(t, 2)}
 
-	tx, err := db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", envs...))
-	require.Empty(t, readRows(t, db.Pool), "rows must not be visible before commit")
-	require.NoError(t, tx.Commit(ctx))
+		tx, err := db.Pool.Begin(ctx)
+		require.NoError(t, err)
+		require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", envs...))
+		require.Empty(t, readRows(t, db.Pool), "rows must not be visible before commit")
+		require.NoError(t, tx.Commit(ctx))
 
-	rows := readRows(t, db.Pool)
-	require.Len(t, rows, 2)
-	for i, r := range rows {
-		require.Equal(t, "lessons", r.Topic)
-		require.Equal(t, envs[i], r.Envelope)
-	}
-}
+		rows := readRows(t, db.Pool)
+		require.Len(t, rows, 2)
+		for i, r := range rows {
+			require.Equal(t, "lessons", r.Topic)
+			require.Equal(t, envs[i], r.Envelope)
+		}
+	})
+	t.Run("gone after rollback", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t)
+		ctx := context.Background()
+		tx, err := db.Pool.Begin(ctx)
+		require.NoError(t, err)
+		require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
+		require.NoError(t, tx.Rollback(ctx))
+		require.Empty(t, readRows(t, db.Pool))
+	})
+	t.Run("notifies on commit only", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t)
+		ctx := context.Background()
+		listener, err := pgx.Connect(ctx, db.URL)
+		require.NoError(t, err)
+		defer listener.Close(ctx)
+		_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
+		require.NoError(t, err)
 
-func TestInsertTx_GoneAfterRollback(t *testing.T) {
-	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	tx, err := db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
-	require.NoError(t, tx.Rollback(ctx))
-	require.Empty(t, readRows(t, db.Pool))
-}
+		tx, err := db.Pool.Begin(ctx)
+		require.NoError(t, err)
+		require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
+		require.NoError(t, tx.Rollback(ctx))
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", newEnv(t, 2)))
 
-func TestInsertTx_NotifiesOnCommitOnly(t *testing.T) {
-	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	listener, err := pgx.Connect(ctx, db.URL)
-	require.NoError(t, err)
-	defer listener.Close(ctx)
-	_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
-	require.NoError(t, err)
-
-	tx, err := db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	require.NoError(t, outbox.InsertTx(ctx, tx, "lessons", newEnv(t, 1)))
-	require.NoError(t, tx.Rollback(ctx))
-	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", newEnv(t, 2)))
-
-	n, err := listener.WaitForNotification(ctx)
-	require.NoError(t, err)
-	require.Equal(t, outbox.NotifyChannel, n.Channel)
-	require.Len(t, readRows(t, db.Pool), 1, "only the committed insert is in the outbox")
+		n, err := listener.WaitForNotification(ctx)
+		require.NoError(t, err)
+		require.Equal(t, outbox.NotifyChannel, n.Channel)
+		require.Len(t, readRows(t, db.Pool), 1, "only the committed insert is in the outbox")
+	})
 }
 
 func TestInsertTx_TenThousandInOneCall(t *testing.T) {
@@ -142,59 +145,63 @@ func TestInsertTx_RefusesInvalidBeforeTouchingDatabase(t *testing.T) {
 	require.Empty(t, readRows(t, db.Pool))
 }
 
-func TestPublishSQL_SameEnvelopeAsGo(t *testing.T) {
+// TestPublishSQL: the SQL producer pulsebus.publish writes what InsertTx
+// writes, and refuses what it refuses.
+func TestPublishSQL(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	goEnv := newEnv(t, 7, envelope.WithMeta("tenant", "acme"), envelope.WithMeta("correlationid", "c-1"), envelope.WithSubject("lesson-7"))
-	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", goEnv))
+	t.Run("same envelope as Go", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t)
+		ctx := context.Background()
+		goEnv := newEnv(t, 7, envelope.WithMeta("tenant", "acme"), envelope.WithMeta("correlationid", "c-1"), envelope.WithSubject("lesson-7"))
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", goEnv))
 
-	var sqlID string
-	require.NoError(t, db.Pool.QueryRow(ctx,
-		`SELECT pulsebus.publish('lessons', 'lesson-7', 'lesson.published', $1::jsonb, '{"tenant":"acme","correlationid":"c-1"}', 'lesson-service', 'lesson-7')`,
-		string(goEnv.Payload)).Scan(&sqlID))
+		var sqlID string
+		require.NoError(t, db.Pool.QueryRow(ctx,
+			`SELECT pulsebus.publish('lessons', 'lesson-7', 'lesson.published', $1::jsonb, '{"tenant":"acme","correlationid":"c-1"}', 'lesson-service', 'lesson-7')`,
+			string(goEnv.Payload)).Scan(&sqlID))
 
-	rows := readRows(t, db.Pool)
-	require.Len(t, rows, 2)
-	fromGo, fromSQL := rows[0], rows[1]
-	require.Equal(t, sqlID, fromSQL.Envelope.ID)
-	require.Equal(t, uuid.Version(7), uuid.MustParse(fromSQL.Envelope.ID).Version(), "pulsebus.publish writes UUIDv7 ids")
-	require.True(t, fromSQL.Envelope.ID > fromGo.Envelope.ID, "UUIDv7 ids are time-ordered")
+		rows := readRows(t, db.Pool)
+		require.Len(t, rows, 2)
+		fromGo, fromSQL := rows[0], rows[1]
+		require.Equal(t, sqlID, fromSQL.Envelope.ID)
+		require.Equal(t, uuid.Version(7), uuid.MustParse(fromSQL.Envelope.ID).Version(), "pulsebus.publish writes UUIDv7 ids")
+		require.True(t, fromSQL.Envelope.ID > fromGo.Envelope.ID, "UUIDv7 ids are time-ordered")
 
-	// Everything but the id, the time and the payload's JSON spelling is equal.
-	a, b := fromGo.Envelope, fromSQL.Envelope
-	require.JSONEq(t, string(a.Payload), string(b.Payload))
-	a.ID, a.Time, a.Payload = b.ID, b.Time, b.Payload
-	require.Equal(t, a, b)
-	require.Equal(t, fromGo.Topic, fromSQL.Topic)
+		// Everything but the id, the time and the payload's JSON spelling is equal.
+		a, b := fromGo.Envelope, fromSQL.Envelope
+		require.JSONEq(t, string(a.Payload), string(b.Payload))
+		a.ID, a.Time, a.Payload = b.ID, b.Time, b.Payload
+		require.Equal(t, a, b)
+		require.Equal(t, fromGo.Topic, fromSQL.Topic)
 
-	// Both map to Kafka messages with the same header names in the same order.
-	ma, err := envelope.ToMessage(fromGo.Envelope)
-	require.NoError(t, err)
-	mb, err := envelope.ToMessage(fromSQL.Envelope)
-	require.NoError(t, err)
-	require.Equal(t, headerKeys(ma.Headers), headerKeys(mb.Headers))
-	require.Equal(t, ma.Key, mb.Key)
-}
-
-func TestPublishSQL_RefusesBadInput(t *testing.T) {
-	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	for name, query := range map[string]string{
-		"empty topic":     `SELECT pulsebus.publish('', 'k', 't.x', '{}')`,
-		"null type":       `SELECT pulsebus.publish('t', 'k', NULL, '{}')`,
-		"null payload":    `SELECT pulsebus.publish('t', 'k', 't.x', NULL)`,
-		"meta not object": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '[1]')`,
-		"meta bad key":    `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"Tenant":"a"}')`,
-		"meta core attr":  `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"id":"a"}')`,
-		"meta non-string": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"tenant":1}')`,
-	} {
-		_, err := db.Pool.Exec(ctx, query)
-		require.Error(t, err, name)
-		require.ErrorContains(t, err, "pulsebus.publish", name)
-	}
-	require.Empty(t, readRows(t, db.Pool))
+		// Both map to Kafka messages with the same header names in the same order.
+		ma, err := envelope.ToMessage(fromGo.Envelope)
+		require.NoError(t, err)
+		mb, err := envelope.ToMessage(fromSQL.Envelope)
+		require.NoError(t, err)
+		require.Equal(t, headerKeys(ma.Headers), headerKeys(mb.Headers))
+		require.Equal(t, ma.Key, mb.Key)
+	})
+	t.Run("refuses bad input", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t)
+		ctx := context.Background()
+		for name, query := range map[string]string{
+			"empty topic":     `SELECT pulsebus.publish('', 'k', 't.x', '{}')`,
+			"null type":       `SELECT pulsebus.publish('t', 'k', NULL, '{}')`,
+			"null payload":    `SELECT pulsebus.publish('t', 'k', 't.x', NULL)`,
+			"meta not object": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '[1]')`,
+			"meta bad key":    `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"Tenant":"a"}')`,
+			"meta core attr":  `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"id":"a"}')`,
+			"meta non-string": `SELECT pulsebus.publish('t', 'k', 't.x', '{}', '{"tenant":1}')`,
+		} {
+			_, err := db.Pool.Exec(ctx, query)
+			require.Error(t, err, name)
+			require.ErrorContains(t, err, "pulsebus.publish", name)
+		}
+		require.Empty(t, readRows(t, db.Pool))
+	})
 }
 
 func TestScanRow_BadMetaIsRowDecodeError(t *testing.T) {

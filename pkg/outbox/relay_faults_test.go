@@ -38,10 +38,11 @@ func newStream(db *testdb.DB, topic string) *stream {
 	return &stream{db: db, topic: topic, next: map[string]int{}}
 }
 
-// produce writes perProducer events from each of producers goroutines,
-// each over keysPer keys of its own, in transactions of 1..maxTx events.
-func (s *stream) produce(t testing.TB, producers, perProducer, keysPer, maxTx int) {
+// insertEvents writes l's events into the outbox, continuing each key's
+// sequence.
+func (s *stream) insertEvents(t testing.TB, l load) {
 	t.Helper()
+	producers, perProducer, keysPer, maxTx := l.Producers, l.PerProducer, l.KeysPerProducer, l.MaxPerTx
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, producers)
@@ -207,7 +208,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 			startRelay(t, b, outbox.RelayConfig{BatchSize: 200})
 			s := newStream(db, "lessons")
 
-			s.produce(t, 4, 250, 8, 5)
+			s.insertEvents(t, load{Producers: 4, PerProducer: 250, KeysPerProducer: 8, MaxPerTx: 5})
 			testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
 
 			var fault *kfake.FaultHandle
@@ -217,7 +218,7 @@ func TestRelay_BrokerOutage(t *testing.T) {
 				fault = kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotLeaderForPartition, Count: -1})
 			}
 			errsBefore := b.hooks.errorCount(tc.reason)
-			s.produce(t, 4, 250, 8, 5)
+			s.insertEvents(t, load{Producers: 4, PerProducer: 250, KeysPerProducer: 8, MaxPerTx: 5})
 			testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "publish errors", func() bool { return b.hooks.errorCount(tc.reason) >= errsBefore+3 })
 
 			// Rows stay, with their failed attempts counted; the relay backs
@@ -269,7 +270,7 @@ func TestRelay_SlowBroker(t *testing.T) {
 	b := &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}
 	startRelay(t, b, outbox.RelayConfig{BatchSize: 100, WriteTimeout: 250 * time.Millisecond})
 	s := newStream(db, "lessons")
-	s.produce(t, 4, 500, 8, 10)
+	s.insertEvents(t, load{Producers: 4, PerProducer: 500, KeysPerProducer: 8, MaxPerTx: 10})
 	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
 	require.Positive(t, b.hooks.errorCount(outbox.ReasonBrokerUnavailable), "some requests timed out")
 	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
@@ -295,14 +296,14 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 	s := newStream(db, "lessons")
 
 	// LISTEN works: one event, relayed without a poll.
-	s.produce(t, 1, 1, 1, 1)
+	s.insertEvents(t, load{Producers: 1, PerProducer: 1, KeysPerProducer: 1, MaxPerTx: 1})
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "event relayed on notification", func() bool { return outboxCount(t, db) == 0 })
 
 	done := make(chan struct{})
 	cuts := 0
 	go func() {
 		defer close(done)
-		s.produce(t, 4, 1000, 8, 5)
+		s.insertEvents(t, load{Producers: 4, PerProducer: 1000, KeysPerProducer: 8, MaxPerTx: 5})
 	}()
 	for running := true; running; {
 		select {
@@ -320,7 +321,7 @@ func TestRelay_DatabaseConnectionLoss(t *testing.T) {
 
 	// LISTEN is back after the cuts.
 	terminate(t, db, app)
-	s.produce(t, 1, 1, 1, 1)
+	s.insertEvents(t, load{Producers: 1, PerProducer: 1, KeysPerProducer: 1, MaxPerTx: 1})
 	testpoll.Until(t, 15*time.Second, 10*time.Millisecond, "event relayed on notification after reconnect", func() bool { return outboxCount(t, db) == 0 })
 
 	dups := testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), s.want())
@@ -351,7 +352,7 @@ func TestRelay_NoNotificationLost(t *testing.T) {
 			testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 			s := newStream(db, "lessons")
 			for round := range 5 {
-				s.produce(t, 4, 50, 4, 1)
+				s.insertEvents(t, load{Producers: 4, PerProducer: 50, KeysPerProducer: 4, MaxPerTx: 1})
 				testpoll.Until(t, 10*time.Second, 10*time.Millisecond, fmt.Sprintf("round %d relayed to the last event", round),
 					func() bool { return outboxCount(t, db) == 0 })
 			}

@@ -98,7 +98,7 @@ func TestRelay_FailingBatchDoesNotDeadlockItsOwnClaimAhead(t *testing.T) {
 	start := time.Now()
 	rounds := 0
 	for time.Since(start) < runFor {
-		s.produce(t, 4, 1250, 8, 50) // 5,000 events in full batches behind the missing-topic row
+		s.insertEvents(t, load{Producers: 4, PerProducer: 1250, KeysPerProducer: 8, MaxPerTx: 50}) // 5,000 events in full batches behind the missing-topic row
 		testpoll.Until(t, 60*time.Second, 10*time.Millisecond, fmt.Sprintf("round %d relayed", rounds),
 			func() bool { return outboxCount(t, db) == 1 })
 		rounds++
@@ -131,14 +131,14 @@ func TestRelay_MissingTopicDoesNotSlowOtherTopics(t *testing.T) {
 	publishSQL(t, db, "no.such.topic", "a")
 	publishSQL(t, db, "other.missing", "b")
 	late := newStream(db, "late.topic")
-	late.produce(t, 2, 20, 3, 2) // waits for the topic to be created, in per-key order
+	late.insertEvents(t, load{Producers: 2, PerProducer: 20, KeysPerProducer: 3, MaxPerTx: 2}) // waits for the topic to be created, in per-key order
 
 	// The healthy topic at a steady rate, small transactions, for a while.
 	s := newStream(db, "lessons")
 	before := hooks.count()
 	const rounds = 40
 	for range rounds {
-		s.produce(t, 2, 10, 4, 2)
+		s.insertEvents(t, load{Producers: 2, PerProducer: 10, KeysPerProducer: 4, MaxPerTx: 2})
 		time.Sleep(200 * time.Millisecond) // pacing the producers: a steady rate
 	}
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "healthy topic relayed",

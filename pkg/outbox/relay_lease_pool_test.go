@@ -36,7 +36,7 @@ func TestRelay_LeaseRenewedWhileThePoolIsExhausted(t *testing.T) {
 	r := startRelay(t, b, outbox.RelayConfig{Pool: pool, LeaseTTL: ttl, WriteTimeout: time.Second})
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "leader", r.IsLeader)
 	s := newStream(db, "lessons")
-	s.produce(t, 1, 10, 2, 1)
+	s.insertEvents(t, load{Producers: 1, PerProducer: 10, KeysPerProducer: 2, MaxPerTx: 1})
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "first events relayed", func() bool { return outboxCount(t, db) == 0 })
 
 	// Take every connection the pool will give.
@@ -55,8 +55,9 @@ func TestRelay_LeaseRenewedWhileThePoolIsExhausted(t *testing.T) {
 		require.NoError(t, err)
 		held = append(held, c)
 	}
-	s.produce(t, 1, 10, 2, 1) // committed while the relay cannot get a pool connection to claim
-	time.Sleep(2 * ttl)       // the state under test is a duration: the pool exhausted for two lease lifetimes
+	// Committed while the relay cannot get a pool connection to claim.
+	s.insertEvents(t, load{Producers: 1, PerProducer: 10, KeysPerProducer: 2, MaxPerTx: 1})
+	time.Sleep(2 * ttl) // the state under test is a duration: the pool exhausted for two lease lifetimes
 	require.True(t, r.IsLeader(), "still leader with the pool exhausted for %s", 2*ttl)
 	release()
 	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "relayed once the pool is free", func() bool { return outboxCount(t, db) == 0 })

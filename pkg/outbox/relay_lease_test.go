@@ -117,7 +117,7 @@ func TestRelay_TwoRelays(t *testing.T) {
 	defer func() { close(stopWatch); <-watchDone }()
 
 	s := newStream(db, "lessons")
-	s.produce(t, 4, 500, 8, 5)
+	s.insertEvents(t, load{Producers: 4, PerProducer: 500, KeysPerProducer: 8, MaxPerTx: 5})
 	// The hooks hear of a batch after its commit: wait for them too.
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first events relayed", func() bool {
 		return outboxCount(t, db) == 0 && leader.hooks.publishedCount("lessons")+follower.hooks.publishedCount("lessons") >= 2000
@@ -127,7 +127,10 @@ func TestRelay_TwoRelays(t *testing.T) {
 
 	// Cut the leader off in the middle of a stream.
 	produced := make(chan struct{})
-	go func() { defer close(produced); s.produce(t, 4, 500, 8, 5) }()
+	go func() {
+		defer close(produced)
+		s.insertEvents(t, load{Producers: 4, PerProducer: 500, KeysPerProducer: 8, MaxPerTx: 5})
+	}()
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "the stream under way", func() bool { return leader.hooks.publishedCount("lessons") > 2100 })
 	cutAt := time.Now()
 	leader.pool.partition(t, db)

@@ -171,11 +171,19 @@ func outboxCount(t testing.TB, db *testdb.DB) int {
 	return n
 }
 
-// produce runs producers goroutines, each writing perProducer events over
-// keysPer keys of its own in transactions of 1..maxTx events, in sequence
-// order per key. It returns the expected per-key counts.
-func produce(t testing.TB, db *testdb.DB, topic string, producers, perProducer, keysPer, maxTx int) map[string]int {
+// load is how a test writes events: Producers goroutines at once, each
+// writing PerProducer events over KeysPerProducer keys of its own (so
+// commit order per key is sequence order), in transactions of 1 to
+// MaxPerTx events.
+type load struct {
+	Producers, PerProducer, KeysPerProducer, MaxPerTx int
+}
+
+// insertEvents writes l's events for topic into the outbox, in sequence
+// order per key, and returns the expected per-key counts.
+func insertEvents(t testing.TB, db *testdb.DB, topic string, l load) map[string]int {
 	t.Helper()
+	producers, perProducer, keysPer, maxTx := l.Producers, l.PerProducer, l.KeysPerProducer, l.MaxPerTx
 	ctx := context.Background()
 	want := map[string]int{}
 	var mu sync.Mutex
@@ -225,7 +233,7 @@ func TestRelay_FiftyThousandFromEightProducers(t *testing.T) {
 	b.kc.CreateTopic(t, "lessons", 4)
 
 	start := time.Now()
-	want := produce(t, b.db, "lessons", 8, total/8, 16, 20)
+	want := insertEvents(t, b.db, "lessons", load{Producers: 8, PerProducer: total / 8, KeysPerProducer: 16, MaxPerTx: 20})
 	testpoll.Until(t, 60*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 	t.Logf("50,000 events produced and relayed in %s", time.Since(start))
 
@@ -279,85 +287,89 @@ func refusedBatch(t *testing.T) (*relayBundle, envelope.Envelope) {
 	return b, big
 }
 
-// With OnRefusedPark, a message the broker refuses is parked and the rest
-// of the batch, its own key included, goes out in order.
-func TestRelay_ParksMessageTheBrokerRefuses(t *testing.T) {
+// TestRelay_ParksWhatTheBrokerRefuses: a row that can never be published
+// is parked with its error and the stream flows on; OnRefused decides
+// whether the rest of its key waits for it.
+func TestRelay_ParksWhatTheBrokerRefuses(t *testing.T) {
 	t.Parallel()
-	b, big := refusedBatch(t)
-	db, kc, ctx := b.db, b.kc, context.Background()
-	startRelay(t, b, outbox.RelayConfig{OnRefused: outbox.OnRefusedPark})
+	// With OnRefusedPark, a message the broker refuses is parked and the rest
+	// of the batch, its own key included, goes out in order.
+	t.Run("park: the rest of the key flows", func(t *testing.T) {
+		t.Parallel()
+		b, big := refusedBatch(t)
+		db, kc, ctx := b.db, b.kc, context.Background()
+		startRelay(t, b, outbox.RelayConfig{OnRefused: outbox.OnRefusedPark})
 
-	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
-	var (
-		parkedID    string
-		parkedError string
-		attempts    int
-	)
-	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text, error, attempts FROM pulsebus.outbox_parked`).Scan(&parkedID, &parkedError, &attempts))
-	require.Equal(t, big.ID, parkedID)
-	require.Contains(t, parkedError, "message_too_large")
-	require.Equal(t, 1, attempts)
-	require.Equal(t, 1, b.hooks.get(func(h *recordingHooks) int { return h.parked[outbox.ReasonMessageTooLarge] }))
+		testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, db) == 0 })
+		var (
+			parkedID    string
+			parkedError string
+			attempts    int
+		)
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text, error, attempts FROM pulsebus.outbox_parked`).Scan(&parkedID, &parkedError, &attempts))
+		require.Equal(t, big.ID, parkedID)
+		require.Contains(t, parkedError, "message_too_large")
+		require.Equal(t, 1, attempts)
+		require.Equal(t, 1, b.hooks.get(func(h *recordingHooks) int { return h.parked[outbox.ReasonMessageTooLarge] }))
 
-	// The rest went through, in order, and later rows still flow.
-	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
-	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
-	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
-}
+		// The rest went through, in order, and later rows still flow.
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3)))
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "later event published", func() bool { return kc.RecordCount("lessons") == 11 })
+		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 4, "k2": 3})
+	})
+	// With OnRefusedHoldKey (the default), the broker's refusal of a message
+	// holds the later messages of its key, in this batch and later claims,
+	// while the other keys go out; deleting the parked row releases them, in
+	// order.
+	t.Run("hold-key: the rest of the key waits", func(t *testing.T) {
+		t.Parallel()
+		b, big := refusedBatch(t)
+		db, kc, ctx := b.db, b.kc, context.Background()
+		startRelay(t, b, outbox.RelayConfig{})
 
-// With OnRefusedHoldKey (the default), the broker's refusal of a message
-// holds the later messages of its key, in this batch and later claims,
-// while the other keys go out; deleting the parked row releases them, in
-// order.
-func TestRelay_HoldsTheKeyOfAMessageTheBrokerRefuses(t *testing.T) {
-	t.Parallel()
-	b, big := refusedBatch(t)
-	db, kc, ctx := b.db, b.kc, context.Background()
-	startRelay(t, b, outbox.RelayConfig{})
+		testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "k0 and k2 out, k1 up to the refused event, which is parked", func() bool {
+			var parked int
+			return kc.RecordCount("lessons") == 9 && db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked`).Scan(&parked) == nil && parked == 1
+		})
+		var parkedID string
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text FROM pulsebus.outbox_parked`).Scan(&parkedID))
+		require.Equal(t, big.ID, parkedID)
+		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 2, "k2": 3})
 
-	testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "k0 and k2 out, k1 up to the refused event, which is parked", func() bool {
+		// A later event of k1 waits too; one of k0 flows.
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3), seqEnv(t, "k0", 4)))
+		// Kafka has a batch's records before the relay commits their delete:
+		// wait for both.
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's later event out, k1's two waiting", func() bool {
+			return kc.RecordCount("lessons") == 10 && outboxCount(t, db) == 2
+		})
+		time.Sleep(300 * time.Millisecond) // several claims: k1's events stay
+		require.Equal(t, 2, outboxCount(t, db), "k1's two later events wait behind the parked one")
+		require.EqualValues(t, 10, kc.RecordCount("lessons"))
+
+		_, err := db.Pool.Exec(ctx, `DELETE FROM pulsebus.outbox_parked`)
+		require.NoError(t, err)
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k1 released", func() bool { return kc.RecordCount("lessons") == 12 })
+		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 5, "k1": 4, "k2": 3})
+	})
+	t.Run("undecodable and invalid rows", func(t *testing.T) {
+		t.Parallel()
+		_, b := setupRelay(t, outbox.RelayConfig{})
+		b.kc.CreateTopic(t, "lessons", 1)
+		ctx := context.Background()
+		require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 0)))
+		_, err := b.db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
+			VALUES (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"n": 1}', ''),
+			       (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"Bad Key": "v"}', '')`)
+		require.NoError(t, err)
+		require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
+
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 		var parked int
-		return kc.RecordCount("lessons") == 9 && db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked`).Scan(&parked) == nil && parked == 1
+		require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked WHERE error LIKE '%invalid_envelope%'`).Scan(&parked))
+		require.Equal(t, 2, parked)
+		testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
 	})
-	var parkedID string
-	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT event_id::text FROM pulsebus.outbox_parked`).Scan(&parkedID))
-	require.Equal(t, big.ID, parkedID)
-	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 4, "k1": 2, "k2": 3})
-
-	// A later event of k1 waits too; one of k0 flows.
-	require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k1", 3), seqEnv(t, "k0", 4)))
-	// Kafka has a batch's records before the relay commits their delete:
-	// wait for both.
-	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's later event out, k1's two waiting", func() bool {
-		return kc.RecordCount("lessons") == 10 && outboxCount(t, db) == 2
-	})
-	time.Sleep(300 * time.Millisecond) // several claims: k1's events stay
-	require.Equal(t, 2, outboxCount(t, db), "k1's two later events wait behind the parked one")
-	require.EqualValues(t, 10, kc.RecordCount("lessons"))
-
-	_, err := db.Pool.Exec(ctx, `DELETE FROM pulsebus.outbox_parked`)
-	require.NoError(t, err)
-	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k1 released", func() bool { return kc.RecordCount("lessons") == 12 })
-	testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 5, "k1": 4, "k2": 3})
-}
-
-func TestRelay_ParksUndecodableAndInvalidRows(t *testing.T) {
-	t.Parallel()
-	_, b := setupRelay(t, outbox.RelayConfig{})
-	b.kc.CreateTopic(t, "lessons", 1)
-	ctx := context.Background()
-	require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 0)))
-	_, err := b.db.Pool.Exec(ctx, `INSERT INTO pulsebus.outbox (event_id, topic, type, source, event_time, meta, payload)
-		VALUES (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"n": 1}', ''),
-		       (gen_random_uuid(), 'lessons', 'x.y', 's', now(), '{"Bad Key": "v"}', '')`)
-	require.NoError(t, err)
-	require.NoError(t, outbox.InsertTx(ctx, b.db.Pool, "lessons", seqEnv(t, "k", 1)))
-
-	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
-	var parked int
-	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox_parked WHERE error LIKE '%invalid_envelope%'`).Scan(&parked))
-	require.Equal(t, 2, parked)
-	testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), map[string]int{"k": 2})
 }
 
 func TestRelay_MissingTopic(t *testing.T) {
@@ -394,7 +406,7 @@ func TestRelay_Compression(t *testing.T) {
 			t.Parallel()
 			_, b := setupRelay(t, outbox.RelayConfig{Compression: c})
 			b.kc.CreateTopic(t, "lessons", 2)
-			want := produce(t, b.db, "lessons", 2, 100, 4, 10)
+			want := insertEvents(t, b.db, "lessons", load{Producers: 2, PerProducer: 100, KeysPerProducer: 4, MaxPerTx: 10})
 			testpoll.Until(t, 20*time.Second, 10*time.Millisecond, "outbox drained", func() bool { return outboxCount(t, b.db) == 0 })
 			require.Zero(t, testkafka.CheckDelivery(t, b.kc.ReadAll(t, "lessons"), want))
 		})
