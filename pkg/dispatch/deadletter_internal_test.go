@@ -77,7 +77,7 @@ func parkingWorker(t testing.TB, db *testdb.DB) *worker {
 	c, err := New(Config{Brokers: []string{"unused:9092"}, Group: "g", Topics: []string{"events"}, Pool: db.Pool,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
-	return &worker{c: c, h: &registration{name: "h"}, workCtx: context.Background(),
+	return &worker{c: c, h: &registration{name: "h"}, workCtx: context.Background(), log: c.log,
 		key: offsetKey{group: "g", handler: "h", topic: "events", partition: 0}}
 }
 

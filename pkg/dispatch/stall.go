@@ -110,8 +110,7 @@ func (c *Consumer) checkStalls(ctx context.Context, every time.Duration) {
 		if cause == nil {
 			cause = errNoCause
 		}
-		c.log.Error("handler worker stalled: it has not advanced while messages wait", "handler", w.key.handler,
-			"topic", w.key.topic, "partition", w.key.partition, "for", now.Sub(v.stall.since).Round(time.Second),
+		w.log.Error("handler worker stalled: it has not advanced while messages wait", "for", now.Sub(v.stall.since).Round(time.Second),
 			"waiting", v.stall.waiting, "next_offset", w.durable.Load(), "cause", cause)
 		c.cfg.Hooks.OnStall(StallEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
 			Stalled: true, Since: v.stall.since, Waiting: v.stall.waiting, Cause: v.stall.cause})
