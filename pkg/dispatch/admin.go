@@ -180,17 +180,48 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 	if p.To.Kind == "offset" && (p.Topic == "" || p.Partition < 0) {
 		return nil, ErrReplayOffsetNeedsPartition
 	}
-	targets := map[offsetKey]bool{}
+	o := a.offsets()
+	targets, err := a.replayTargets(ctx, o, p)
+	if err != nil {
+		return nil, err
+	}
+	next := make(map[offsetKey]int64, len(targets))
+	for _, k := range targets {
+		off, err := o.replayOffset(ctx, k, p.To)
+		if err != nil {
+			return nil, err
+		}
+		next[k] = off
+	}
+	if p.DryRun {
+		out := make([]HandlerOffset, 0, len(next))
+		for k, off := range next {
+			out = append(out, HandlerOffset{Group: p.Group, Handler: p.Handler, Topic: k.topic, Partition: k.partition, NextOffset: off})
+		}
+		return out, nil
+	}
+	return a.writeReplay(ctx, p, next)
+}
+
+// replayTargets returns the partitions replay p moves: those the handler
+// has offsets on, and with p.Topic every partition of that topic, as
+// p.Partition selects.
+func (a *Admin) replayTargets(ctx context.Context, o offsets, p ReplayParams) ([]offsetKey, error) {
 	offs, err := ListOffsets(ctx, a.Pool, p.Group)
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range offs {
-		if h.Handler == p.Handler && (p.Topic == "" || h.Topic == p.Topic) && (p.Partition < 0 || h.Partition == p.Partition) {
-			targets[offsetKey{topic: h.Topic, partition: h.Partition}] = true
+	var targets []offsetKey
+	add := func(k offsetKey) {
+		if !slices.Contains(targets, k) {
+			targets = append(targets, k)
 		}
 	}
-	o := a.offsets()
+	for _, h := range offs {
+		if h.Handler == p.Handler && (p.Topic == "" || h.Topic == p.Topic) && (p.Partition < 0 || h.Partition == p.Partition) {
+			add(offsetKey{topic: h.Topic, partition: h.Partition})
+		}
+	}
 	if p.Topic != "" {
 		parts, err := o.partitions(ctx, p.Topic)
 		if err != nil {
@@ -198,46 +229,43 @@ func (a *Admin) Replay(ctx context.Context, p ReplayParams) ([]HandlerOffset, er
 		}
 		for _, id := range parts {
 			if p.Partition < 0 || id == p.Partition {
-				targets[offsetKey{topic: p.Topic, partition: id}] = true
+				add(offsetKey{topic: p.Topic, partition: id})
 			}
 		}
 	}
 	if len(targets) == 0 {
 		return nil, o.noReplayTargets(ctx, p, offs)
 	}
-	next := map[offsetKey]int64{}
-	for k := range targets {
-		var off int64
-		switch p.To.Kind {
-		case "earliest":
-			off, err = o.resolve(ctx, k.topic, k.partition, kafka.FirstOffset)
-		case "latest":
-			off, err = o.resolve(ctx, k.topic, k.partition, kafka.LastOffset)
-		case "time":
-			off, err = o.atTime(ctx, k.topic, k.partition, p.To.Time)
-		case "offset":
-			var low, high int64
-			low, high, err = o.watermarks(ctx, k.topic, k.partition)
-			if err == nil && (p.To.Offset < low || p.To.Offset > high) {
-				err = &ReplayRangeError{Topic: k.topic, Partition: k.partition, Offset: p.To.Offset, Low: low, High: high}
-			}
-			off = p.To.Offset
-		default:
-			err = fmt.Errorf("replay: unknown target kind %q", p.To.Kind)
-		}
+	return targets, nil
+}
+
+// replayOffset resolves where a replay to moves partition k.
+func (o offsets) replayOffset(ctx context.Context, k offsetKey, to ReplayTarget) (int64, error) {
+	switch to.Kind {
+	case "earliest":
+		return o.resolve(ctx, k.topic, k.partition, kafka.FirstOffset)
+	case "latest":
+		return o.resolve(ctx, k.topic, k.partition, kafka.LastOffset)
+	case "time":
+		return o.atTime(ctx, k.topic, k.partition, to.Time)
+	case "offset":
+		low, high, err := o.watermarks(ctx, k.topic, k.partition)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		next[k] = off
+		if to.Offset < low || to.Offset > high {
+			return 0, &ReplayRangeError{Topic: k.topic, Partition: k.partition, Offset: to.Offset, Low: low, High: high}
+		}
+		return to.Offset, nil
 	}
+	return 0, fmt.Errorf("replay: unknown target kind %q", to.Kind)
+}
+
+// writeReplay writes the handler's new offsets and notifies the group's
+// running consumers, in one transaction.
+func (a *Admin) writeReplay(ctx context.Context, p ReplayParams, next map[offsetKey]int64) ([]HandlerOffset, error) {
 	var out []HandlerOffset
-	if p.DryRun {
-		for k, off := range next {
-			out = append(out, HandlerOffset{Group: p.Group, Handler: p.Handler, Topic: k.topic, Partition: k.partition, NextOffset: off})
-		}
-		return out, nil
-	}
-	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
 		for k, off := range next {
 			var h HandlerOffset
 			err := tx.QueryRow(ctx, `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)

@@ -219,7 +219,22 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
+// validate reports every problem of c, joined.
 func (c *Config) validate() error {
+	errs := c.checkRequired()
+	errs = append(errs, c.checkRanges()...)
+	if d := c.withDefaults(); d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("dispatch: Config.HeartbeatInterval %s must be shorter than Config.SessionTimeout %s",
+			d.HeartbeatInterval, d.SessionTimeout))
+	}
+	if err := c.Retry.check("Config.Retry"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// checkRequired reports the required fields that are missing or invalid.
+func (c *Config) checkRequired() []error {
 	var errs []error
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("dispatch: Config.Brokers is empty"))
@@ -237,6 +252,15 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("dispatch: Config.Topics[%d] %q is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)", i, t))
 		}
 	}
+	if c.Pool == nil {
+		errs = append(errs, errors.New("dispatch: Config.Pool is nil"))
+	}
+	return errs
+}
+
+// checkRanges reports the optional fields set to values out of range.
+func (c *Config) checkRanges() []error {
+	var errs []error
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -264,20 +288,10 @@ func (c *Config) validate() error {
 	if c.DedupeWindow < -1 {
 		errs = append(errs, fmt.Errorf("dispatch: Config.DedupeWindow %d: want > 0, 0 for the default or -1 for off", c.DedupeWindow))
 	}
-	if d := c.withDefaults(); d.HeartbeatInterval >= d.SessionTimeout {
-		errs = append(errs, fmt.Errorf("dispatch: Config.HeartbeatInterval %s must be shorter than Config.SessionTimeout %s",
-			d.HeartbeatInterval, d.SessionTimeout))
-	}
-	if err := c.Retry.check("Config.Retry"); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Pool == nil {
-		errs = append(errs, errors.New("dispatch: Config.Pool is nil"))
-	}
 	if c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset {
 		errs = append(errs, fmt.Errorf("dispatch: Config.StartOffset %d is not kafka.FirstOffset or kafka.LastOffset", c.StartOffset))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // validTopic reports whether t is a legal Kafka topic name.

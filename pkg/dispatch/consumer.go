@@ -121,17 +121,9 @@ func (c *Consumer) Ready(ctx context.Context) error {
 // saves every handler's progress, leaves the group and returns nil. It
 // returns an error only when it cannot start.
 func (c *Consumer) Run(ctx context.Context) error {
-	c.mu.Lock()
-	if c.running {
-		c.mu.Unlock()
-		return ErrRunning
+	if err := c.setRunning(); err != nil {
+		return err
 	}
-	if len(c.handlers) == 0 {
-		c.mu.Unlock()
-		return errors.New("dispatch: no handlers registered")
-	}
-	c.running = true
-	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.running = false
@@ -142,23 +134,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// in-flight messages finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	drainDone := make(chan struct{})
-	defer close(drainDone)
-	go func() {
-		select {
-		case <-drainDone:
-			return
-		case <-ctx.Done():
-		}
-		t := time.NewTimer(c.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-drainDone:
-		case <-t.C:
-			c.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", c.cfg.DrainTimeout)
-			cancelWork()
-		}
-	}()
+	drained := c.cancelAfterDrainTimeout(ctx, cancelWork)
+	defer drained()
 
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.cfg.Group,
@@ -203,6 +180,42 @@ func (c *Consumer) Run(ctx context.Context) error {
 	wg.Wait()
 	c.log.Info("consumer stopped")
 	return nil
+}
+
+// setRunning marks c running, or says why it cannot run.
+func (c *Consumer) setRunning() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running {
+		return ErrRunning
+	}
+	if len(c.handlers) == 0 {
+		return errors.New("dispatch: no handlers registered")
+	}
+	c.running = true
+	return nil
+}
+
+// cancelAfterDrainTimeout calls cancelWork once Config.DrainTimeout has
+// passed since ctx ended, unless the returned drained is called first.
+func (c *Consumer) cancelAfterDrainTimeout(ctx context.Context, cancelWork context.CancelFunc) (drained func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(c.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			c.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", c.cfg.DrainTimeout)
+			cancelWork()
+		}
+	}()
+	return func() { close(done) }
 }
 
 // startGeneration starts one worker per assigned partition and handler, and

@@ -237,7 +237,28 @@ type registration struct {
 	matchAll bool
 }
 
+// finish checks the registration and builds what the worker runs: the
+// type matchers, the batch size and the handler wrapped in the consumer's
+// middleware (global) and its own.
 func (r *registration) finish(global []Middleware) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	if err := r.parseTypes(); err != nil {
+		return err
+	}
+	if r.batchSize <= 0 {
+		r.batchSize = 1
+		if r.kind == kindBatchTx {
+			r.batchSize = DefaultBatchSize
+		}
+	}
+	r.wrap(append(append([]Middleware(nil), global...), r.middleware...))
+	return nil
+}
+
+// check rejects a registration no consumer can run.
+func (r *registration) check() error {
 	if r.name == "" || strings.ContainsAny(r.name, " \t\r\n\x00") || !utf8.ValidString(r.name) {
 		return fmt.Errorf("dispatch: handler name %q must be non-empty UTF-8 without spaces", r.name)
 	}
@@ -253,6 +274,11 @@ func (r *registration) finish(global []Middleware) error {
 	if len(r.types) == 0 {
 		return fmt.Errorf("dispatch: handler %s: no event types (use \"*\" for all)", r.name)
 	}
+	return nil
+}
+
+// parseTypes builds the type matchers of matches from r.types.
+func (r *registration) parseTypes() error {
 	r.exact = map[string]bool{}
 	for _, t := range r.types {
 		switch {
@@ -266,13 +292,12 @@ func (r *registration) finish(global []Middleware) error {
 			r.exact[t] = true
 		}
 	}
-	if r.batchSize <= 0 {
-		r.batchSize = 1
-		if r.kind == kindBatchTx {
-			r.batchSize = DefaultBatchSize
-		}
-	}
-	mws := append(append([]Middleware(nil), global...), r.middleware...)
+	return nil
+}
+
+// wrap builds the function the worker calls, wrapped in mws (the first
+// outermost); batch handlers take no middleware.
+func (r *registration) wrap(mws []Middleware) {
 	wrap := func(h Handler) Handler {
 		for i := len(mws) - 1; i >= 0; i-- {
 			h = mws[i](h)
@@ -292,7 +317,6 @@ func (r *registration) finish(global []Middleware) error {
 	case kindBatchTx:
 		r.runBatch = r.batch.HandleBatchTx
 	}
-	return nil
 }
 
 // matches reports whether the handler wants events of type t.
