@@ -240,7 +240,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		Topics:         rc.topicList,
 		Pool:           pool,
 		Logger:         log,
-		Hooks:          metrics,
+		Hooks:          metrics.Hooks(),
 		Retry:          rc.retry,
 		StartOffset:    rc.start,
 		DrainTimeout:   rc.drainTimeout,

@@ -698,10 +698,10 @@ func (o offsets) noReplayTargets(ctx context.Context, p ReplayParams, offs []Han
 		}
 		return fmt.Errorf("replay: topic %s has %s: no partition %d", p.Topic, partitionRange(len(parts)), p.Partition)
 	case len(handlers) == 0:
-		return fmt.Errorf("replay: group %s has no handler offsets at all (check --group); to start handler %s's offsets, name a --topic",
+		return fmt.Errorf("replay: group %s has no handler offsets at all (check the group); to start handler %s's offsets, name a topic",
 			p.Group, p.Handler)
 	case len(topics) == 0:
-		return fmt.Errorf("replay: group %s has no handler %s (its handlers: %s); to start a new handler's offsets, name a --topic",
+		return fmt.Errorf("replay: group %s has no handler %s (its handlers: %s); to start a new handler's offsets, name a topic",
 			p.Group, p.Handler, strings.Join(handlers, ", "))
 	}
 	have := make([]string, 0, len(topics))

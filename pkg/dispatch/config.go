@@ -3,7 +3,6 @@ package dispatch
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -58,9 +57,9 @@ type Config struct {
 	// consumer keeps one more for LISTEN: size it to the partitions assigned
 	// times the transactional handlers, plus a few.
 	Pool *pgxpool.Pool
-	// Logger receives the consumer's logs. Defaults to discarding them.
+	// Logger receives the consumer's logs. Defaults to slog.Default().
 	Logger *slog.Logger
-	// Hooks receive events for metrics. Defaults to [NopHooks].
+	// Hooks receive events for metrics; nil fields are skipped.
 	Hooks Hooks
 	// TracerProvider makes the consumer's spans: one "process" span (kind
 	// consumer) per event and per-event handler, a child of the trace
@@ -164,10 +163,7 @@ func (c *Config) withDefaults() Config {
 		out.Dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
 	}
 	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if out.Hooks == nil {
-		out.Hooks = NopHooks{}
+		out.Logger = slog.Default()
 	}
 	if out.TracerProvider == nil {
 		out.TracerProvider = otel.GetTracerProvider()

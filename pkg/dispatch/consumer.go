@@ -236,7 +236,7 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 		slices.Sort(ps)
 	}
 	c.log.Info("joined generation", "generation", gen.ID, "member", gen.MemberID, "assigned", assigned)
-	c.cfg.Hooks.OnRebalance(assigned)
+	c.cfg.Hooks.rebalance(assigned)
 	c.mu.Lock()
 	for _, w := range ws {
 		c.workers[w] = struct{}{}

@@ -66,7 +66,7 @@ func TestConsumer_FailingHandlerRetriesAndParks_OtherHandlerNotBlocked(t *testin
 
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 
@@ -168,7 +168,7 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 
 	run := func(hooks *hookRecorder, rec *recorder) func() {
 		cfg := b.config("svc")
-		cfg.Hooks = hooks
+		cfg.Hooks = hooks.hooks()
 		c, err := dispatch.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, c.HandleTx("tx", []string{"lesson.*"}, countTx("tx")))
@@ -235,7 +235,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	produce(t, b.kc.Addrs, b.topic, envs)
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, c.HandleTx("a", []string{"lesson.*"}, countTx("a")))
@@ -335,7 +335,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 	rec := newRecorder()
@@ -569,7 +569,7 @@ func TestConsumer_LagReported(t *testing.T) {
 	run := func(hooks *hookRecorder, dedupeWindow int) (stop func()) {
 		cfg := b.config("svc")
 		cfg.Topics = append(cfg.Topics, "quiet")
-		cfg.Hooks = hooks
+		cfg.Hooks = hooks.hooks()
 		cfg.DedupeWindow = dedupeWindow
 		c, err := dispatch.New(cfg)
 		require.NoError(t, err)
@@ -881,7 +881,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 	b.topic = "later"
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.PartitionWatchInterval = 200 * time.Millisecond
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)

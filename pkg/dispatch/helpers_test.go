@@ -282,6 +282,12 @@ func newHookRecorder() *hookRecorder {
 	return &hookRecorder{retries: map[string]int{}, lag: map[lagKey]int64{}, stalls: map[lagKey]dispatch.StallEvent{}}
 }
 
+// hooks returns the consumer hooks that feed h.
+func (h *hookRecorder) hooks() dispatch.Hooks {
+	return dispatch.Hooks{OnHandled: h.OnHandled, OnRetry: h.OnRetry, OnDeadLetter: h.OnDeadLetter,
+		OnRebalance: h.OnRebalance, OnLag: h.OnLag, OnStall: h.OnStall, OnOffsetReset: h.OnOffsetReset}
+}
+
 func (h *hookRecorder) OnStall(e dispatch.StallEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

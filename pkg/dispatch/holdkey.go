@@ -12,9 +12,8 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// WithKeyOrder makes the handler keep per-key order through a dead letter
-// (the consumer binary's on-failure=hold-key): once an event with Kafka
-// key K is dead-lettered for the handler, its later events of K on that
+// WithKeyOrder makes the handler keep per-key order through a dead letter:
+// once an event with Kafka key K is dead-lettered for the handler, its later events of K on that
 // partition are not run but stored in pulsebus.held_events, in Kafka
 // order, behind that dead letter (the key's head), while the handler goes
 // on with every other key. When the head is redriven successfully or
@@ -150,7 +149,7 @@ func (w *worker) hold(db dbtx, it item, head keyHead) error {
 func (w *worker) heldEvent(it item, head keyHead) {
 	w.log.Debug("event held behind its key's dead letter", "offset", it.msg.Offset, "key", string(it.msg.Key),
 		"head_offset", head.offset, "head_event_id", head.eventID, "dead_letter_id", head.id)
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: OutcomeHeld})
 }
 

@@ -60,7 +60,7 @@ func TestConsumer_StalledWorkerIsReported(t *testing.T) {
 	hooks := newHookRecorder()
 	logs := &logCapture{min: slog.LevelInfo}
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.Logger = slog.New(logs)
 	cfg.StallTimeout = 2 * time.Second
 	c, err := dispatch.New(cfg)
@@ -124,7 +124,7 @@ func TestConsumer_OffsetBeyondTheEndResumesFromTheStart(t *testing.T) {
 	hooks := newHookRecorder()
 	logs := &logCapture{min: slog.LevelError}
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.Logger = slog.New(logs)
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)

@@ -472,7 +472,7 @@ func (w *worker) resetBeyondEnd(ctx context.Context, cur *cursor, high int64) er
 	w.setDurable(cur.durable)
 	w.log.Error("handler offset beyond the partition's end (the topic was recreated, or a replay went past the end): resuming from the partition's start",
 		"saved_offset", saved, "high_watermark", high, "resumed_at", low)
-	w.c.cfg.Hooks.OnOffsetReset(OffsetResetEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
+	w.c.cfg.Hooks.offsetReset(OffsetResetEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
 		Saved: saved, Low: low, High: high})
 	return errReload
 }
@@ -492,7 +492,7 @@ func (w *worker) highWatermark(ctx context.Context) int64 {
 
 func (w *worker) reportLag(hwm int64, cur *cursor) {
 	if hwm >= 0 {
-		w.c.cfg.Hooks.OnLag(w.key.handler, w.key.topic, w.key.partition, max(0, hwm-cur.next))
+		w.c.cfg.Hooks.lag(w.key.handler, w.key.topic, w.key.partition, max(0, hwm-cur.next))
 	}
 }
 
@@ -522,7 +522,7 @@ func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []it
 			continue
 		}
 		if dup {
-			w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
+			w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
 				Offset: m.Offset, EventType: string(typ), Outcome: OutcomeSkippedDuplicate})
 			continue
 		}
@@ -536,7 +536,7 @@ func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []it
 				continue
 			}
 			if !hasID && seen.observe(env.ID) {
-				w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
+				w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
 					Offset: m.Offset, EventType: env.Type, Outcome: OutcomeSkippedDuplicate})
 				continue
 			}
@@ -877,7 +877,7 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 		if !ok {
 			return attempt, err
 		}
-		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
+		w.c.cfg.Hooks.retry(w.key.handler, attempt, err)
 		if w.span != nil {
 			w.span.AddEvent("retry", trace.WithAttributes(tracing.PulseBusAttempt.Int(attempt),
 				attribute.Bool("pulsebus.transient", transient), attribute.String("exception.message", err.Error())))
@@ -952,15 +952,15 @@ func (w *worker) handled(it item, attempts int, d time.Duration) {
 	if attempts > 1 {
 		out = OutcomeRetried
 	}
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: out, Attempts: attempts, Duration: d})
 }
 
 func (w *worker) parked(it item, cause error, attempts int, d time.Duration) {
 	w.log.Warn("message parked in the dead letters", "offset", it.msg.Offset, "attempts", attempts, "err", cause)
-	w.c.cfg.Hooks.OnDeadLetter(DeadLetterEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.deadLetter(DeadLetterEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, Attempts: attempts, Err: cause})
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: OutcomeDeadLettered,
 		Attempts: attempts, Duration: d})
 }
