@@ -16,7 +16,10 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// Defaults of [Config].
+// Defaults of [Config], of [RetryPolicy] (a failing handler is given 5
+// attempts within 30 s, and an unreachable or overloaded endpoint or
+// database 10 minutes, which rides out a deploy, a restart or a failover)
+// and of [WithBatchSize] for [Consumer.HandleBatchTx].
 const (
 	DefaultFlushInterval     = 500 * time.Millisecond
 	DefaultFlushMessages     = 1000
@@ -33,12 +36,21 @@ const (
 	DefaultTxIdleTimeout     = 30 * time.Second
 	DefaultPartitionWatch    = 5 * time.Second
 	DefaultStallTimeout      = 2 * time.Minute
+
+	DefaultMaxAttempts     = 5
+	DefaultMaxElapsed      = 30 * time.Second
+	DefaultRetryFor        = 10 * time.Minute
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = 5 * time.Second
+
+	DefaultBatchSize = 500
 )
 
-// NotifyChannel is the PostgreSQL channel a replay notifies, with the JSON
-// payload {"group": ..., "handler": ...}; running consumers of that group
-// reload that handler's offsets.
-const NotifyChannel = "pulsebus_handler_offsets"
+// notifyChannel is the PostgreSQL channel a replay, a redrive or a delete
+// that releases a held key notifies, with the JSON payload {"group": ...,
+// "handler": ...}; running consumers of that group reload that handler's
+// offsets.
+const notifyChannel = "pulsebus_handler_offsets"
 
 // Config configures a [Consumer].
 type Config struct {

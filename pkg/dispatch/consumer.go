@@ -18,9 +18,18 @@ import (
 	"github.com/edupulse/pulsebus/internal/tracing"
 )
 
-// ErrRunning is returned when handlers are registered on, or Run is called
-// for, a consumer that is already running.
-var ErrRunning = errors.New("dispatch: consumer already running")
+var (
+	// ErrRunning is returned when handlers are registered on, or Run is
+	// called for, a consumer that is already running.
+	ErrRunning = errors.New("dispatch: consumer already running")
+	// ErrStalled is matched by the error of [Consumer.Stalled]: a handler's
+	// worker has not advanced for Config.StallTimeout while messages wait.
+	ErrStalled = errors.New("handler stalled")
+	// ErrReplayOffsetNeedsPartition reports an absolute replay offset
+	// without a topic and a partition: offsets mean nothing across
+	// partitions.
+	ErrReplayOffsetNeedsPartition = errors.New("replay: an absolute offset needs a topic and a partition")
+)
 
 // Consumer reads a consumer group's topics and fans each message out to the
 // handlers interested in its event type. See the package documentation for
@@ -354,13 +363,13 @@ func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
 	}
 }
 
-// notification is the payload on NotifyChannel.
+// notification is the payload on notifyChannel.
 type notification struct {
 	Group   string `json:"group"`
 	Handler string `json:"handler"`
 }
 
-// listen LISTENs on NotifyChannel and tells the workers of a replayed
+// listen LISTENs on notifyChannel and tells the workers of a replayed
 // handler to reload their offsets. Each time LISTEN takes effect, on the
 // first connection and after a lost one, it reloads every worker, since
 // notifications may have been missed.
@@ -395,7 +404,7 @@ func (c *Consumer) listenOnce(ctx context.Context) (listening bool, err error) {
 		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return false, err
 	}
 	// A replay committed before LISTEN took effect was not heard: workers

@@ -251,7 +251,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	// and does not miss the replay.
 	var killed bool
 	require.NoError(t, b.db.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND query = 'LISTEN '||$1`, dispatch.NotifyChannel).Scan(&killed))
+		WHERE datname = current_database() AND query = 'LISTEN '||$1`, dispatch.NotifyChannelForTest).Scan(&killed))
 	require.True(t, killed)
 	admin := &dispatch.Admin{Pool: b.db.Pool, Brokers: b.kc.Addrs}
 	rows, err := admin.Replay(context.Background(), dispatch.ReplayParams{
@@ -490,7 +490,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	broken.Store(false)
 	ctx := context.Background()
 	c = newConsumer() // redrive does not need Run
-	_, err := c.Redrive(ctx, dispatch.RedriveParams{})
+	_, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{})
 	require.Error(t, err)
 	dls := deadLetters(t, b.db.Pool, "svc")
 	byEvent := map[string]dispatch.DeadLetter{}
@@ -506,7 +506,7 @@ func TestConsumer_Redrive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[1].ID].ID})
+			res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[1].ID].ID})
 			if err == nil || strings.Contains(err.Error(), "no dead letter") {
 				results[i] = res
 			}
@@ -518,14 +518,14 @@ func TestConsumer_Redrive(t *testing.T) {
 	require.Equal(t, 1, countsByEvent(t, b.db.Pool, "tx")[envs[1].ID])
 
 	// The rest of tx's: one succeeds, one still fails.
-	res, err := c.Redrive(ctx, dispatch.RedriveParams{Handler: "tx"})
+	res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{Handler: "tx"})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Redriven)
 	require.Equal(t, 1, res.Failed)
 	require.Len(t, res.Errors, 1)
 	require.Contains(t, res.Errors[0], "not yet")
 	require.Equal(t, 1, countsByEvent(t, b.db.Pool, "tx")[envs[2].ID])
-	left, err := dispatch.ListDeadLetters(ctx, b.db.Pool, dispatch.ListDeadLettersParams{Group: "svc", Handler: "tx"})
+	left, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "tx"})
 	require.NoError(t, err)
 	require.Len(t, left, 1)
 	require.Equal(t, envs[4].ID, *left[0].EventID)
@@ -536,24 +536,24 @@ func TestConsumer_Redrive(t *testing.T) {
 	onlyTx, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
 	require.NoError(t, onlyTx.HandleTx("tx", []string{"lesson.*"}, txh))
-	res, err = onlyTx.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	res, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: onlyTx}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Failed)
 	require.Len(t, res.Errors, 1)
 	require.Contains(t, res.Errors[0], "plain: handler is not registered")
-	kept, err := dispatch.ListDeadLetters(ctx, b.db.Pool, dispatch.ListDeadLettersParams{Group: "svc", Handler: "plain"})
+	kept, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "plain"})
 	require.NoError(t, err)
 	require.Len(t, kept, 1)
 	require.Equal(t, byEvent[envs[3].ID].Error, kept[0].Error)
 	require.Equal(t, byEvent[envs[3].ID].Attempts, kept[0].Attempts)
 
 	// The plain handler's, by id.
-	res, err = c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	res, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Redriven)
 	distinct, _ := rec.total()
 	require.Equal(t, len(envs), distinct)
-	_, err = c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	_, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.ErrorContains(t, err, "no dead letter")
 	require.Len(t, deadLetters(t, b.db.Pool, "svc"), 1)
 }

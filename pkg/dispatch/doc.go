@@ -126,8 +126,8 @@
 // it has no readable ce_type). A failure of the consumer's own database
 // work (a lost connection, begin, commit) is not the handler's: it does not
 // count as an attempt, and the worker restarts from its saved offset after
-// a back-off, so a database outage parks nothing. [Consumer.Redrive] runs
-// a handler again on parked messages; [DeleteDeadLetters] drops them.
+// a back-off, so a database outage parks nothing. [Admin.Redrive] runs
+// a handler again on parked messages; [Admin.DeleteDeadLetters] drops them.
 //
 // # Per-key order through a dead letter
 //
@@ -142,8 +142,8 @@
 // of its partition in memory, read when a session starts, so the check
 // costs nothing for keys that are not held.
 //
-// A successful [Consumer.Redrive] of a head, or [DeleteDeadLetters],
-// removes it and NOTIFYs [NotifyChannel] in the same transaction; the
+// A successful [Admin.Redrive] of a head, or [Admin.DeleteDeadLetters],
+// removes it and NOTIFYs the consumers in the same transaction; the
 // worker that owns the partition reloads and, before it reads on, runs the
 // events of every held key that has no head any more, oldest first (a
 // consumer that is not running does it when it starts). One that fails for
@@ -186,7 +186,7 @@
 // # Replay
 //
 // [Admin.Replay] rewrites a handler's rows to earliest, latest, a time
-// (Kafka ListOffsets) or an offset and NOTIFYs [NotifyChannel]; running
+// (Kafka ListOffsets) or an offset and NOTIFYs the consumers; running
 // consumers reload that handler's workers at once, so it alone re-handles
 // the events. An absolute offset names one partition and must lie within
 // its low and high watermarks ([ReplayRangeError]).

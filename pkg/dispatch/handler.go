@@ -76,27 +76,27 @@ func TxFromContext(ctx context.Context) pgx.Tx {
 	return tx
 }
 
-// PermanentError marks an error no retry can fix. The message is parked in
-// the dead letters at once.
-type PermanentError struct{ Err error }
+// permanentError marks an error no retry can fix ([Permanent]).
+type permanentError struct{ Err error }
 
-func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *permanentError) Error() string { return "permanent: " + e.Err.Error() }
 
 // Unwrap returns the wrapped error.
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *permanentError) Unwrap() error { return e.Err }
 
-// Permanent wraps err so it is not retried. Permanent(nil) is nil.
+// Permanent wraps err so it is not retried: the message is parked in the
+// dead letters at once. Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &PermanentError{Err: err}
+	return &permanentError{Err: err}
 }
 
 // IsPermanent reports whether err is not worth a retry: a [Permanent] error
 // or an invalid envelope ([envelope.ErrInvalid]).
 func IsPermanent(err error) bool {
-	var pe *PermanentError
+	var pe *permanentError
 	return errors.As(err, &pe) || errors.Is(err, envelope.ErrInvalid)
 }
 
@@ -138,17 +138,6 @@ type RetryPolicy struct {
 	// error asks for). Defaults to DefaultMaxInterval.
 	MaxInterval time.Duration
 }
-
-// Retry defaults: a failing handler is given 5 attempts within 30 s, and
-// an unreachable or overloaded endpoint or database 10 minutes, which
-// rides out a deploy, a restart or a failover.
-const (
-	DefaultMaxAttempts     = 5
-	DefaultMaxElapsed      = 30 * time.Second
-	DefaultRetryFor        = 10 * time.Minute
-	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMaxInterval     = 5 * time.Second
-)
 
 // check rejects negative fields; what names the policy in the error.
 func (p RetryPolicy) check(what string) error {
@@ -203,9 +192,6 @@ func WithMiddleware(mw ...Middleware) HandlerOption {
 // transactional handler takes per transaction. Defaults to 1 for
 // [Consumer.HandleTx] and DefaultBatchSize for [Consumer.HandleBatchTx].
 func WithBatchSize(n int) HandlerOption { return func(r *registration) { r.batchSize = n } }
-
-// DefaultBatchSize is the batch size of [Consumer.HandleBatchTx] handlers.
-const DefaultBatchSize = 500
 
 type kind int
 

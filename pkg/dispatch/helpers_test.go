@@ -172,7 +172,7 @@ func countHandled(t *testing.T, pool *pgxpool.Pool, handler string) (distinct, t
 
 func offsetsOf(t *testing.T, pool *pgxpool.Pool, group, handler string) map[int]int64 {
 	t.Helper()
-	offs, err := dispatch.ListOffsets(context.Background(), pool, group)
+	offs, err := (&dispatch.Admin{Pool: pool}).ListOffsets(context.Background(), group)
 	require.NoError(t, err)
 	out := map[int]int64{}
 	for _, o := range offs {
@@ -391,7 +391,7 @@ func (h *hookRecorder) deadLetters() []dispatch.DeadLetterEvent {
 // deadLetters lists the group's dead letters.
 func deadLetters(t *testing.T, pool *pgxpool.Pool, group string) []dispatch.DeadLetter {
 	t.Helper()
-	dls, err := dispatch.ListDeadLetters(context.Background(), pool, dispatch.ListDeadLettersParams{Group: group, Limit: 1000})
+	dls, err := (&dispatch.Admin{Pool: pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: group, Limit: 1000})
 	require.NoError(t, err)
 	return dls
 }

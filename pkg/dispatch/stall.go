@@ -3,7 +3,6 @@ package dispatch
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -128,10 +127,6 @@ func (c *Consumer) recovered(w *worker, s stall, why string) {
 	c.cfg.Hooks.stall(StallEvent{Handler: s.key.handler, Topic: s.key.topic, Partition: s.key.partition,
 		Since: s.since, Waiting: s.waiting, Cause: s.cause})
 }
-
-// ErrStalled is matched by the error of [Consumer.Stalled]: a handler's
-// worker has not advanced for Config.StallTimeout while messages wait.
-var ErrStalled = errors.New("handler stalled")
 
 // Stalled returns an error naming this member's stalled workers (see
 // Config.StallTimeout), or nil when none is. The consumer binary's /readyz
