@@ -83,7 +83,7 @@ func benchData(b *testing.B) *benchFixture {
 			bench.ids = append(bench.ids, uuid.MustParse(envs[i].ID))
 		}
 		t0 := time.Now()
-		produce(b, kc.Addrs, bench.topic, envs)
+		produceToKafka(b, kc.Addrs, bench.topic, envs)
 		b.Logf("produced %d events on %d partitions in %s", len(envs), benchPartitions, time.Since(t0).Round(time.Millisecond))
 	})
 	if bench.err != nil {

@@ -73,8 +73,8 @@ func events(t testing.TB, n int, typ string) []envelope.Envelope {
 	return out
 }
 
-// produce writes envs to topic with kafka-go.
-func produce(t testing.TB, addrs []string, topic string, envs []envelope.Envelope) {
+// produceToKafka writes envs to topic with kafka-go.
+func produceToKafka(t testing.TB, addrs []string, topic string, envs []envelope.Envelope) {
 	t.Helper()
 	msgs := make([]kafka.Message, len(envs))
 	for i, e := range envs {
@@ -82,23 +82,33 @@ func produce(t testing.TB, addrs []string, topic string, envs []envelope.Envelop
 		require.NoError(t, err)
 		msgs[i] = m
 	}
-	produceRaw(t, addrs, topic, msgs)
+	produceRawToKafka(t, addrs, topic, msgs)
 }
 
-func produceRaw(t testing.TB, addrs []string, topic string, msgs []kafka.Message) {
+// produceRawToKafka writes msgs to topic with kafka-go.
+func produceRawToKafka(t testing.TB, addrs []string, topic string, msgs []kafka.Message) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, produceToKafkaErr(ctx, addrs, topic, msgs))
+}
+
+// produceToKafkaErr writes msgs to topic with kafka-go, hashing keys to
+// partitions.
+func produceToKafkaErr(ctx context.Context, addrs []string, topic string, msgs []kafka.Message) error {
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(addrs...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond,
 		BatchSize: 1000, RequiredAcks: kafka.RequireAll, Transport: tr}
 	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	for len(msgs) > 0 {
 		n := min(len(msgs), 5000)
-		require.NoError(t, w.WriteMessages(ctx, msgs[:n]...))
+		if err := w.WriteMessages(ctx, msgs[:n]...); err != nil {
+			return err
+		}
 		msgs = msgs[n:]
 	}
+	return nil
 }
 
 // countTx is a transactional handler counting events into the handled table.

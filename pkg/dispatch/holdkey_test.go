@@ -100,7 +100,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	// the unkeyed event is never held.
 	evs := keyedEvents("K", "K", "L", "K", "M", "M", "")
 	evs[6].ID = "none-7"
-	produce(t, b.kc.Addrs, b.topic, evs)
+	produceToKafka(t, b.kc.Addrs, b.topic, evs)
 	stop := start(t, c)
 
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the other keys handled, K and M held", func() bool {
@@ -124,6 +124,9 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 		require.NotNil(t, h.HeadID)
 		require.Equal(t, heads["tx/"+string(h.Key)+"-"+map[string]string{"K": "1", "M": "5"}[string(h.Key)]].ID, *h.HeadID)
 	}
+	behindK, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc", ID: heads["tx/K-1"].ID})
+	require.NoError(t, err)
+	require.Len(t, behindK, 2, "the filter's ID selects the events held behind that dead letter")
 	requireOffsetsAtEnd(t, b, "svc", "tx")
 
 	// The sink recovers: a redrive of the heads of K runs K-1, then the
@@ -139,7 +142,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	})
 	later := keyedEvents("K", "K", "K", "K", "K", "K", "K", "K")[7:]
 	later[0].ID = "K-8"
-	produce(t, b.kc.Addrs, b.topic, later)
+	produceToKafka(t, b.kc.Addrs, b.topic, later)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-8 handled", func() bool {
 		return len(onlyKey(applied(t, b.db.Pool, "tx"), "K")) == 4 && len(onlyKey(plainSeen(), "K")) == 4
 	})
@@ -196,7 +199,7 @@ func TestConsumer_SIGKILL_HeldKeyExactlyOnceInOrder(t *testing.T) {
 	require.Len(t, hot, hotEvents)
 	_, err = b.db.Pool.Exec(ctx, `INSERT INTO refused VALUES ($1)`, hot[0])
 	require.NoError(t, err)
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	count := func(q string, args ...any) int {
 		var n int
@@ -289,7 +292,7 @@ func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
 		return err
 	}), dispatch.WithKeyOrder()))
-	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "K", "L"))
+	produceToKafka(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "K", "L"))
 	stop := start(t, c)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-1 and L-4 applied", func() bool {
 		return len(applied(t, b.db.Pool, "tx")) == 2
@@ -338,7 +341,7 @@ func TestConsumer_WithoutKeyOrderReleasesWhatItHeld(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
 		return err
 	})
-	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "L"))
+	produceToKafka(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "L"))
 	c, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
 	require.NoError(t, c.HandleTx("tx", []string{"*"}, handler, dispatch.WithKeyOrder()))
