@@ -13,13 +13,13 @@ import (
 )
 
 // WithKeyOrder makes the handler keep per-key order through a dead letter:
-// once an event with Kafka key K is dead-lettered for the handler, its later events of K on that
-// partition are not run but stored in pulsebus.held_events, in Kafka
-// order, behind that dead letter (the key's head), while the handler goes
-// on with every other key. When the head is redriven successfully or
+// once an event with Kafka key K is dead-lettered for the handler, its
+// later events of K on that partition are not run but stored in
+// pulsebus.held_events, in Kafka order, behind that dead letter (the key's
+// head), while the handler goes on with every other key. When the head is redriven successfully or
 // deleted, the consumer runs the held events, oldest first; one that fails
 // for good becomes the key's new head. Events without a key promise no
-// order and are never held. See the package documentation, "Per-key order
+// order and are never held. See docs/design.md, "Hold-key: per-key order
 // through a dead letter".
 func WithKeyOrder() HandlerOption { return func(r *registration) { r.holdKey = true } }
 
