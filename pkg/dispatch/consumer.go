@@ -334,7 +334,7 @@ func (c *Consumer) partitionCounts(ctx context.Context) map[string]int {
 // commitGroupOffsets commits, per partition, the minimum next offset over
 // the handlers, so Kafka tooling shows a lag no handler is behind of.
 func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
-	min := map[string]map[int]int64{}
+	lowest := map[string]map[int]int64{}
 	known := map[offsetKey]bool{}
 	for _, w := range ws {
 		pk := offsetKey{topic: w.key.topic, partition: w.key.partition}
@@ -346,19 +346,19 @@ func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
 		if _, seen := known[pk]; !seen {
 			known[pk] = true
 		}
-		if min[pk.topic] == nil {
-			min[pk.topic] = map[int]int64{}
+		if lowest[pk.topic] == nil {
+			lowest[pk.topic] = map[int]int64{}
 		}
-		if cur, ok := min[pk.topic][pk.partition]; !ok || d < cur {
-			min[pk.topic][pk.partition] = d
+		if cur, ok := lowest[pk.topic][pk.partition]; !ok || d < cur {
+			lowest[pk.topic][pk.partition] = d
 		}
 	}
 	for pk, ok := range known {
-		if !ok && min[pk.topic] != nil {
-			delete(min[pk.topic], pk.partition)
+		if !ok && lowest[pk.topic] != nil {
+			delete(lowest[pk.topic], pk.partition)
 		}
 	}
-	if err := gen.CommitOffsets(min); err != nil {
+	if err := gen.CommitOffsets(lowest); err != nil {
 		c.log.Debug("commit group offsets", "err", err)
 	}
 }
