@@ -119,7 +119,7 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	ends := kc.EndOffsets(t, "events")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		offs, err := dispatch.ListOffsets(context.Background(), db.Pool, "svc")
+		offs, err := (&dispatch.Admin{Pool: db.Pool}).ListOffsets(context.Background(), "svc")
 		require.NoError(t, err)
 		done := len(offs) == 2
 		for _, o := range offs {

@@ -97,7 +97,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Topics:  cfg.Topics,
 		Pool:    pool,
 		Logger:  log,
-		Hooks:   metrics,
+		Hooks:   metrics.Hooks(),
 		Retry:   dispatch.RetryPolicy{MaxAttempts: 10, MaxElapsed: time.Minute},
 	})
 	if err != nil {

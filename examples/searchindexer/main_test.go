@@ -63,7 +63,7 @@ func TestSearchIndexer(t *testing.T) {
 		"quiz/" + q2.String():   {Submissions: 1, ScoreSum: 0.25},
 	}
 	waitFor(t, db, want)
-	dls, err := dispatch.ListDeadLetters(context.Background(), db.Pool, dispatch.ListDeadLettersParams{Group: "search"})
+	dls, err := (&dispatch.Admin{Pool: db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: "search"})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
 	require.Equal(t, badQuiz.ID, *dls[0].EventID)

@@ -498,7 +498,7 @@ func (s *Server) redriveDeadLetters(w http.ResponseWriter, r request) {
 		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("this process redrives all dead letters of one of its own handlers only (group %s, handler %q)", f.Group, f.Handler))
 		return
 	}
-	res, err := s.cfg.Redrive.Redrive(r.Context(), dispatch.RedriveParams{Handler: f.Handler})
+	res, err := s.cfg.Redrive.Redrive(r.Context(), dispatch.DeadLetterFilter{Handler: f.Handler})
 	if err != nil {
 		s.fail(w, r, http.StatusInternalServerError, err)
 		return
@@ -589,7 +589,7 @@ func (s *Server) redriveDeadLetter(w http.ResponseWriter, r request) {
 		s.fail(w, r, http.StatusBadRequest, fmt.Errorf("this process does not run handler %s of group %s: redrive it from a consumer that does", dl.Handler, dl.Group))
 		return
 	}
-	res, err := s.cfg.Redrive.Redrive(r.Context(), dispatch.RedriveParams{ID: id})
+	res, err := s.cfg.Redrive.Redrive(r.Context(), dispatch.DeadLetterFilter{ID: id})
 	if err != nil {
 		s.fail(w, r, http.StatusInternalServerError, err)
 		return

@@ -40,9 +40,9 @@ type Replayer interface {
 }
 
 // Redriver runs this process's handlers once more on dead letters of its
-// group ([dispatch.Consumer.Redrive]).
+// group ([dispatch.Admin.Redrive]).
 type Redriver interface {
-	Redrive(ctx context.Context, p dispatch.RedriveParams) (dispatch.RedriveResult, error)
+	Redrive(ctx context.Context, f dispatch.DeadLetterFilter) (dispatch.RedriveResult, error)
 }
 
 // Config is what a console serves.

@@ -184,7 +184,7 @@ func runOffsets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer pool.Close()
 	if handler != "" || topic != "" {
 		// Name a filter that matches nothing before asking Kafka anything.
-		offs, err := dispatch.ListOffsets(ctx, pool, ac.group)
+		offs, err := a.ListOffsets(ctx, ac.group)
 		if err != nil {
 			return err
 		}
@@ -365,7 +365,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer pool.Close()
-	before, err := dispatch.ListOffsets(ctx, pool, ac.group)
+	before, err := a.ListOffsets(ctx, ac.group)
 	if err != nil {
 		return err
 	}

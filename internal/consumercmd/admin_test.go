@@ -36,7 +36,7 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	r := start(t, b.runArgs(spec, "name=audit,types=*,log=debug"))
 	base := r.metricsURL()
 	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "5 dead letters for hook, 1 for audit", func() bool {
-		dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group})
+		dls, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: b.group})
 		require.NoError(t, err)
 		return len(dls) == 6
 	})
@@ -119,7 +119,7 @@ func TestDeadLetters_ListAndRedrive(t *testing.T) {
 	for _, e := range envs {
 		require.Equal(t, 1, delivered[e.ID], "event %s", e.ID)
 	}
-	dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group, Handler: "hook"})
+	dls, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: b.group, Handler: "hook"})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
 	require.Equal(t, garbageID, dls[0].ID)
@@ -155,7 +155,7 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "both handlers got every event", func() bool { return all("/a", 1)() && all("/b", 1)() })
 	ends := b.kc.EndOffsets(t, b.topic)
 	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "offsets saved", func() bool {
-		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
+		offs, err := (&dispatch.Admin{Pool: b.db.Pool}).ListOffsets(context.Background(), b.group)
 		require.NoError(t, err)
 		for _, o := range offs {
 			if o.NextOffset != ends[int32(o.Partition)] {
@@ -174,7 +174,7 @@ func TestReplay_LiveRedelivery(t *testing.T) {
 
 	testpoll.Until(t, 60*time.Second, 25*time.Millisecond, "handler a got every event again", all("/a", 2))
 	testpoll.Until(t, 10*time.Second, 25*time.Millisecond, "a's offsets back at the end", func() bool {
-		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
+		offs, err := (&dispatch.Admin{Pool: b.db.Pool}).ListOffsets(context.Background(), b.group)
 		require.NoError(t, err)
 		for _, o := range offs {
 			if o.Handler == "a" && o.NextOffset != ends[int32(o.Partition)] {

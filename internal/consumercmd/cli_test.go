@@ -49,7 +49,7 @@ func TestReplay_NamesWhatIsWrong(t *testing.T) {
 		want string
 	}{
 		{[]string{"--handler-name", "nosuch", "--to", "earliest"},
-			"replay: group svc has no handler nosuch (its handlers: audit, indexer); to start a new handler's offsets, name a --topic"},
+			"replay: group svc has no handler nosuch (its handlers: audit, indexer); to start a new handler's offsets, name a topic"},
 		{[]string{"--handler-name", "indexer", "--partition", "42", "--to", "earliest"},
 			"replay: handler indexer of group svc has no offsets on partition 42: edupulse.events has 3 partitions (0 to 2)"},
 		{[]string{"--handler-name", "indexer", "--topic", b.topic, "--partition", "42", "--to", "earliest"},
@@ -62,7 +62,7 @@ func TestReplay_NamesWhatIsWrong(t *testing.T) {
 
 	empty := setup(t, 1)
 	_, _, err := command(t, append([]string{"replay", "--handler-name", "x", "--to", "earliest"}, empty.admin()...)...)
-	require.EqualError(t, err, "replay: group svc has no handler offsets at all (check --group); to start handler x's offsets, name a --topic")
+	require.EqualError(t, err, "replay: group svc has no handler offsets at all (check the group); to start handler x's offsets, name a topic")
 }
 
 // Every admin subcommand on a database without the schema says so and

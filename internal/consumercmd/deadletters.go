@@ -178,7 +178,7 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	if held {
 		return listHeld(ctx, pool, ac.group, handler, limit, asJSON, stdout)
 	}
-	dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, Handler: handler, Limit: limit})
+	dls, err := (&dispatch.Admin{Pool: pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: ac.group, Handler: handler, Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ func displayKey(k []byte) string {
 // listHeld prints the held events of a group (or one handler's), by key in
 // Kafka order, with the dead letter each waits for.
 func listHeld(ctx context.Context, db *pgxpool.Pool, group, handler string, limit int, asJSON bool, stdout io.Writer) error {
-	held, err := dispatch.ListHeldEvents(ctx, db, dispatch.ListHeldEventsParams{Group: group, Handler: handler, Limit: limit})
+	held, err := (&dispatch.Admin{Pool: db}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: group, Handler: handler, Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -314,7 +314,7 @@ func runDeadLettersShow(ctx context.Context, args []string, stdout, stderr io.Wr
 		return err
 	}
 	defer pool.Close()
-	dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, ID: int64(idFlag), Limit: 1})
+	dls, err := (&dispatch.Admin{Pool: pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: ac.group, ID: int64(idFlag), Limit: 1})
 	if err != nil {
 		return err
 	}
@@ -448,7 +448,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if id > 0 {
 		// Check before the redrive, which would record "not registered" as
 		// the row's new error.
-		dls, err := dispatch.ListDeadLetters(ctx, pool, dispatch.ListDeadLettersParams{Group: ac.group, ID: id, Limit: 1})
+		dls, err := (&dispatch.Admin{Pool: pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: ac.group, ID: id, Limit: 1})
 		if err != nil {
 			return err
 		}
@@ -470,7 +470,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 	if _, err := registerHandlers(c, hs, log, false, cmd.Label("handler")); err != nil {
 		return err
 	}
-	res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: id, Handler: handler})
+	res, err := (&dispatch.Admin{Pool: pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: id, Handler: handler})
 	for _, e := range res.Errors {
 		fmt.Fprintf(stdout, "failed again: %s\n", e)
 	}
@@ -556,7 +556,7 @@ func runDeadLettersDelete(ctx context.Context, args []string, stdout, stderr io.
 		return err
 	}
 	defer pool.Close()
-	gone, err := dispatch.DeleteDeadLetters(ctx, pool, dispatch.DeleteDeadLettersParams{Group: ac.group, ID: id, Handler: handler})
+	gone, err := (&dispatch.Admin{Pool: pool}).DeleteDeadLetters(ctx, dispatch.DeadLetterFilter{Group: ac.group, ID: id, Handler: handler})
 	if err != nil {
 		return err
 	}

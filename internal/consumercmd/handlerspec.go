@@ -1,6 +1,7 @@
 package consumercmd
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -66,132 +67,183 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // ParseHandlerSpec parses one spec. setting names where it came from (e.g.
 // "--handler #2") for the error, a *cli.ConfigError naming the bad part.
 func ParseHandlerSpec(setting, spec string) (HandlerSpec, error) {
-	bad := func(format string, a ...any) error {
-		return &cli.ConfigError{Setting: setting, Reason: fmt.Sprintf(format, a...)}
-	}
 	var s HandlerSpec
-	seen := map[string]bool{}
+	if err := s.parse(spec); err != nil {
+		return s, &cli.ConfigError{Setting: setting, Reason: err.Error()}
+	}
+	return s, nil
+}
+
+// parse fills s from spec's fields and checks the result.
+func (s *HandlerSpec) parse(spec string) error {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
-		return s, bad("empty handler spec")
+		return errors.New("empty handler spec")
 	}
+	seen := map[string]bool{}
 	prevKey := ""
 	for _, field := range strings.Split(spec, ",") {
-		field = strings.TrimSpace(field)
-		key, value, ok := strings.Cut(field, "=")
-		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
-		if (!ok || key == "") && prevKey == "header" {
-			// Most likely the rest of a header value that held a comma: a
-			// secret (a token), so it is not quoted.
-			return s, bad("a field after header= is not key=value; a header value cannot contain a comma (keys: %s)", strings.Join(specKeys, ", "))
-		}
-		if !ok || key == "" {
-			return s, bad("%q is not key=value (keys: %s; a comma in a URL must be written %%2C)", field, strings.Join(specKeys, ", "))
+		key, value, err := splitSpecField(field, prevKey)
+		if err != nil {
+			return err
 		}
 		prevKey = key
-		if !slices.Contains(specKeys, key) {
-			return s, bad("unknown key %q (keys: %s)", key, strings.Join(specKeys, ", "))
-		}
 		if seen[key] && key != "header" {
-			return s, bad("%s= given twice", key)
+			return fmt.Errorf("%s= given twice", key)
 		}
 		seen[key] = true
-		if value == "" {
-			return s, bad("%s= has an empty value", key)
-		}
-		switch key {
-		case "name":
-			if strings.ContainsAny(value, " \t|") {
-				return s, bad("name=%q: no spaces or '|'", value)
-			}
-			s.Name = value
-		case "types":
-			for _, t := range strings.Split(value, "|") {
-				t = strings.TrimSpace(t)
-				if !validTypePattern(t) {
-					return s, bad("types=%s: %q is not an exact type, prefix.* or *", value, t)
-				}
-				s.Types = append(s.Types, t)
-			}
-		case "webhook":
-			s.Webhook = value
-		case "log":
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(value)); err != nil {
-				return s, bad("log=%s: not debug, info, warn or error", value)
-			}
-			s.Log = &lvl
-		case "timeout", "max-elapsed", "retry-for":
-			d, err := time.ParseDuration(value)
-			if err != nil || d <= 0 {
-				return s, bad("%s=%s: not a positive duration such as 5s or 1m30s", key, value)
-			}
-			switch key {
-			case "timeout":
-				s.Timeout = d
-			case "max-elapsed":
-				s.Retry.MaxElapsed = d
-			default:
-				s.Retry.RetryFor = d
-			}
-		case "on-failure":
-			switch value {
-			case onFailureHoldKey:
-				s.HoldKey = true
-			case onFailureDeadLetter:
-			default:
-				return s, bad("on-failure=%s: want %s (a dead-lettered event holds its key's later events) or %s (the default: they go on)",
-					value, onFailureHoldKey, onFailureDeadLetter)
-			}
-		case "max-attempts":
-			n, err := strconv.Atoi(value)
-			if err != nil || n < 1 {
-				return s, bad("max-attempts=%s: not a whole number >= 1", value)
-			}
-			s.Retry.MaxAttempts = n
-		case "header":
-			name, v, ok := strings.Cut(value, ":")
-			name, v = strings.TrimSpace(name), strings.TrimSpace(v)
-			if !ok || name == "" {
-				return s, bad("header=%s: want header=Name:Value", name)
-			}
-			var missing []string
-			v = envRef.ReplaceAllStringFunc(v, func(ref string) string {
-				env := envRef.FindStringSubmatch(ref)[1]
-				val, ok := os.LookupEnv(env)
-				if !ok {
-					missing = append(missing, env)
-				}
-				return val
-			})
-			if len(missing) > 0 {
-				return s, bad("header=%s: environment variable %s is not set", name, strings.Join(missing, ", "))
-			}
-			if s.Headers == nil {
-				s.Headers = http.Header{}
-			}
-			s.Headers.Add(name, v)
+		if err := s.set(key, value); err != nil {
+			return err
 		}
 	}
+	return s.check()
+}
+
+// splitSpecField splits one key=value field of a spec; prevKey is the key
+// of the field before it.
+func splitSpecField(field, prevKey string) (key, value string, err error) {
+	field = strings.TrimSpace(field)
+	key, value, ok := strings.Cut(field, "=")
+	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+	if (!ok || key == "") && prevKey == "header" {
+		// Most likely the rest of a header value that held a comma: a
+		// secret (a token), so it is not quoted.
+		return "", "", fmt.Errorf("a field after header= is not key=value; a header value cannot contain a comma (keys: %s)", strings.Join(specKeys, ", "))
+	}
+	if !ok || key == "" {
+		return "", "", fmt.Errorf("%q is not key=value (keys: %s; a comma in a URL must be written %%2C)", field, strings.Join(specKeys, ", "))
+	}
+	if !slices.Contains(specKeys, key) {
+		return "", "", fmt.Errorf("unknown key %q (keys: %s)", key, strings.Join(specKeys, ", "))
+	}
+	if value == "" {
+		return "", "", fmt.Errorf("%s= has an empty value", key)
+	}
+	return key, value, nil
+}
+
+// set applies one field: key, one of specKeys, with a non-empty value.
+func (s *HandlerSpec) set(key, value string) error {
+	switch key {
+	case "name":
+		if strings.ContainsAny(value, " \t|") {
+			return fmt.Errorf("name=%q: no spaces or '|'", value)
+		}
+		s.Name = value
+	case "types":
+		return s.setTypes(value)
+	case "webhook":
+		s.Webhook = value
+	case "log":
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(value)); err != nil {
+			return fmt.Errorf("log=%s: not debug, info, warn or error", value)
+		}
+		s.Log = &lvl
+	case "timeout", "max-elapsed", "retry-for":
+		return s.setDuration(key, value)
+	case "on-failure":
+		return s.setOnFailure(value)
+	case "max-attempts":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 {
+			return fmt.Errorf("max-attempts=%s: not a whole number >= 1", value)
+		}
+		s.Retry.MaxAttempts = n
+	case "header":
+		return s.addHeader(value)
+	}
+	return nil
+}
+
+func (s *HandlerSpec) setTypes(value string) error {
+	for _, t := range strings.Split(value, "|") {
+		t = strings.TrimSpace(t)
+		if !validTypePattern(t) {
+			return fmt.Errorf("types=%s: %q is not an exact type, prefix.* or *", value, t)
+		}
+		s.Types = append(s.Types, t)
+	}
+	return nil
+}
+
+// setDuration sets timeout=, max-elapsed= or retry-for=.
+func (s *HandlerSpec) setDuration(key, value string) error {
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%s=%s: not a positive duration such as 5s or 1m30s", key, value)
+	}
+	switch key {
+	case "timeout":
+		s.Timeout = d
+	case "max-elapsed":
+		s.Retry.MaxElapsed = d
+	default:
+		s.Retry.RetryFor = d
+	}
+	return nil
+}
+
+func (s *HandlerSpec) setOnFailure(value string) error {
+	switch value {
+	case onFailureHoldKey:
+		s.HoldKey = true
+	case onFailureDeadLetter:
+	default:
+		return fmt.Errorf("on-failure=%s: want %s (a dead-lettered event holds its key's later events) or %s (the default: they go on)",
+			value, onFailureHoldKey, onFailureDeadLetter)
+	}
+	return nil
+}
+
+// addHeader adds header=Name:Value, with ${VAR} in the value replaced by
+// the environment variable VAR, which must be set.
+func (s *HandlerSpec) addHeader(value string) error {
+	name, v, ok := strings.Cut(value, ":")
+	name, v = strings.TrimSpace(name), strings.TrimSpace(v)
+	if !ok || name == "" {
+		return fmt.Errorf("header=%s: want header=Name:Value", name)
+	}
+	var missing []string
+	v = envRef.ReplaceAllStringFunc(v, func(ref string) string {
+		env := envRef.FindStringSubmatch(ref)[1]
+		val, ok := os.LookupEnv(env)
+		if !ok {
+			missing = append(missing, env)
+		}
+		return val
+	})
+	if len(missing) > 0 {
+		return fmt.Errorf("header=%s: environment variable %s is not set", name, strings.Join(missing, ", "))
+	}
+	if s.Headers == nil {
+		s.Headers = http.Header{}
+	}
+	s.Headers.Add(name, v)
+	return nil
+}
+
+// check rejects a spec missing what its kind needs, or mixing kinds.
+func (s *HandlerSpec) check() error {
 	switch {
 	case s.Name == "":
-		return s, bad("name= is required")
+		return errors.New("name= is required")
 	case len(s.Types) == 0:
-		return s, bad("handler %s: types= is required (use types=* for every event)", s.Name)
+		return fmt.Errorf("handler %s: types= is required (use types=* for every event)", s.Name)
 	case s.Webhook == "" && s.Log == nil:
-		return s, bad("handler %s: give webhook=URL or log=LEVEL", s.Name)
+		return fmt.Errorf("handler %s: give webhook=URL or log=LEVEL", s.Name)
 	case s.Webhook != "" && s.Log != nil:
-		return s, bad("handler %s: give webhook=URL or log=LEVEL, not both", s.Name)
+		return fmt.Errorf("handler %s: give webhook=URL or log=LEVEL, not both", s.Name)
 	case s.Log != nil && (s.Timeout != 0 || s.Headers != nil):
-		return s, bad("handler %s: timeout= and header= apply to webhook handlers only", s.Name)
+		return fmt.Errorf("handler %s: timeout= and header= apply to webhook handlers only", s.Name)
 	}
 	if s.Webhook != "" {
 		// Check the URL and headers now, so a bad one fails at start.
 		if _, err := s.newWebhook(); err != nil {
-			return s, bad("handler %s: %v", s.Name, err)
+			return fmt.Errorf("handler %s: %v", s.Name, err)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // validTypePattern reports whether t is "*", "prefix.*" or an exact type.

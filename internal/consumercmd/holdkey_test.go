@@ -113,7 +113,7 @@ func TestRun_HoldKeyKeepsOrderThroughADeadLetter(t *testing.T) {
 
 	// list shows the held keys with how many wait; --held the events with
 	// the dead letter they wait for.
-	dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group, Handler: "ordered"})
+	dls, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: b.group, Handler: "ordered"})
 	require.NoError(t, err)
 	require.Len(t, dls, 2)
 	heads := map[string]int64{}
@@ -166,7 +166,7 @@ func TestRun_HoldKeyKeepsOrderThroughADeadLetter(t *testing.T) {
 	out, _, err = command(t, append([]string{"dead-letters", "list", "--held"}, b.dbOnly()...)...)
 	require.NoError(t, err)
 	require.Equal(t, "no held events in group svc\n", out)
-	dls, err = dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group, Handler: "ordered"})
+	dls, err = (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: b.group, Handler: "ordered"})
 	require.NoError(t, err)
 	require.Empty(t, dls)
 

@@ -78,7 +78,7 @@ func TestDeadLetters_HostileMessagesDoNotStopThePartition(t *testing.T) {
 		require.True(t, row.MessageStored)
 	}
 
-	dls, err := dispatch.ListDeadLetters(context.Background(), b.db.Pool, dispatch.ListDeadLettersParams{Group: b.group})
+	dls, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: b.group})
 	require.NoError(t, err)
 	out, _, err = command(t, append([]string{"dead-letters", "show", "--id", fmt.Sprint(dls[0].ID)}, b.dbOnly()...)...)
 	require.NoError(t, err)

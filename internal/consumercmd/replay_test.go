@@ -36,7 +36,7 @@ func TestReplay_RefusesOffsetsOutsideThePartition(t *testing.T) {
 	_, _, err = command(t, append([]string{"replay", "--handler-name", "h", "--topic", b.topic, "--to", "earliest"}, b.admin()...)...)
 	require.NoError(t, err)
 	offsets := func() map[int]int64 {
-		offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
+		offs, err := (&dispatch.Admin{Pool: b.db.Pool}).ListOffsets(context.Background(), b.group)
 		require.NoError(t, err)
 		out := map[int]int64{}
 		for _, o := range offs {

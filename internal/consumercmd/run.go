@@ -240,7 +240,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		Topics:         rc.topicList,
 		Pool:           pool,
 		Logger:         log,
-		Hooks:          metrics,
+		Hooks:          metrics.Hooks(),
 		Retry:          rc.retry,
 		StartOffset:    rc.start,
 		DrainTimeout:   rc.drainTimeout,
@@ -313,7 +313,7 @@ func startConsole(ctx context.Context, rc runConfig, c *dispatch.Consumer, pool 
 	if err != nil {
 		return err
 	}
-	cfg.Redrive, cfg.RedriveGroup, cfg.Metrics = c, rc.group, reg
+	cfg.Redrive, cfg.RedriveGroup, cfg.Metrics = &dispatch.Admin{Pool: pool, Consumer: c}, rc.group, reg
 	for _, s := range rc.specs {
 		cfg.RedriveHandlers = append(cfg.RedriveHandlers, s.Name)
 	}

@@ -193,7 +193,7 @@ func TestRun_DrainsInFlightOnCancel(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after the in-flight call finished")
 	}
-	offs, err := dispatch.ListOffsets(context.Background(), b.db.Pool, b.group)
+	offs, err := (&dispatch.Admin{Pool: b.db.Pool}).ListOffsets(context.Background(), b.group)
 	require.NoError(t, err)
 	require.Len(t, offs, 1)
 	require.Equal(t, int64(1), offs[0].NextOffset, "the drained event's offset was saved")

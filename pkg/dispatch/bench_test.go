@@ -83,7 +83,7 @@ func benchData(b *testing.B) *benchFixture {
 			bench.ids = append(bench.ids, uuid.MustParse(envs[i].ID))
 		}
 		t0 := time.Now()
-		produce(b, kc.Addrs, bench.topic, envs)
+		produceToKafka(b, kc.Addrs, bench.topic, envs)
 		b.Logf("produced %d events on %d partitions in %s", len(envs), benchPartitions, time.Since(t0).Round(time.Millisecond))
 	})
 	if bench.err != nil {
@@ -116,7 +116,6 @@ func benchPool(b *testing.B) *pgxpool.Pool {
 
 // countHooks counts handled events and closes done at want.
 type countHooks struct {
-	dispatch.NopHooks
 	n     atomic.Int64
 	want  int64
 	first atomic.Int64 // unix nanos of the first event
@@ -141,7 +140,7 @@ func runConsumer(b *testing.B, f *benchFixture, pool *pgxpool.Pool, group string
 	b.Helper()
 	hooks := &countHooks{want: int64(handlers * benchEvents), done: make(chan struct{})}
 	c, err := dispatch.New(dispatch.Config{
-		Brokers: f.kc.Addrs, Group: group, Topics: []string{f.topic}, Pool: pool, Hooks: hooks,
+		Brokers: f.kc.Addrs, Group: group, Topics: []string{f.topic}, Pool: pool, Hooks: dispatch.Hooks{OnHandled: hooks.OnHandled},
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
 		JoinGroupBackoff: 200 * time.Millisecond,
 	})

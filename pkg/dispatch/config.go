@@ -3,7 +3,6 @@ package dispatch
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -17,7 +16,10 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// Defaults of [Config].
+// Defaults of [Config], of [RetryPolicy] (a failing handler is given 5
+// attempts within 30 s, and an unreachable or overloaded endpoint or
+// database 10 minutes, which rides out a deploy, a restart or a failover)
+// and of [WithBatchSize] for [Consumer.HandleBatchTx].
 const (
 	DefaultFlushInterval     = 500 * time.Millisecond
 	DefaultFlushMessages     = 1000
@@ -34,12 +36,21 @@ const (
 	DefaultTxIdleTimeout     = 30 * time.Second
 	DefaultPartitionWatch    = 5 * time.Second
 	DefaultStallTimeout      = 2 * time.Minute
+
+	DefaultMaxAttempts     = 5
+	DefaultMaxElapsed      = 30 * time.Second
+	DefaultRetryFor        = 10 * time.Minute
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = 5 * time.Second
+
+	DefaultBatchSize = 500
 )
 
-// NotifyChannel is the PostgreSQL channel a replay notifies, with the JSON
-// payload {"group": ..., "handler": ...}; running consumers of that group
-// reload that handler's offsets.
-const NotifyChannel = "pulsebus_handler_offsets"
+// notifyChannel is the PostgreSQL channel a replay, a redrive or a delete
+// that releases a held key notifies, with the JSON payload {"group": ...,
+// "handler": ...}; running consumers of that group reload that handler's
+// offsets.
+const notifyChannel = "pulsebus_handler_offsets"
 
 // Config configures a [Consumer].
 type Config struct {
@@ -58,9 +69,9 @@ type Config struct {
 	// consumer keeps one more for LISTEN: size it to the partitions assigned
 	// times the transactional handlers, plus a few.
 	Pool *pgxpool.Pool
-	// Logger receives the consumer's logs. Defaults to discarding them.
+	// Logger receives the consumer's logs. Defaults to slog.Default().
 	Logger *slog.Logger
-	// Hooks receive events for metrics. Defaults to [NopHooks].
+	// Hooks receive events for metrics; nil fields are skipped.
 	Hooks Hooks
 	// TracerProvider makes the consumer's spans: one "process" span (kind
 	// consumer) per event and per-event handler, a child of the trace
@@ -164,10 +175,7 @@ func (c *Config) withDefaults() Config {
 		out.Dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true}
 	}
 	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if out.Hooks == nil {
-		out.Hooks = NopHooks{}
+		out.Logger = slog.Default()
 	}
 	if out.TracerProvider == nil {
 		out.TracerProvider = otel.GetTracerProvider()
@@ -219,7 +227,22 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
+// validate reports every problem of c, joined.
 func (c *Config) validate() error {
+	errs := c.checkRequired()
+	errs = append(errs, c.checkRanges()...)
+	if d := c.withDefaults(); d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("dispatch: Config.HeartbeatInterval %s must be shorter than Config.SessionTimeout %s",
+			d.HeartbeatInterval, d.SessionTimeout))
+	}
+	if err := c.Retry.check("Config.Retry"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// checkRequired reports the required fields that are missing or invalid.
+func (c *Config) checkRequired() []error {
 	var errs []error
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("dispatch: Config.Brokers is empty"))
@@ -237,6 +260,15 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("dispatch: Config.Topics[%d] %q is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)", i, t))
 		}
 	}
+	if c.Pool == nil {
+		errs = append(errs, errors.New("dispatch: Config.Pool is nil"))
+	}
+	return errs
+}
+
+// checkRanges reports the optional fields set to values out of range.
+func (c *Config) checkRanges() []error {
+	var errs []error
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -264,20 +296,10 @@ func (c *Config) validate() error {
 	if c.DedupeWindow < -1 {
 		errs = append(errs, fmt.Errorf("dispatch: Config.DedupeWindow %d: want > 0, 0 for the default or -1 for off", c.DedupeWindow))
 	}
-	if d := c.withDefaults(); d.HeartbeatInterval >= d.SessionTimeout {
-		errs = append(errs, fmt.Errorf("dispatch: Config.HeartbeatInterval %s must be shorter than Config.SessionTimeout %s",
-			d.HeartbeatInterval, d.SessionTimeout))
-	}
-	if err := c.Retry.check("Config.Retry"); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Pool == nil {
-		errs = append(errs, errors.New("dispatch: Config.Pool is nil"))
-	}
 	if c.StartOffset != 0 && c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset {
 		errs = append(errs, fmt.Errorf("dispatch: Config.StartOffset %d is not kafka.FirstOffset or kafka.LastOffset", c.StartOffset))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // validTopic reports whether t is a legal Kafka topic name.

@@ -18,9 +18,18 @@ import (
 	"github.com/edupulse/pulsebus/internal/tracing"
 )
 
-// ErrRunning is returned when handlers are registered on, or Run is called
-// for, a consumer that is already running.
-var ErrRunning = errors.New("dispatch: consumer already running")
+var (
+	// ErrRunning is returned when handlers are registered on, or Run is
+	// called for, a consumer that is already running.
+	ErrRunning = errors.New("dispatch: consumer already running")
+	// ErrStalled is matched by the error of [Consumer.Stalled]: a handler's
+	// worker has not advanced for Config.StallTimeout while messages wait.
+	ErrStalled = errors.New("handler stalled")
+	// ErrReplayOffsetNeedsPartition reports an absolute replay offset
+	// without a topic and a partition: offsets mean nothing across
+	// partitions.
+	ErrReplayOffsetNeedsPartition = errors.New("replay: an absolute offset needs a topic and a partition")
+)
 
 // Consumer reads a consumer group's topics and fans each message out to the
 // handlers interested in its event type. See the package documentation for
@@ -121,17 +130,9 @@ func (c *Consumer) Ready(ctx context.Context) error {
 // saves every handler's progress, leaves the group and returns nil. It
 // returns an error only when it cannot start.
 func (c *Consumer) Run(ctx context.Context) error {
-	c.mu.Lock()
-	if c.running {
-		c.mu.Unlock()
-		return ErrRunning
+	if err := c.setRunning(); err != nil {
+		return err
 	}
-	if len(c.handlers) == 0 {
-		c.mu.Unlock()
-		return errors.New("dispatch: no handlers registered")
-	}
-	c.running = true
-	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.running = false
@@ -142,23 +143,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// in-flight messages finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	drainDone := make(chan struct{})
-	defer close(drainDone)
-	go func() {
-		select {
-		case <-drainDone:
-			return
-		case <-ctx.Done():
-		}
-		t := time.NewTimer(c.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-drainDone:
-		case <-t.C:
-			c.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", c.cfg.DrainTimeout)
-			cancelWork()
-		}
-	}()
+	drained := c.cancelAfterDrainTimeout(ctx, cancelWork)
+	defer drained()
 
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.cfg.Group,
@@ -205,6 +191,42 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
+// setRunning marks c running, or says why it cannot run.
+func (c *Consumer) setRunning() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running {
+		return ErrRunning
+	}
+	if len(c.handlers) == 0 {
+		return errors.New("dispatch: no handlers registered")
+	}
+	c.running = true
+	return nil
+}
+
+// cancelAfterDrainTimeout calls cancelWork once Config.DrainTimeout has
+// passed since ctx ended, unless the returned drained is called first.
+func (c *Consumer) cancelAfterDrainTimeout(ctx context.Context, cancelWork context.CancelFunc) (drained func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(c.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			c.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", c.cfg.DrainTimeout)
+			cancelWork()
+		}
+	}()
+	return func() { close(done) }
+}
+
 // startGeneration starts one worker per assigned partition and handler, and
 // the committer of the Kafka group offsets. kafka-go waits for all of them
 // to return before it joins the next generation.
@@ -223,7 +245,7 @@ func (c *Consumer) startGeneration(gen *kafka.Generation, workCtx context.Contex
 		slices.Sort(ps)
 	}
 	c.log.Info("joined generation", "generation", gen.ID, "member", gen.MemberID, "assigned", assigned)
-	c.cfg.Hooks.OnRebalance(assigned)
+	c.cfg.Hooks.rebalance(assigned)
 	c.mu.Lock()
 	for _, w := range ws {
 		c.workers[w] = struct{}{}
@@ -312,7 +334,7 @@ func (c *Consumer) partitionCounts(ctx context.Context) map[string]int {
 // commitGroupOffsets commits, per partition, the minimum next offset over
 // the handlers, so Kafka tooling shows a lag no handler is behind of.
 func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
-	min := map[string]map[int]int64{}
+	lowest := map[string]map[int]int64{}
 	known := map[offsetKey]bool{}
 	for _, w := range ws {
 		pk := offsetKey{topic: w.key.topic, partition: w.key.partition}
@@ -324,30 +346,30 @@ func (c *Consumer) commitGroupOffsets(gen *kafka.Generation, ws []*worker) {
 		if _, seen := known[pk]; !seen {
 			known[pk] = true
 		}
-		if min[pk.topic] == nil {
-			min[pk.topic] = map[int]int64{}
+		if lowest[pk.topic] == nil {
+			lowest[pk.topic] = map[int]int64{}
 		}
-		if cur, ok := min[pk.topic][pk.partition]; !ok || d < cur {
-			min[pk.topic][pk.partition] = d
+		if cur, ok := lowest[pk.topic][pk.partition]; !ok || d < cur {
+			lowest[pk.topic][pk.partition] = d
 		}
 	}
 	for pk, ok := range known {
-		if !ok && min[pk.topic] != nil {
-			delete(min[pk.topic], pk.partition)
+		if !ok && lowest[pk.topic] != nil {
+			delete(lowest[pk.topic], pk.partition)
 		}
 	}
-	if err := gen.CommitOffsets(min); err != nil {
+	if err := gen.CommitOffsets(lowest); err != nil {
 		c.log.Debug("commit group offsets", "err", err)
 	}
 }
 
-// notification is the payload on NotifyChannel.
+// notification is the payload on notifyChannel.
 type notification struct {
 	Group   string `json:"group"`
 	Handler string `json:"handler"`
 }
 
-// listen LISTENs on NotifyChannel and tells the workers of a replayed
+// listen LISTENs on notifyChannel and tells the workers of a replayed
 // handler to reload their offsets. Each time LISTEN takes effect, on the
 // first connection and after a lost one, it reloads every worker, since
 // notifications may have been missed.
@@ -382,7 +404,7 @@ func (c *Consumer) listenOnce(ctx context.Context) (listening bool, err error) {
 		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return false, err
 	}
 	// A replay committed before LISTEN took effect was not heard: workers

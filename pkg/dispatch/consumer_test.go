@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
@@ -25,7 +26,7 @@ func TestConsumer_TxAndPlainHandlers(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 3)
 	envs := events(t, 600, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	c, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
@@ -61,12 +62,12 @@ func TestConsumer_FailingHandlerRetriesAndParks_OtherHandlerNotBlocked(t *testin
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 30, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	poison := envs[0].ID
 
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 
@@ -164,11 +165,11 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 20, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	run := func(hooks *hookRecorder, rec *recorder) func() {
 		cfg := b.config("svc")
-		cfg.Hooks = hooks
+		cfg.Hooks = hooks.hooks()
 		c, err := dispatch.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, c.HandleTx("tx", []string{"lesson.*"}, countTx("tx")))
@@ -186,8 +187,8 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	// The relay republishes two older events after the newer ones, then
 	// new events follow.
 	more := events(t, 5, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, []envelope.Envelope{envs[3], envs[7]})
-	produce(t, b.kc.Addrs, b.topic, more)
+	produceToKafka(t, b.kc.Addrs, b.topic, []envelope.Envelope{envs[3], envs[7]})
+	produceToKafka(t, b.kc.Addrs, b.topic, more)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new events", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "tx")
 		n, _ := rec.total()
@@ -202,9 +203,9 @@ func TestConsumer_OlderEventRedeliveredIsNotRunAgain(t *testing.T) {
 	// After a restart, with the group offset reset to 0 and an older event
 	// republished once more.
 	commitGroupOffset(t, b, "svc", 0)
-	produce(t, b.kc.Addrs, b.topic, []envelope.Envelope{envs[11], more[2]})
+	produceToKafka(t, b.kc.Addrs, b.topic, []envelope.Envelope{envs[11], more[2]})
 	last := events(t, 3, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, last)
+	produceToKafka(t, b.kc.Addrs, b.topic, last)
 	hooks2 := newHookRecorder()
 	stop = run(hooks2, rec)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the last events", func() bool {
@@ -232,10 +233,10 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	envs := events(t, 40, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, c.HandleTx("a", []string{"lesson.*"}, countTx("a")))
@@ -251,7 +252,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	// and does not miss the replay.
 	var killed bool
 	require.NoError(t, b.db.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND query = 'LISTEN '||$1`, dispatch.NotifyChannel).Scan(&killed))
+		WHERE datname = current_database() AND query = 'LISTEN '||$1`, dispatch.NotifyChannelForTest).Scan(&killed))
 	require.True(t, killed)
 	admin := &dispatch.Admin{Pool: b.db.Pool, Brokers: b.kc.Addrs}
 	rows, err := admin.Replay(context.Background(), dispatch.ReplayParams{
@@ -267,7 +268,7 @@ func TestConsumer_ReplayOneHandlerLive(t *testing.T) {
 	})
 	// Handler b's reader is unaffected: give a wrong re-delivery the time
 	// a's took, then check.
-	produce(t, b.kc.Addrs, b.topic, events(t, 2, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 2, "lesson.published"))
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a later event reaches both", func() bool {
 		a, _ := countHandled(t, b.db.Pool, "a")
 		bb, _ := countHandled(t, b.db.Pool, "b")
@@ -331,11 +332,11 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 	badJSON := valid("lesson.published")
 	badJSON.Value = []byte(`{"n": 1`)
 	msgs := []kafka.Message{valid("lesson.published"), garbage, truncated, badTime, dupType, wrongType, badJSON, valid("lesson.published")}
-	produceRaw(t, b.kc.Addrs, b.topic, msgs)
+	produceRawToKafka(t, b.kc.Addrs, b.topic, msgs)
 
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 	rec := newRecorder()
@@ -356,7 +357,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 	})
 	// A message after the bad ones is handled by both.
 	later := events(t, 1, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, later)
+	produceToKafka(t, b.kc.Addrs, b.topic, later)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "a later message handled", func() bool {
 		n, _ := countHandled(t, b.db.Pool, "typed")
 		d, _ := rec.total()
@@ -393,7 +394,7 @@ func TestConsumer_BatchPoisonIsolated(t *testing.T) {
 	b := setup(t, 1)
 	envs := events(t, 100, "lesson.published")
 	envs[37].Payload = []byte(`{"poison": true}`)
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	c, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
@@ -454,7 +455,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 6, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	var broken atomic.Bool
 	broken.Store(true)
 	failFor := map[string]bool{envs[1].ID: true, envs[2].ID: true, envs[4].ID: true}
@@ -490,7 +491,7 @@ func TestConsumer_Redrive(t *testing.T) {
 	broken.Store(false)
 	ctx := context.Background()
 	c = newConsumer() // redrive does not need Run
-	_, err := c.Redrive(ctx, dispatch.RedriveParams{})
+	_, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{})
 	require.Error(t, err)
 	dls := deadLetters(t, b.db.Pool, "svc")
 	byEvent := map[string]dispatch.DeadLetter{}
@@ -506,7 +507,7 @@ func TestConsumer_Redrive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[1].ID].ID})
+			res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[1].ID].ID})
 			if err == nil || strings.Contains(err.Error(), "no dead letter") {
 				results[i] = res
 			}
@@ -518,14 +519,14 @@ func TestConsumer_Redrive(t *testing.T) {
 	require.Equal(t, 1, countsByEvent(t, b.db.Pool, "tx")[envs[1].ID])
 
 	// The rest of tx's: one succeeds, one still fails.
-	res, err := c.Redrive(ctx, dispatch.RedriveParams{Handler: "tx"})
+	res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{Handler: "tx"})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Redriven)
 	require.Equal(t, 1, res.Failed)
 	require.Len(t, res.Errors, 1)
 	require.Contains(t, res.Errors[0], "not yet")
 	require.Equal(t, 1, countsByEvent(t, b.db.Pool, "tx")[envs[2].ID])
-	left, err := dispatch.ListDeadLetters(ctx, b.db.Pool, dispatch.ListDeadLettersParams{Group: "svc", Handler: "tx"})
+	left, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "tx"})
 	require.NoError(t, err)
 	require.Len(t, left, 1)
 	require.Equal(t, envs[4].ID, *left[0].EventID)
@@ -536,24 +537,24 @@ func TestConsumer_Redrive(t *testing.T) {
 	onlyTx, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
 	require.NoError(t, onlyTx.HandleTx("tx", []string{"lesson.*"}, txh))
-	res, err = onlyTx.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	res, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: onlyTx}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Failed)
 	require.Len(t, res.Errors, 1)
 	require.Contains(t, res.Errors[0], "plain: handler is not registered")
-	kept, err := dispatch.ListDeadLetters(ctx, b.db.Pool, dispatch.ListDeadLettersParams{Group: "svc", Handler: "plain"})
+	kept, err := (&dispatch.Admin{Pool: b.db.Pool}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "plain"})
 	require.NoError(t, err)
 	require.Len(t, kept, 1)
 	require.Equal(t, byEvent[envs[3].ID].Error, kept[0].Error)
 	require.Equal(t, byEvent[envs[3].ID].Attempts, kept[0].Attempts)
 
 	// The plain handler's, by id.
-	res, err = c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	res, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Redriven)
 	distinct, _ := rec.total()
 	require.Equal(t, len(envs), distinct)
-	_, err = c.Redrive(ctx, dispatch.RedriveParams{ID: byEvent[envs[3].ID].ID})
+	_, err = (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: byEvent[envs[3].ID].ID})
 	require.ErrorContains(t, err, "no dead letter")
 	require.Len(t, deadLetters(t, b.db.Pool, "svc"), 1)
 }
@@ -565,11 +566,11 @@ func TestConsumer_LagReported(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	b.kc.CreateTopic(t, "quiet", 1)
-	produce(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
 	run := func(hooks *hookRecorder, dedupeWindow int) (stop func()) {
 		cfg := b.config("svc")
 		cfg.Topics = append(cfg.Topics, "quiet")
-		cfg.Hooks = hooks
+		cfg.Hooks = hooks.hooks()
 		cfg.DedupeWindow = dedupeWindow
 		c, err := dispatch.New(cfg)
 		require.NoError(t, err)
@@ -608,7 +609,7 @@ func TestConsumer_Middleware(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 3, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	var mu sync.Mutex
 	var trace []string
 	mw := func(name string) dispatch.Middleware {
@@ -669,7 +670,7 @@ func TestConsumer_TypeMatching(t *testing.T) {
 	for _, typ := range types {
 		envs = append(envs, events(t, 1, typ)...)
 	}
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	c, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
 	seen := map[string]*[]string{}
@@ -707,7 +708,7 @@ func TestConsumer_StartOffsets(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	first := events(t, 10, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, first)
+	produceToKafka(t, b.kc.Addrs, b.topic, first)
 
 	// Group svc, handler a: from the first offset (default StartOffset).
 	c, err := dispatch.New(b.config("svc"))
@@ -738,7 +739,7 @@ func TestConsumer_StartOffsets(t *testing.T) {
 	})
 	require.Equal(t, int64(10), offsetsOf(t, b.db.Pool, "svc", "b")[0])
 	require.Equal(t, int64(10), offsetsOf(t, b.db.Pool, "fresh", "c")[0])
-	produce(t, b.kc.Addrs, b.topic, events(t, 5, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 5, "lesson.published"))
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "everyone handles the new events", func() bool {
 		a, _ := countHandled(t, b.db.Pool, "a")
 		bn, _ := countHandled(t, b.db.Pool, "b")
@@ -758,7 +759,7 @@ func TestConsumer_Drain(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 3, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	cfg := b.config("svc")
 	cfg.DrainTimeout = 300 * time.Millisecond
 	c, err := dispatch.New(cfg)
@@ -799,11 +800,13 @@ func TestConsumer_Drain(t *testing.T) {
 
 func TestNew_Validation(t *testing.T) {
 	t.Parallel()
-	_, err := dispatch.New(dispatch.Config{})
-	require.Error(t, err)
-	for _, want := range []string{"Config.Brokers", "Config.Group", "Config.Topics", "Config.Pool"} {
-		require.ErrorContains(t, err, want)
-	}
+	t.Run("every missing required field is reported", func(t *testing.T) {
+		_, err := dispatch.New(dispatch.Config{})
+		require.Error(t, err)
+		for _, want := range []string{"Config.Brokers", "Config.Group", "Config.Topics", "Config.Pool"} {
+			require.ErrorContains(t, err, want)
+		}
+	})
 	base := func() dispatch.Config {
 		return dispatch.Config{Brokers: []string{"127.0.0.1:1"}, Group: "g", Topics: []string{"t"}}
 	}
@@ -823,33 +826,76 @@ func TestNew_Validation(t *testing.T) {
 		"Config.Retry.InitialInter": func(c *dispatch.Config) { c.Retry.InitialInterval = -1 },
 	}
 	for field, mutate := range cases {
-		cfg := base()
-		mutate(&cfg)
-		_, err := dispatch.New(cfg)
-		require.ErrorContains(t, err, field)
+		t.Run(field, func(t *testing.T) {
+			cfg := base()
+			mutate(&cfg)
+			_, err := dispatch.New(cfg)
+			require.ErrorContains(t, err, field)
+		})
 	}
+}
+
+// unconnectedPool is a pool that never connects: pgxpool dials lazily, so
+// validation tests need neither PostgreSQL nor Kafka.
+func unconnectedPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), "postgres://unused@127.0.0.1:1/unused")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 func TestConsumer_RegistrationErrors(t *testing.T) {
 	t.Parallel()
-	db := setup(t, 1)
-	c, err := dispatch.New(db.config("svc"))
+	cfg := dispatch.Config{Brokers: []string{"127.0.0.1:1"}, Group: "svc", Topics: []string{"events"}, Pool: unconnectedPool(t)}
+	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
 	noop := dispatch.HandlerFunc(func(context.Context, envelope.Envelope) error { return nil })
-	require.ErrorContains(t, c.Handle("", []string{"*"}, noop), "non-empty")
-	require.ErrorContains(t, c.Handle("a b", []string{"*"}, noop), "without spaces")
-	require.ErrorContains(t, c.Handle("h", nil, noop), "no event types")
-	require.ErrorContains(t, c.Handle("h", []string{"lesson*"}, noop), "prefix.*")
-	require.ErrorContains(t, c.Handle("h", []string{".*"}, noop), "prefix.*")
-	require.ErrorContains(t, c.Handle("h", []string{"*"}, nil), "is nil")
-	require.ErrorContains(t, c.HandleTx("h", []string{"*"}, nil), "is nil")
-	require.ErrorContains(t, c.Handle("h", []string{"*"}, noop, dispatch.WithBatchSize(-1)), "WithBatchSize")
-	require.ErrorContains(t, c.Handle("h", []string{"*"}, noop, dispatch.WithRetry(dispatch.RetryPolicy{MaxAttempts: -1})), "WithRetry.MaxAttempts")
-	require.NoError(t, c.Handle("h", []string{"*"}, noop))
-	require.ErrorContains(t, c.Handle("h", []string{"*"}, noop), "registered twice")
-	empty, err := dispatch.New(db.config("svc"))
-	require.NoError(t, err)
-	require.ErrorContains(t, empty.Run(context.Background()), "no handlers")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"empty name", c.Handle("", []string{"*"}, noop), "non-empty"},
+		{"name with a space", c.Handle("a b", []string{"*"}, noop), "without spaces"},
+		{"no types", c.Handle("h", nil, noop), "no event types"},
+		{"star without a dot", c.Handle("h", []string{"lesson*"}, noop), "prefix.*"},
+		{"empty prefix", c.Handle("h", []string{".*"}, noop), "prefix.*"},
+		{"nil handler", c.Handle("h", []string{"*"}, nil), "is nil"},
+		{"nil tx handler", c.HandleTx("h", []string{"*"}, nil), "is nil"},
+		{"negative batch size", c.Handle("h", []string{"*"}, noop, dispatch.WithBatchSize(-1)), "WithBatchSize"},
+		{"negative retry", c.Handle("h", []string{"*"}, noop, dispatch.WithRetry(dispatch.RetryPolicy{MaxAttempts: -1})),
+			"WithRetry.MaxAttempts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.ErrorContains(t, tc.err, tc.want) })
+	}
+	t.Run("a name registers once", func(t *testing.T) {
+		require.NoError(t, c.Handle("h", []string{"*"}, noop))
+		require.ErrorContains(t, c.Handle("h", []string{"*"}, noop), "registered twice")
+	})
+	t.Run("Run needs a handler", func(t *testing.T) {
+		empty, err := dispatch.New(cfg)
+		require.NoError(t, err)
+		require.ErrorContains(t, empty.Run(context.Background()), "no handlers")
+	})
+}
+
+// Each Admin operation says which field it lacks before it touches
+// anything.
+func TestAdmin_MissingFields(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pgOnly := &dispatch.Admin{Pool: unconnectedPool(t)}
+	_, err := (&dispatch.Admin{}).ListOffsets(ctx, "g")
+	require.EqualError(t, err, "dispatch: Admin.ListOffsets needs Admin.Pool")
+	_, err = (&dispatch.Admin{}).ListDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "g"})
+	require.EqualError(t, err, "dispatch: Admin.ListDeadLetters needs Admin.Pool")
+	_, err = pgOnly.Lag(ctx, "g")
+	require.EqualError(t, err, "dispatch: Admin.Lag reads Kafka: it needs Admin.Brokers")
+	_, err = pgOnly.Replay(ctx, dispatch.ReplayParams{Group: "g", Handler: "h", Partition: -1, To: dispatch.ReplayTarget{Kind: "latest"}})
+	require.EqualError(t, err, "dispatch: Admin.Replay reads Kafka: it needs Admin.Brokers")
+	_, err = pgOnly.Redrive(ctx, dispatch.DeadLetterFilter{Handler: "h"})
+	require.EqualError(t, err, "dispatch: Admin.Redrive runs the handlers of a consumer: it needs Admin.Consumer")
 }
 
 func TestParseReplayTarget(t *testing.T) {
@@ -860,15 +906,19 @@ func TestParseReplayTarget(t *testing.T) {
 		"42":                   {Kind: "offset", Offset: 42},
 		"2026-01-02T03:04:05Z": {Kind: "time", Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 	} {
-		got, err := dispatch.ParseReplayTarget(in)
-		require.NoError(t, err, in)
-		require.True(t, got.Time.Equal(want.Time), in)
-		got.Time, want.Time = time.Time{}, time.Time{}
-		require.Equal(t, want, got, in)
+		t.Run(in, func(t *testing.T) {
+			got, err := dispatch.ParseReplayTarget(in)
+			require.NoError(t, err)
+			require.True(t, got.Time.Equal(want.Time))
+			got.Time, want.Time = time.Time{}, time.Time{}
+			require.Equal(t, want, got)
+		})
 	}
 	for _, bad := range []string{"", "-1", "soon", "2026-01-02"} {
-		_, err := dispatch.ParseReplayTarget(bad)
-		require.Error(t, err, bad)
+		t.Run("bad "+bad, func(t *testing.T) {
+			_, err := dispatch.ParseReplayTarget(bad)
+			require.Error(t, err)
+		})
 	}
 }
 
@@ -881,7 +931,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 	b.topic = "later"
 	hooks := newHookRecorder()
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.PartitionWatchInterval = 200 * time.Millisecond
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
@@ -895,7 +945,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 	})
 
 	b.kc.CreateTopic(t, b.topic, 1)
-	produce(t, b.kc.Addrs, b.topic, events(t, 10, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 10, "lesson.published"))
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new topic consumed", func() bool { n, _ := rec.total(); return n == 10 })
 
 	tr := &kafka.Transport{}
@@ -907,7 +957,7 @@ func TestConsumer_NewTopicsAndPartitions(t *testing.T) {
 	for _, e := range resp.Errors {
 		require.NoError(t, e)
 	}
-	produce(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 30, "lesson.published"))
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the new partitions consumed", func() bool { n, _ := rec.total(); return n == 40 })
 	stop()
 	require.Len(t, b.kc.EndOffsets(t, b.topic), 3)

@@ -44,7 +44,7 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 	createChildTables(t, b.db.Pool)
 	const total = 50_000
 	envs := events(t, total, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("kill moments seed %d", seed)
@@ -127,7 +127,7 @@ func TestConsumer_PlainAtLeastOnceAcrossKills(t *testing.T) {
 	b := setup(t, 2)
 	const total = 4000
 	envs := events(t, total, "lesson.published")
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 	path := filepath.Join(t.TempDir(), "plain.log")
 	deliveries := func() int {
 		n := 0

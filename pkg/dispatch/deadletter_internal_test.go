@@ -77,7 +77,7 @@ func parkingWorker(t testing.TB, db *testdb.DB) *worker {
 	c, err := New(Config{Brokers: []string{"unused:9092"}, Group: "g", Topics: []string{"events"}, Pool: db.Pool,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
-	return &worker{c: c, h: &registration{name: "h"}, workCtx: context.Background(),
+	return &worker{c: c, h: &registration{name: "h"}, workCtx: context.Background(), log: c.log,
 		key: offsetKey{group: "g", handler: "h", topic: "events", partition: 0}}
 }
 
@@ -130,7 +130,7 @@ func FuzzDeadLetter(f *testing.F) {
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT id FROM pulsebus.dead_letters
 			WHERE group_id = 'g' AND handler = 'h' AND topic = 'events' AND partition = 0 AND kafka_offset = $1`,
 			msg.Offset).Scan(&id))
-		dls, err := ListDeadLetters(ctx, db.Pool, ListDeadLettersParams{Group: "g", ID: id})
+		dls, err := (&Admin{Pool: db.Pool}).ListDeadLetters(ctx, DeadLetterFilter{Group: "g", ID: id})
 		require.NoError(t, err)
 		require.Len(t, dls, 1)
 		d := dls[0]
@@ -188,7 +188,7 @@ func TestPark_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
 	require.NoError(t, err, "the transaction is still usable")
 	require.NoError(t, tx.Commit(ctx))
 
-	dls, err := ListDeadLetters(ctx, db.Pool, ListDeadLettersParams{Group: "g"})
+	dls, err := (&Admin{Pool: db.Pool}).ListDeadLetters(ctx, DeadLetterFilter{Group: "g"})
 	require.NoError(t, err)
 	require.Len(t, dls, 2)
 	for i, d := range dls {
@@ -201,11 +201,11 @@ func TestPark_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
 	}
 
 	require.NoError(t, w.c.Handle("h", []string{"*"}, HandlerFunc(func(context.Context, envelope.Envelope) error { return nil })))
-	res, err := w.c.Redrive(ctx, RedriveParams{Handler: "h"})
+	res, err := (&Admin{Pool: w.c.cfg.Pool, Consumer: w.c}).Redrive(ctx, DeadLetterFilter{Handler: "h"})
 	require.NoError(t, err)
 	require.Equal(t, 2, res.Failed)
 	require.Contains(t, res.Errors[0], "message itself was not stored")
-	after, err := ListDeadLetters(ctx, db.Pool, ListDeadLettersParams{Group: "g"})
+	after, err := (&Admin{Pool: db.Pool}).ListDeadLetters(ctx, DeadLetterFilter{Group: "g"})
 	require.NoError(t, err)
 	require.Equal(t, dls, after, "left untouched")
 }

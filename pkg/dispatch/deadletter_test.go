@@ -110,7 +110,7 @@ func TestConsumer_HostileMessagesDoNotStopThePartition(t *testing.T) {
 
 	// A redrive runs on the exact bytes: they fail to decode again, and the
 	// new error is recorded.
-	res, err := c.Redrive(context.Background(), dispatch.RedriveParams{Handler: "tx"})
+	res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(context.Background(), dispatch.DeadLetterFilter{Handler: "tx"})
 	require.NoError(t, err)
 	require.Equal(t, len(hostile), res.Failed, "%+v", res)
 	for _, d := range deadLetters(t, b.db.Pool, "svc") {

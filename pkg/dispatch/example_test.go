@@ -2,9 +2,10 @@ package dispatch_test
 
 import (
 	"context"
+	"fmt"
 	"log"
-	"os/signal"
-	"syscall"
+	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -13,19 +14,33 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
+// LessonPublished is the payload of a lesson.published event.
+type LessonPublished struct {
+	Title string `json:"title"`
+}
+
+// EventType names the event type LessonPublished decodes.
+func (LessonPublished) EventType() string { return "lesson.published" }
+
 // A service's consumer: a transactional handler projecting lessons into a
-// table (exactly once), and a plain one calling out (at least once, with
-// the event id as idempotency key). It needs Kafka and PostgreSQL, so it is
-// compiled, not run.
+// table, exactly once, and a plain one calling out, at least once, with
+// the event id as its idempotency key. DATABASE_URL names a database with
+// the pulsebus schema (pulsebus migrate), KAFKA_BROKERS the brokers.
 func ExampleConsumer() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	// A service runs until SIGTERM (signal.NotifyContext); this example
+	// stops after its first event.
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	pool, err := pgxpool.New(ctx, "postgres://localhost/app")
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS lesson_index (id text PRIMARY KEY, title text NOT NULL)`); err != nil {
+		log.Fatal(err)
+	}
 	c, err := dispatch.New(dispatch.Config{
-		Brokers: []string{"localhost:9092"},
+		Brokers: strings.Split(os.Getenv("KAFKA_BROKERS"), ","),
 		Group:   "search-indexer",
 		Topics:  []string{"lessons"},
 		Pool:    pool,
@@ -35,11 +50,13 @@ func ExampleConsumer() {
 	}
 	err = c.HandleTx("lesson-projection", []string{"lesson.*"},
 		dispatch.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, env envelope.Envelope) error {
-			ev, err := envelope.Decode[lessonEvent](env) // a wrong type is parked, not retried
+			lesson, err := envelope.Decode[LessonPublished](env) // a wrong type is dead-lettered, not retried
 			if err != nil {
 				return err
 			}
-			_, err = tx.Exec(ctx, `INSERT INTO lesson_index (id, n) VALUES ($1, $2)`, env.ID, ev.N)
+			_, err = tx.Exec(ctx, `INSERT INTO lesson_index (id, title) VALUES ($1, $2)`, env.ID, lesson.Title)
+			fmt.Println("indexed", lesson.Title)
+			stop() // Run drains: this transaction still commits
 			return err
 		}))
 	if err != nil {
@@ -53,7 +70,8 @@ func ExampleConsumer() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := c.Run(ctx); err != nil { // until SIGTERM, then drains
+	if err := c.Run(ctx); err != nil { // until ctx ends, then drains
 		log.Fatal(err)
 	}
+	// Output: indexed Fractions
 }

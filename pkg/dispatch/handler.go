@@ -76,27 +76,27 @@ func TxFromContext(ctx context.Context) pgx.Tx {
 	return tx
 }
 
-// PermanentError marks an error no retry can fix. The message is parked in
-// the dead letters at once.
-type PermanentError struct{ Err error }
+// permanentError marks an error no retry can fix ([Permanent]).
+type permanentError struct{ Err error }
 
-func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *permanentError) Error() string { return "permanent: " + e.Err.Error() }
 
 // Unwrap returns the wrapped error.
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *permanentError) Unwrap() error { return e.Err }
 
-// Permanent wraps err so it is not retried. Permanent(nil) is nil.
+// Permanent wraps err so it is not retried: the message is parked in the
+// dead letters at once. Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &PermanentError{Err: err}
+	return &permanentError{Err: err}
 }
 
 // IsPermanent reports whether err is not worth a retry: a [Permanent] error
 // or an invalid envelope ([envelope.ErrInvalid]).
 func IsPermanent(err error) bool {
-	var pe *PermanentError
+	var pe *permanentError
 	return errors.As(err, &pe) || errors.Is(err, envelope.ErrInvalid)
 }
 
@@ -138,17 +138,6 @@ type RetryPolicy struct {
 	// error asks for). Defaults to DefaultMaxInterval.
 	MaxInterval time.Duration
 }
-
-// Retry defaults: a failing handler is given 5 attempts within 30 s, and
-// an unreachable or overloaded endpoint or database 10 minutes, which
-// rides out a deploy, a restart or a failover.
-const (
-	DefaultMaxAttempts     = 5
-	DefaultMaxElapsed      = 30 * time.Second
-	DefaultRetryFor        = 10 * time.Minute
-	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMaxInterval     = 5 * time.Second
-)
 
 // check rejects negative fields; what names the policy in the error.
 func (p RetryPolicy) check(what string) error {
@@ -204,9 +193,6 @@ func WithMiddleware(mw ...Middleware) HandlerOption {
 // [Consumer.HandleTx] and DefaultBatchSize for [Consumer.HandleBatchTx].
 func WithBatchSize(n int) HandlerOption { return func(r *registration) { r.batchSize = n } }
 
-// DefaultBatchSize is the batch size of [Consumer.HandleBatchTx] handlers.
-const DefaultBatchSize = 500
-
 type kind int
 
 const (
@@ -237,7 +223,28 @@ type registration struct {
 	matchAll bool
 }
 
+// finish checks the registration and builds what the worker runs: the
+// type matchers, the batch size and the handler wrapped in the consumer's
+// middleware (global) and its own.
 func (r *registration) finish(global []Middleware) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	if err := r.parseTypes(); err != nil {
+		return err
+	}
+	if r.batchSize <= 0 {
+		r.batchSize = 1
+		if r.kind == kindBatchTx {
+			r.batchSize = DefaultBatchSize
+		}
+	}
+	r.wrap(append(append([]Middleware(nil), global...), r.middleware...))
+	return nil
+}
+
+// check rejects a registration no consumer can run.
+func (r *registration) check() error {
 	if r.name == "" || strings.ContainsAny(r.name, " \t\r\n\x00") || !utf8.ValidString(r.name) {
 		return fmt.Errorf("dispatch: handler name %q must be non-empty UTF-8 without spaces", r.name)
 	}
@@ -253,6 +260,11 @@ func (r *registration) finish(global []Middleware) error {
 	if len(r.types) == 0 {
 		return fmt.Errorf("dispatch: handler %s: no event types (use \"*\" for all)", r.name)
 	}
+	return nil
+}
+
+// parseTypes builds the type matchers of matches from r.types.
+func (r *registration) parseTypes() error {
 	r.exact = map[string]bool{}
 	for _, t := range r.types {
 		switch {
@@ -266,13 +278,12 @@ func (r *registration) finish(global []Middleware) error {
 			r.exact[t] = true
 		}
 	}
-	if r.batchSize <= 0 {
-		r.batchSize = 1
-		if r.kind == kindBatchTx {
-			r.batchSize = DefaultBatchSize
-		}
-	}
-	mws := append(append([]Middleware(nil), global...), r.middleware...)
+	return nil
+}
+
+// wrap builds the function the worker calls, wrapped in mws (the first
+// outermost); batch handlers take no middleware.
+func (r *registration) wrap(mws []Middleware) {
 	wrap := func(h Handler) Handler {
 		for i := len(mws) - 1; i >= 0; i-- {
 			h = mws[i](h)
@@ -292,7 +303,6 @@ func (r *registration) finish(global []Middleware) error {
 	case kindBatchTx:
 		r.runBatch = r.batch.HandleBatchTx
 	}
-	return nil
 }
 
 // matches reports whether the handler wants events of type t.

@@ -73,8 +73,8 @@ func events(t testing.TB, n int, typ string) []envelope.Envelope {
 	return out
 }
 
-// produce writes envs to topic with kafka-go.
-func produce(t testing.TB, addrs []string, topic string, envs []envelope.Envelope) {
+// produceToKafka writes envs to topic with kafka-go.
+func produceToKafka(t testing.TB, addrs []string, topic string, envs []envelope.Envelope) {
 	t.Helper()
 	msgs := make([]kafka.Message, len(envs))
 	for i, e := range envs {
@@ -82,23 +82,33 @@ func produce(t testing.TB, addrs []string, topic string, envs []envelope.Envelop
 		require.NoError(t, err)
 		msgs[i] = m
 	}
-	produceRaw(t, addrs, topic, msgs)
+	produceRawToKafka(t, addrs, topic, msgs)
 }
 
-func produceRaw(t testing.TB, addrs []string, topic string, msgs []kafka.Message) {
+// produceRawToKafka writes msgs to topic with kafka-go.
+func produceRawToKafka(t testing.TB, addrs []string, topic string, msgs []kafka.Message) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, produceToKafkaErr(ctx, addrs, topic, msgs))
+}
+
+// produceToKafkaErr writes msgs to topic with kafka-go, hashing keys to
+// partitions.
+func produceToKafkaErr(ctx context.Context, addrs []string, topic string, msgs []kafka.Message) error {
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(addrs...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond,
 		BatchSize: 1000, RequiredAcks: kafka.RequireAll, Transport: tr}
 	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	for len(msgs) > 0 {
 		n := min(len(msgs), 5000)
-		require.NoError(t, w.WriteMessages(ctx, msgs[:n]...))
+		if err := w.WriteMessages(ctx, msgs[:n]...); err != nil {
+			return err
+		}
 		msgs = msgs[n:]
 	}
+	return nil
 }
 
 // countTx is a transactional handler counting events into the handled table.
@@ -172,7 +182,7 @@ func countHandled(t *testing.T, pool *pgxpool.Pool, handler string) (distinct, t
 
 func offsetsOf(t *testing.T, pool *pgxpool.Pool, group, handler string) map[int]int64 {
 	t.Helper()
-	offs, err := dispatch.ListOffsets(context.Background(), pool, group)
+	offs, err := (&dispatch.Admin{Pool: pool}).ListOffsets(context.Background(), group)
 	require.NoError(t, err)
 	out := map[int]int64{}
 	for _, o := range offs {
@@ -282,6 +292,12 @@ func newHookRecorder() *hookRecorder {
 	return &hookRecorder{retries: map[string]int{}, lag: map[lagKey]int64{}, stalls: map[lagKey]dispatch.StallEvent{}}
 }
 
+// hooks returns the consumer hooks that feed h.
+func (h *hookRecorder) hooks() dispatch.Hooks {
+	return dispatch.Hooks{OnHandled: h.OnHandled, OnRetry: h.OnRetry, OnDeadLetter: h.OnDeadLetter,
+		OnRebalance: h.OnRebalance, OnLag: h.OnLag, OnStall: h.OnStall, OnOffsetReset: h.OnOffsetReset}
+}
+
 func (h *hookRecorder) OnStall(e dispatch.StallEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -385,7 +401,7 @@ func (h *hookRecorder) deadLetters() []dispatch.DeadLetterEvent {
 // deadLetters lists the group's dead letters.
 func deadLetters(t *testing.T, pool *pgxpool.Pool, group string) []dispatch.DeadLetter {
 	t.Helper()
-	dls, err := dispatch.ListDeadLetters(context.Background(), pool, dispatch.ListDeadLettersParams{Group: group, Limit: 1000})
+	dls, err := (&dispatch.Admin{Pool: pool}).ListDeadLetters(context.Background(), dispatch.DeadLetterFilter{Group: group, Limit: 1000})
 	require.NoError(t, err)
 	return dls
 }

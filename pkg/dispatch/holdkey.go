@@ -12,15 +12,14 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// WithKeyOrder makes the handler keep per-key order through a dead letter
-// (the consumer binary's on-failure=hold-key): once an event with Kafka
-// key K is dead-lettered for the handler, its later events of K on that
-// partition are not run but stored in pulsebus.held_events, in Kafka
-// order, behind that dead letter (the key's head), while the handler goes
-// on with every other key. When the head is redriven successfully or
+// WithKeyOrder makes the handler keep per-key order through a dead letter:
+// once an event with Kafka key K is dead-lettered for the handler, its
+// later events of K on that partition are not run but stored in
+// pulsebus.held_events, in Kafka order, behind that dead letter (the key's
+// head), while the handler goes on with every other key. When the head is redriven successfully or
 // deleted, the consumer runs the held events, oldest first; one that fails
 // for good becomes the key's new head. Events without a key promise no
-// order and are never held. See the package documentation, "Per-key order
+// order and are never held. See docs/design.md, "Hold-key: per-key order
 // through a dead letter".
 func WithKeyOrder() HandlerOption { return func(r *registration) { r.holdKey = true } }
 
@@ -92,9 +91,8 @@ func (w *worker) commitHeads() {
 		if old, ok := w.held[key]; !ok || old.offset < head.offset {
 			w.held[key] = head
 		}
-		w.c.log.Warn("key held: the handler holds the key's later events behind its dead letter until it is redriven or deleted",
-			"handler", w.key.handler, "topic", w.key.topic, "partition", w.key.partition, "key", key,
-			"head_offset", head.offset, "head_event_id", head.eventID, "dead_letter_id", head.id)
+		w.log.Warn("key held: the handler holds the key's later events behind its dead letter until it is redriven or deleted",
+			"key", key, "head_offset", head.offset, "head_event_id", head.eventID, "dead_letter_id", head.id)
 	}
 	clear(w.pendingHeads)
 }
@@ -149,10 +147,9 @@ func (w *worker) hold(db dbtx, it item, head keyHead) error {
 
 // heldEvent reports an event stored behind its key's head.
 func (w *worker) heldEvent(it item, head keyHead) {
-	w.c.log.Debug("event held behind its key's dead letter", "handler", w.key.handler, "topic", w.key.topic,
-		"partition", w.key.partition, "offset", it.msg.Offset, "key", string(it.msg.Key),
+	w.log.Debug("event held behind its key's dead letter", "offset", it.msg.Offset, "key", string(it.msg.Key),
 		"head_offset", head.offset, "head_event_id", head.eventID, "dead_letter_id", head.id)
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: OutcomeHeld})
 }
 
@@ -174,8 +171,8 @@ func (w *worker) loadHeld(ctx context.Context, cur *cursor) error {
 			return fmt.Errorf("release the keys of %s on %s/%d: %w", k.handler, k.topic, k.partition, err)
 		}
 		if tag.RowsAffected() > 0 {
-			w.c.log.Warn("handler no longer holds keys (on-failure is dead-letter): its dead letters hold no key any more, its held events run now",
-				"handler", k.handler, "topic", k.topic, "partition", k.partition, "heads", tag.RowsAffected())
+			w.log.Warn("handler no longer holds keys: its dead letters hold no key any more, its held events run now",
+				"heads", tag.RowsAffected())
 		}
 	} else {
 		rows, err := pool.Query(ctx, `SELECT id, kafka_offset, coalesce(event_id, ''), message_key FROM pulsebus.dead_letters
@@ -229,8 +226,7 @@ const releaseBatch = 100
 // parked and becomes the key's new head: the rest stay held behind it.
 func (w *worker) release(ctx context.Context, cur *cursor, key []byte) error {
 	k := w.key
-	w.c.log.Info("key released: running its held events in order", "handler", k.handler, "topic", k.topic,
-		"partition", k.partition, "key", string(key))
+	w.log.Info("key released: running its held events in order", "key", string(key))
 	n := 0
 	for {
 		rows, err := w.c.cfg.Pool.Query(ctx, `SELECT id, kafka_offset, message_header_keys, message_header_values,
@@ -264,8 +260,7 @@ func (w *worker) release(ctx context.Context, cur *cursor, key []byte) error {
 			return fmt.Errorf("read the held events of %s on %s/%d: %w", k.handler, k.topic, k.partition, err)
 		}
 		if len(held) == 0 {
-			w.c.log.Info("key no longer held: its held events ran", "handler", k.handler, "topic", k.topic,
-				"partition", k.partition, "key", string(key), "events", n)
+			w.log.Info("key no longer held: its held events ran", "key", string(key), "events", n)
 			delete(w.held, string(key))
 			return nil
 		}

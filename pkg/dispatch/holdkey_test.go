@@ -100,7 +100,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	// the unkeyed event is never held.
 	evs := keyedEvents("K", "K", "L", "K", "M", "M", "")
 	evs[6].ID = "none-7"
-	produce(t, b.kc.Addrs, b.topic, evs)
+	produceToKafka(t, b.kc.Addrs, b.topic, evs)
 	stop := start(t, c)
 
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the other keys handled, K and M held", func() bool {
@@ -117,20 +117,23 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	require.EqualValues(t, 2, heads["tx/K-1"].Held)
 	require.EqualValues(t, 1, heads["tx/M-5"].Held)
 	require.EqualValues(t, 2, heads["plain/K-1"].Held)
-	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc", Handler: "tx"})
+	held, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "tx"})
 	require.NoError(t, err)
 	require.Len(t, held, 3)
 	for _, h := range held {
 		require.NotNil(t, h.HeadID)
 		require.Equal(t, heads["tx/"+string(h.Key)+"-"+map[string]string{"K": "1", "M": "5"}[string(h.Key)]].ID, *h.HeadID)
 	}
+	behindK, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc", ID: heads["tx/K-1"].ID})
+	require.NoError(t, err)
+	require.Len(t, behindK, 2, "the filter's ID selects the events held behind that dead letter")
 	requireOffsetsAtEnd(t, b, "svc", "tx")
 
 	// The sink recovers: a redrive of the heads of K runs K-1, then the
 	// consumer runs K-2 and K-3. A later K event follows them.
 	failing.Store(false)
 	for _, h := range []string{"tx", "plain"} {
-		res, err := c.Redrive(ctx, dispatch.RedriveParams{ID: heads[h+"/K-1"].ID})
+		res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{ID: heads[h+"/K-1"].ID})
 		require.NoError(t, err)
 		require.Equal(t, 1, res.Redriven, "%+v", res)
 	}
@@ -139,7 +142,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	})
 	later := keyedEvents("K", "K", "K", "K", "K", "K", "K", "K")[7:]
 	later[0].ID = "K-8"
-	produce(t, b.kc.Addrs, b.topic, later)
+	produceToKafka(t, b.kc.Addrs, b.topic, later)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-8 handled", func() bool {
 		return len(onlyKey(applied(t, b.db.Pool, "tx"), "K")) == 4 && len(onlyKey(plainSeen(), "K")) == 4
 	})
@@ -147,7 +150,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	require.Equal(t, []string{"K-1", "K-2", "K-4", "K-8"}, onlyKey(plainSeen(), "K"))
 
 	// Deleting M's heads releases M-6 without M-5.
-	gone, err := dispatch.DeleteDeadLetters(ctx, b.db.Pool, dispatch.DeleteDeadLettersParams{Group: "svc", Handler: "tx"})
+	gone, err := (&dispatch.Admin{Pool: b.db.Pool}).DeleteDeadLetters(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "tx"})
 	require.NoError(t, err)
 	require.Len(t, gone, 1)
 	require.EqualValues(t, 1, gone[0].Held)
@@ -156,7 +159,7 @@ func TestConsumer_WithKeyOrderHoldsTheKeyBehindItsDeadLetter(t *testing.T) {
 	})
 	require.Equal(t, []string{"M-6"}, onlyKey(applied(t, b.db.Pool, "tx"), "M"))
 	stop()
-	held, err = dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc", Handler: "tx"})
+	held, err = (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc", Handler: "tx"})
 	require.NoError(t, err)
 	require.Empty(t, held)
 	require.Len(t, applied(t, b.db.Pool, "tx"), 7, "each event applied once: %v", applied(t, b.db.Pool, "tx"))
@@ -196,7 +199,7 @@ func TestConsumer_SIGKILL_HeldKeyExactlyOnceInOrder(t *testing.T) {
 	require.Len(t, hot, hotEvents)
 	_, err = b.db.Pool.Exec(ctx, `INSERT INTO refused VALUES ($1)`, hot[0])
 	require.NoError(t, err)
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	count := func(q string, args ...any) int {
 		var n int
@@ -227,7 +230,7 @@ func TestConsumer_SIGKILL_HeldKeyExactlyOnceInOrder(t *testing.T) {
 	redriver, err := dispatch.New(b.config("held"))
 	require.NoError(t, err)
 	require.NoError(t, redriver.HandleTx("ordered", []string{"*"}, orderedTx, dispatch.WithKeyOrder()))
-	res, err := redriver.Redrive(ctx, dispatch.RedriveParams{Handler: "ordered"})
+	res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: redriver}).Redrive(ctx, dispatch.DeadLetterFilter{Handler: "ordered"})
 	require.NoError(t, err)
 	require.Equal(t, dispatch.RedriveResult{Redriven: 1, Released: 1}, res)
 	testpoll.Until(t, 90*time.Second, 5*time.Millisecond, "the held events running", func() bool { return appliedHot() >= 200 })
@@ -289,7 +292,7 @@ func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
 		return err
 	}), dispatch.WithKeyOrder()))
-	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "K", "L"))
+	produceToKafka(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "K", "L"))
 	stop := start(t, c)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-1 and L-4 applied", func() bool {
 		return len(applied(t, b.db.Pool, "tx")) == 2
@@ -303,7 +306,7 @@ func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
 	})
 	requireOffsetsAtEnd(t, b, "svc", "tx")
 	require.Equal(t, []string{"K-1", "L-4", "K-1", "L-4"}, applied(t, b.db.Pool, "tx"))
-	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+	held, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc"})
 	require.NoError(t, err)
 	require.Len(t, held, 1)
 	require.EqualValues(t, 2, held[0].Offset)
@@ -313,7 +316,7 @@ func TestConsumer_ReplayOfAHeldKey(t *testing.T) {
 	require.Zero(t, dls[0].Attempts-1, "the head was not run again by the replay")
 
 	failing.Store(false)
-	res, err := c.Redrive(ctx, dispatch.RedriveParams{Handler: "tx"})
+	res, err := (&dispatch.Admin{Pool: b.db.Pool, Consumer: c}).Redrive(ctx, dispatch.DeadLetterFilter{Handler: "tx"})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Released)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "K-2 and K-3 applied", func() bool {
@@ -338,13 +341,13 @@ func TestConsumer_WithoutKeyOrderReleasesWhatItHeld(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO applied (handler, event_id) VALUES ('tx', $1)`, env.ID)
 		return err
 	})
-	produce(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "L"))
+	produceToKafka(t, b.kc.Addrs, b.topic, keyedEvents("K", "K", "L"))
 	c, err := dispatch.New(b.config("svc"))
 	require.NoError(t, err)
 	require.NoError(t, c.HandleTx("tx", []string{"*"}, handler, dispatch.WithKeyOrder()))
 	stop := start(t, c)
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "L-3 applied, K-2 held", func() bool {
-		held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+		held, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc"})
 		require.NoError(t, err)
 		return len(applied(t, b.db.Pool, "tx")) == 1 && len(held) == 1
 	})
@@ -362,7 +365,7 @@ func TestConsumer_WithoutKeyOrderReleasesWhatItHeld(t *testing.T) {
 	dls := deadLetters(t, b.db.Pool, "svc")
 	require.Len(t, dls, 1)
 	require.False(t, dls[0].HoldsKey)
-	held, err := dispatch.ListHeldEvents(ctx, b.db.Pool, dispatch.ListHeldEventsParams{Group: "svc"})
+	held, err := (&dispatch.Admin{Pool: b.db.Pool}).ListHeldEvents(ctx, dispatch.DeadLetterFilter{Group: "svc"})
 	require.NoError(t, err)
 	require.Empty(t, held)
 }

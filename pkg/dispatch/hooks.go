@@ -83,51 +83,73 @@ type OffsetResetEvent struct {
 	Low, High int64
 }
 
-// Hooks receive the consumer's events, for metrics. Implementations must be
-// safe for concurrent use and fast: they run on the processing path. Embed
-// [NopHooks] to implement only some methods.
-type Hooks interface {
+// Hooks receive the consumer's events, for metrics: each field, when not
+// nil, is called for its event. A nil field is skipped, so a program sets
+// only those it needs, and a hook added later breaks no caller (as
+// net/http/httptrace.ClientTrace). The functions must be safe for
+// concurrent use and fast: they run on the processing path.
+type Hooks struct {
 	// OnHandled is called once per event and interested handler.
-	OnHandled(e HandledEvent)
+	OnHandled func(e HandledEvent)
 	// OnRetry is called before each retry of a handler; attempt is the
 	// attempt that failed (1 for the first).
-	OnRetry(handler string, attempt int, err error)
+	OnRetry func(handler string, attempt int, err error)
 	// OnDeadLetter is called when a message is parked for a handler.
-	OnDeadLetter(e DeadLetterEvent)
+	OnDeadLetter func(e DeadLetterEvent)
 	// OnRebalance is called when this member joins a new group
 	// generation, with the partitions assigned to it.
-	OnRebalance(assigned map[string][]int)
+	OnRebalance func(assigned map[string][]int)
 	// OnLag reports a handler's lag on a partition: the partition's high
 	// watermark minus the handler's next offset, as last seen.
-	OnLag(handler, topic string, partition int, lag int64)
+	OnLag func(handler, topic string, partition int, lag int64)
 	// OnStall is called when a worker stalls and when it recovers (see
 	// Config.StallTimeout).
-	OnStall(e StallEvent)
+	OnStall func(e StallEvent)
 	// OnOffsetReset is called when a handler offset beyond its partition's
 	// end is reset to the partition's start.
-	OnOffsetReset(e OffsetResetEvent)
+	OnOffsetReset func(e OffsetResetEvent)
 }
 
-// NopHooks implements [Hooks] doing nothing.
-type NopHooks struct{}
+// The consumer calls its hooks through these, which skip nil fields.
 
-// OnHandled does nothing.
-func (NopHooks) OnHandled(HandledEvent) {}
+func (h *Hooks) handled(e HandledEvent) {
+	if h.OnHandled != nil {
+		h.OnHandled(e)
+	}
+}
 
-// OnRetry does nothing.
-func (NopHooks) OnRetry(string, int, error) {}
+func (h *Hooks) retry(handler string, attempt int, err error) {
+	if h.OnRetry != nil {
+		h.OnRetry(handler, attempt, err)
+	}
+}
 
-// OnDeadLetter does nothing.
-func (NopHooks) OnDeadLetter(DeadLetterEvent) {}
+func (h *Hooks) deadLetter(e DeadLetterEvent) {
+	if h.OnDeadLetter != nil {
+		h.OnDeadLetter(e)
+	}
+}
 
-// OnRebalance does nothing.
-func (NopHooks) OnRebalance(map[string][]int) {}
+func (h *Hooks) rebalance(assigned map[string][]int) {
+	if h.OnRebalance != nil {
+		h.OnRebalance(assigned)
+	}
+}
 
-// OnLag does nothing.
-func (NopHooks) OnLag(string, string, int, int64) {}
+func (h *Hooks) lag(handler, topic string, partition int, lag int64) {
+	if h.OnLag != nil {
+		h.OnLag(handler, topic, partition, lag)
+	}
+}
 
-// OnStall does nothing.
-func (NopHooks) OnStall(StallEvent) {}
+func (h *Hooks) stall(e StallEvent) {
+	if h.OnStall != nil {
+		h.OnStall(e)
+	}
+}
 
-// OnOffsetReset does nothing.
-func (NopHooks) OnOffsetReset(OffsetResetEvent) {}
+func (h *Hooks) offsetReset(e OffsetResetEvent) {
+	if h.OnOffsetReset != nil {
+		h.OnOffsetReset(e)
+	}
+}

@@ -28,7 +28,7 @@ func (a *Admin) PreviewReplay(ctx context.Context, p ReplayParams) ([]ReplayChan
 	if err != nil {
 		return nil, err
 	}
-	offs, err := ListOffsets(ctx, a.Pool, p.Group)
+	offs, err := a.ListOffsets(ctx, p.Group)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ func TestAdmin_PreviewReplayShowsWhatReplayWrites(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
 	ctx := context.Background()
-	produce(t, b.kc.Addrs, b.topic, events(t, 6, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 6, "lesson.published"))
 	end := b.kc.EndOffsets(t, b.topic)
 	_, err := b.db.Pool.Exec(ctx, `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
 		VALUES ('svc', 'a', $1, 0, $2)`, b.topic, end[0])

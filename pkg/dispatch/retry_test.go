@@ -65,7 +65,7 @@ func TestConsumer_TransientDatabaseErrorsHeld(t *testing.T) {
 	require.NoError(t, err)
 	envs := events(t, 20, "lesson.published")
 	conflict := envs[len(envs)-1].ID
-	produce(t, b.kc.Addrs, b.topic, envs)
+	produceToKafka(t, b.kc.Addrs, b.topic, envs)
 
 	const window = 1500 * time.Millisecond
 	var (

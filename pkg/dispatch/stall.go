@@ -3,7 +3,6 @@ package dispatch
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -79,7 +78,7 @@ func (c *Consumer) checkStalls(ctx context.Context, every time.Duration) {
 		waiting := int64(-1)
 		if high >= 0 && durable >= 0 {
 			waiting = max(0, high-durable)
-			c.cfg.Hooks.OnLag(w.key.handler, w.key.topic, w.key.partition, waiting)
+			c.cfg.Hooks.lag(w.key.handler, w.key.topic, w.key.partition, waiting)
 		}
 		verdicts[w] = verdict{
 			stalled: waiting != 0 && now.Sub(since) >= c.cfg.StallTimeout,
@@ -110,10 +109,9 @@ func (c *Consumer) checkStalls(ctx context.Context, every time.Duration) {
 		if cause == nil {
 			cause = errNoCause
 		}
-		c.log.Error("handler worker stalled: it has not advanced while messages wait", "handler", w.key.handler,
-			"topic", w.key.topic, "partition", w.key.partition, "for", now.Sub(v.stall.since).Round(time.Second),
+		w.log.Error("handler worker stalled: it has not advanced while messages wait", "for", now.Sub(v.stall.since).Round(time.Second),
 			"waiting", v.stall.waiting, "next_offset", w.durable.Load(), "cause", cause)
-		c.cfg.Hooks.OnStall(StallEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
+		c.cfg.Hooks.stall(StallEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
 			Stalled: true, Since: v.stall.since, Waiting: v.stall.waiting, Cause: v.stall.cause})
 	}
 }
@@ -126,13 +124,9 @@ func (c *Consumer) recovered(w *worker, s stall, why string) {
 	delete(c.stalls, w)
 	c.log.Info("handler worker no longer stalled: "+why, "handler", s.key.handler, "topic", s.key.topic,
 		"partition", s.key.partition)
-	c.cfg.Hooks.OnStall(StallEvent{Handler: s.key.handler, Topic: s.key.topic, Partition: s.key.partition,
+	c.cfg.Hooks.stall(StallEvent{Handler: s.key.handler, Topic: s.key.topic, Partition: s.key.partition,
 		Since: s.since, Waiting: s.waiting, Cause: s.cause})
 }
-
-// ErrStalled is matched by the error of [Consumer.Stalled]: a handler's
-// worker has not advanced for Config.StallTimeout while messages wait.
-var ErrStalled = errors.New("handler stalled")
 
 // Stalled returns an error naming this member's stalled workers (see
 // Config.StallTimeout), or nil when none is. The consumer binary's /readyz

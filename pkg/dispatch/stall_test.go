@@ -56,11 +56,11 @@ func (l *logCapture) find(lvl slog.Level, what, attr string) string {
 func TestConsumer_StalledWorkerIsReported(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
-	produce(t, b.kc.Addrs, b.topic, events(t, 5, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 5, "lesson.published"))
 	hooks := newHookRecorder()
 	logs := &logCapture{min: slog.LevelInfo}
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.Logger = slog.New(logs)
 	cfg.StallTimeout = 2 * time.Second
 	c, err := dispatch.New(cfg)
@@ -81,7 +81,7 @@ func TestConsumer_StalledWorkerIsReported(t *testing.T) {
 		BEGIN RAISE EXCEPTION 'offsets frozen by the test'; END $$;
 		CREATE TRIGGER freeze_offsets BEFORE UPDATE ON pulsebus.handler_offsets FOR EACH ROW EXECUTE FUNCTION freeze_offsets()`)
 	require.NoError(t, err)
-	produce(t, b.kc.Addrs, b.topic, events(t, 7, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 7, "lesson.published"))
 
 	testpoll.Until(t, 30*time.Second, 50*time.Millisecond, "both workers reported stalled", func() bool {
 		return hooks.isStalled("tx", b.topic, 0) && hooks.isStalled("plain", b.topic, 0)
@@ -117,14 +117,14 @@ func TestConsumer_StalledWorkerIsReported(t *testing.T) {
 func TestConsumer_OffsetBeyondTheEndResumesFromTheStart(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
-	produce(t, b.kc.Addrs, b.topic, events(t, 3, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 3, "lesson.published"))
 	_, err := b.db.Pool.Exec(context.Background(), `INSERT INTO pulsebus.handler_offsets (group_id, handler, topic, partition, next_offset)
 		VALUES ('svc', 'tx', $1, 0, 1000)`, b.topic)
 	require.NoError(t, err)
 	hooks := newHookRecorder()
 	logs := &logCapture{min: slog.LevelError}
 	cfg := b.config("svc")
-	cfg.Hooks = hooks
+	cfg.Hooks = hooks.hooks()
 	cfg.Logger = slog.New(logs)
 	c, err := dispatch.New(cfg)
 	require.NoError(t, err)
@@ -134,7 +134,7 @@ func TestConsumer_OffsetBeyondTheEndResumesFromTheStart(t *testing.T) {
 		n, _ := countHandled(t, b.db.Pool, "tx")
 		return n == 3
 	})
-	produce(t, b.kc.Addrs, b.topic, events(t, 2, "lesson.published"))
+	produceToKafka(t, b.kc.Addrs, b.topic, events(t, 2, "lesson.published"))
 	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "later events handled", func() bool {
 		n, _ := countHandled(t, b.db.Pool, "tx")
 		return n == 5

@@ -11,12 +11,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// TransientError marks a failure that is expected to go away on its own —
+// transientError marks a failure that is expected to go away on its own —
 // the other side is restarting, overloaded or briefly unreachable. The
 // consumer retries it for the handler's whole [RetryPolicy.RetryFor],
 // holding the partition for that handler, before it dead-letters the
 // event. See [IsTransient] for the errors recognised without the mark.
-type TransientError struct {
+type transientError struct {
 	Err error
 	// After, when positive, is the least pause before the next attempt,
 	// e.g. an HTTP Retry-After. The pause is the longer of it and the
@@ -24,18 +24,24 @@ type TransientError struct {
 	After time.Duration
 }
 
-func (e *TransientError) Error() string { return e.Err.Error() }
+func (e *transientError) Error() string { return e.Err.Error() }
+
+// RetryAfter is the least pause before the next attempt; 0 for none.
+func (e *transientError) RetryAfter() time.Duration { return e.After }
 
 // Unwrap returns the wrapped error.
-func (e *TransientError) Unwrap() error { return e.Err }
+func (e *transientError) Unwrap() error { return e.Err }
 
-// Transient marks err as transient ([TransientError]). Transient(nil) is
-// nil.
+// Transient marks err as a failure that is expected to go away on its
+// own — the other side is restarting, overloaded or briefly unreachable:
+// the consumer retries it for the handler's whole [RetryPolicy.RetryFor],
+// holding the partition for that handler, before it dead-letters the
+// event. Transient(nil) is nil.
 func Transient(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &TransientError{Err: err}
+	return &transientError{Err: err}
 }
 
 // TransientAfter marks err as transient and asks for no retry sooner than
@@ -45,7 +51,7 @@ func TransientAfter(err error, after time.Duration) error {
 	if err == nil {
 		return nil
 	}
-	return &TransientError{Err: err, After: max(after, 0)}
+	return &transientError{Err: err, After: max(after, 0)}
 }
 
 // IsTransient reports whether err is a failure the consumer rides out for
@@ -69,7 +75,7 @@ func IsTransient(err error) bool {
 	if err == nil || IsPermanent(err) {
 		return false
 	}
-	var te *TransientError
+	var te *transientError
 	if errors.As(err, &te) {
 		return true
 	}
@@ -93,10 +99,10 @@ func IsTransient(err error) bool {
 	return false
 }
 
-// retryAfter returns the pause a [TransientError] in err's chain asks for,
+// retryAfter returns the pause a transientError in err's chain asks for,
 // or 0.
 func retryAfter(err error) time.Duration {
-	var te *TransientError
+	var te *transientError
 	if errors.As(err, &te) {
 		return te.After
 	}

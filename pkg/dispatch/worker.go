@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ type worker struct {
 	c           *Consumer
 	h           *registration
 	key         offsetKey
+	log         *slog.Logger    // the consumer's, with the handler, topic and partition
 	txSetup     string          // see txSetup
 	workCtx     context.Context // handlers and their transactions run under it
 	groupOffset int64           // the group's committed offset at assignment
@@ -89,6 +91,7 @@ func newWorker(c *Consumer, h *registration, workCtx context.Context, topic stri
 		c: c, h: h, workCtx: workCtx, groupOffset: pa.Offset,
 		key:    offsetKey{group: c.cfg.Group, handler: h.name, topic: topic, partition: pa.ID},
 		reload: make(chan struct{}, 1),
+		log:    c.log.With("handler", h.name, "topic", topic, "partition", pa.ID),
 	}
 	w.txSetup = txSetup(c.cfg.TxIdleTimeout)
 	w.durable.Store(-1)
@@ -137,14 +140,12 @@ func (w *worker) run(ctx context.Context) {
 			delay = 100 * time.Millisecond
 			continue
 		case errors.Is(err, errMoved):
-			w.c.log.Info("handler offset changed by a replay or another member; reloading it", "handler", w.key.handler,
-				"topic", w.key.topic, "partition", w.key.partition)
+			w.log.Info("handler offset changed by a replay or another member; reloading it")
 			delay = 100 * time.Millisecond
 			continue
 		}
 		w.setCause(err)
-		w.c.log.Warn("handler worker failed; restarting from its saved offset", "handler", w.key.handler,
-			"topic", w.key.topic, "partition", w.key.partition, "err", err, "in", delay)
+		w.log.Warn("handler worker failed; restarting from its saved offset", "err", err, "in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -184,26 +185,91 @@ func (w *worker) load(ctx context.Context) (cursor, error) {
 	return cur, err
 }
 
+// session is one pass of a worker over its partition, from loading the
+// offset row to a reload, a failure or the generation's end.
+type session struct {
+	cur   cursor
+	seen  *window // the dedupe window; nil when deduplication is off
+	fetch *fetcher
+	batch []kafka.Message // reused by take
+	limit int             // most messages per batch
+
+	hwm      int64     // the partition's high watermark as last seen; -1 before
+	askedHWM time.Time // when the broker was last asked for it
+	started  bool      // a batch was read
+}
+
 // session reads the partition from the handler's saved offset (less the
 // dedupe window, re-read to rebuild it) and handles what it reads until
 // the generation ends, a reload is asked for, or something fails. It saves
 // the progress made before it returns.
 func (w *worker) session(ctx context.Context) error {
-	cur, err := w.load(ctx)
+	s, err := w.openSession(ctx)
 	if err != nil {
 		return err
 	}
+	defer s.fetch.stop()
+	tick := time.NewTicker(w.c.cfg.FlushInterval)
+	defer tick.Stop()
+	for {
+		var end bool
+		select {
+		case <-ctx.Done():
+			return w.flush(&s.cur)
+		case <-w.reload:
+			return w.reloadRequested(s)
+		case err := <-s.fetch.errs:
+			return w.fetchFailed(ctx, s, err)
+		case <-tick.C:
+			end, err = w.onTick(ctx, s)
+		case m := <-s.fetch.msgs:
+			end, err = w.onMessage(ctx, s, m)
+		}
+		if end {
+			return err
+		}
+	}
+}
+
+// openSession loads the handler's offset row and held keys, and starts
+// fetching the partition where the dedupe window begins.
+func (w *worker) openSession(ctx context.Context) (*session, error) {
+	cur, err := w.load(ctx)
+	if err != nil {
+		return nil, err
+	}
 	w.setDurable(cur.durable)
 	if err := w.loadHeld(ctx, &cur); err != nil {
-		return err
+		return nil, err
 	}
+	s := &session{cur: cur, seen: newWindow(w.c.cfg.DedupeWindow), limit: w.batchLimit(), hwm: -1}
+	from := cur.next
+	if s.seen != nil {
+		from = max(0, cur.next-int64(w.c.cfg.DedupeWindow))
+	}
+	r := w.newReader()
+	if err := r.SetOffset(from); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("seek %s/%d to %d: %w", w.key.topic, w.key.partition, from, err)
+	}
+	s.fetch = startFetcher(ctx, r, s.limit)
+	s.batch = make([]kafka.Message, 0, s.limit)
+	return s, nil
+}
+
+// batchLimit is how many messages the worker takes per turn: a plain
+// handler plainFetchBatch, a transactional one its batch size.
+func (w *worker) batchLimit() int {
+	if w.h.kind == kindPlain {
+		return plainFetchBatch
+	}
+	return w.h.batchSize
+}
+
+// newReader returns a reader of the worker's partition, not yet positioned.
+func (w *worker) newReader() *kafka.Reader {
 	cfg := &w.c.cfg
-	seen := newWindow(cfg.DedupeWindow)
-	start := cur.next
-	if seen != nil {
-		start = max(0, cur.next-int64(cfg.DedupeWindow))
-	}
-	r := kafka.NewReader(kafka.ReaderConfig{
+	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        cfg.Brokers,
 		Dialer:         cfg.Dialer,
 		Topic:          w.key.topic,
@@ -215,130 +281,155 @@ func (w *worker) session(ctx context.Context) error {
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
-			w.c.log.Debug("kafka reader: "+fmt.Sprintf(f, a...), "handler", w.key.handler)
+			w.log.Debug("kafka reader: " + fmt.Sprintf(f, a...))
 		}),
 	})
-	if err := r.SetOffset(start); err != nil {
-		_ = r.Close()
-		return fmt.Errorf("seek %s/%d to %d: %w", w.key.topic, w.key.partition, start, err)
-	}
-	max := plainFetchBatch
-	if w.h.kind != kindPlain {
-		max = w.h.batchSize
-	}
-	fetchCtx, cancelFetch := context.WithCancel(ctx)
-	msgs := make(chan kafka.Message, max)
-	pumpErr := make(chan error, 1)
-	pumpDone := make(chan struct{})
+}
+
+// fetcher reads a partition in its own goroutine into a bounded channel,
+// so that a session can wait for messages, its ticker and a reload at once.
+type fetcher struct {
+	r      *kafka.Reader
+	msgs   chan kafka.Message
+	errs   chan error // the error that ended the fetching
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startFetcher(ctx context.Context, r *kafka.Reader, buffer int) *fetcher {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &fetcher{r: r, msgs: make(chan kafka.Message, buffer), errs: make(chan error, 1), cancel: cancel,
+		done: make(chan struct{})}
 	go func() {
-		defer close(pumpDone)
+		defer close(f.done)
 		for {
-			m, err := r.FetchMessage(fetchCtx)
+			m, err := r.FetchMessage(ctx)
 			if err != nil {
-				pumpErr <- err
+				f.errs <- err
 				return
 			}
 			select {
-			case msgs <- m:
-			case <-fetchCtx.Done():
-				pumpErr <- fetchCtx.Err()
+			case f.msgs <- m:
+			case <-ctx.Done():
+				f.errs <- ctx.Err()
 				return
 			}
 		}
 	}()
-	defer func() {
-		cancelFetch()
-		<-pumpDone
-		_ = r.Close()
-	}()
+	return f
+}
 
-	tick := time.NewTicker(cfg.FlushInterval)
-	defer tick.Stop()
-	hwm := int64(-1)
-	var askedHWM time.Time
-	first := true
-	batch := make([]kafka.Message, 0, max)
-	for {
+// stop ends the fetching and closes the reader.
+func (f *fetcher) stop() {
+	f.cancel()
+	<-f.done
+	_ = f.r.Close()
+}
+
+// take returns a batch of m and the messages already buffered behind it,
+// up to the session's limit.
+func (s *session) take(m kafka.Message) []kafka.Message {
+	s.batch = append(s.batch[:0], m)
+	for len(s.batch) < s.limit {
 		select {
-		case <-ctx.Done():
-			return w.flush(&cur)
-		case <-w.reload:
-			if err := w.flush(&cur); err != nil && !errors.Is(err, errMoved) {
-				return err
-			}
-			return errReload
-		case err := <-pumpErr:
-			if ctx.Err() != nil {
-				return w.flush(&cur)
-			}
-			_ = w.flush(&cur)
-			return fmt.Errorf("fetch %s/%d: %w", w.key.topic, w.key.partition, err)
-		case <-tick.C:
-			if err := w.flush(&cur); err != nil {
-				return err
-			}
-			if hwm < 0 && time.Since(askedHWM) >= hwmAskInterval {
-				// Nothing fetched yet (a caught-up handler after a start,
-				// or an offset beyond the partition's end): ask the
-				// broker, so the lag series exists at 0 rather than not
-				// at all, and an offset past the end is not waited on.
-				askedHWM = time.Now()
-				hwm = w.highWatermark(ctx)
-				if hwm >= 0 && cur.next > hwm {
-					return w.resetBeyondEnd(ctx, &cur, hwm)
-				}
-			}
-			w.reportLag(hwm, &cur)
-			if hwm >= 0 && cur.durable >= hwm {
-				w.progressed() // nothing waits
-			}
-		case m := <-msgs:
-			if ctx.Err() != nil {
-				// The generation ended while messages were buffered: take
-				// no more (select picks among ready cases at random).
-				return w.flush(&cur)
-			}
-			batch = append(batch[:0], m)
-		fill:
-			for len(batch) < max {
-				select {
-				case m := <-msgs:
-					batch = append(batch, m)
-				default:
-					break fill
-				}
-			}
-			if first {
-				first = false
-				if off := batch[0].Offset; off > cur.next {
-					w.c.log.Warn("offsets missing on the broker (deleted by retention, or compacted): the handler skips them",
-						"handler", w.key.handler, "topic", w.key.topic, "partition", w.key.partition,
-						"from", cur.next, "to", off-1)
-				}
-			}
-			hwm = batch[len(batch)-1].HighWaterMark
-			if cur.next > hwm {
-				// Read while rebuilding the dedupe window: the partition
-				// ends before the handler's offset.
-				return w.resetBeyondEnd(ctx, &cur, hwm)
-			}
-			if err := w.process(ctx, &cur, seen, batch); err != nil {
-				if errors.Is(err, errStopped) {
-					return w.flush(&cur)
-				}
-				if !errors.Is(err, errMoved) {
-					_ = w.flush(&cur)
-				}
-				return err
-			}
-			if cur.next-cur.durable >= int64(cfg.FlushMessages) {
-				if err := w.flush(&cur); err != nil {
-					return err
-				}
-				w.reportLag(hwm, &cur)
-			}
+		case m := <-s.fetch.msgs:
+			s.batch = append(s.batch, m)
+		default:
+			return s.batch
 		}
 	}
+	return s.batch
+}
+
+// reloadRequested ends the session for a reload (a replay, a released
+// key): it saves the progress first, unless the row already moved.
+func (w *worker) reloadRequested(s *session) error {
+	if err := w.flush(&s.cur); err != nil && !errors.Is(err, errMoved) {
+		return err
+	}
+	return errReload
+}
+
+// fetchFailed ends the session when reading the partition failed, saving
+// the progress; the end of the generation is no failure.
+func (w *worker) fetchFailed(ctx context.Context, s *session, err error) error {
+	if ctx.Err() != nil {
+		return w.flush(&s.cur)
+	}
+	_ = w.flush(&s.cur)
+	return fmt.Errorf("fetch %s/%d: %w", w.key.topic, w.key.partition, err)
+}
+
+// onTick saves a plain handler's progress and reports the lag. Until a
+// batch is read (a caught-up handler after a start, or an offset beyond
+// the partition's end) it asks the broker for the high watermark, so the
+// lag series exists at 0 rather than not at all, and an offset past the
+// end is not waited on. end reports that the session ends with err.
+func (w *worker) onTick(ctx context.Context, s *session) (end bool, err error) {
+	if err := w.flush(&s.cur); err != nil {
+		return true, err
+	}
+	if s.hwm < 0 && time.Since(s.askedHWM) >= hwmAskInterval {
+		s.askedHWM = time.Now()
+		s.hwm = w.highWatermark(ctx)
+		if s.hwm >= 0 && s.cur.next > s.hwm {
+			return true, w.resetBeyondEnd(ctx, &s.cur, s.hwm)
+		}
+	}
+	w.reportLag(s.hwm, &s.cur)
+	if s.hwm >= 0 && s.cur.durable >= s.hwm {
+		w.progressed() // nothing waits
+	}
+	return false, nil
+}
+
+// onMessage handles m and the messages buffered behind it as one batch,
+// and saves a plain handler's progress every Config.FlushMessages. end
+// reports that the session ends with err.
+func (w *worker) onMessage(ctx context.Context, s *session, m kafka.Message) (end bool, err error) {
+	if ctx.Err() != nil {
+		// The generation ended while messages were buffered: take no more
+		// (select picks among ready cases at random).
+		return true, w.flush(&s.cur)
+	}
+	batch := s.take(m)
+	if !s.started {
+		s.started = true
+		if off := batch[0].Offset; off > s.cur.next {
+			w.log.Warn("offsets missing on the broker (deleted by retention, or compacted): the handler skips them",
+				"from", s.cur.next, "to", off-1)
+		}
+	}
+	s.hwm = batch[len(batch)-1].HighWaterMark
+	if s.cur.next > s.hwm {
+		// Read while rebuilding the dedupe window: the partition ends
+		// before the handler's offset.
+		return true, w.resetBeyondEnd(ctx, &s.cur, s.hwm)
+	}
+	if err := w.process(ctx, &s.cur, s.seen, batch); err != nil {
+		return true, w.processFailed(&s.cur, err)
+	}
+	if s.cur.next-s.cur.durable >= int64(w.c.cfg.FlushMessages) {
+		if err := w.flush(&s.cur); err != nil {
+			return true, err
+		}
+		w.reportLag(s.hwm, &s.cur)
+	}
+	return false, nil
+}
+
+// processFailed is how a session ends when handling a batch returned err:
+// errStopped (the generation ended during a retry) saves the progress and
+// ends it cleanly; any other error saves what it can, except when the row
+// moved, which nothing may overwrite.
+func (w *worker) processFailed(cur *cursor, err error) error {
+	if errors.Is(err, errStopped) {
+		return w.flush(cur)
+	}
+	if !errors.Is(err, errMoved) {
+		_ = w.flush(cur)
+	}
+	return err
 }
 
 // flush persists progress not yet saved (plain handlers, and messages a
@@ -379,10 +470,9 @@ func (w *worker) resetBeyondEnd(ctx context.Context, cur *cursor, high int64) er
 		return err
 	}
 	w.setDurable(cur.durable)
-	w.c.log.Error("handler offset beyond the partition's end (the topic was recreated, or a replay went past the end): resuming from the partition's start",
-		"handler", w.key.handler, "topic", w.key.topic, "partition", w.key.partition, "saved_offset", saved,
-		"high_watermark", high, "resumed_at", low)
-	w.c.cfg.Hooks.OnOffsetReset(OffsetResetEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
+	w.log.Error("handler offset beyond the partition's end (the topic was recreated, or a replay went past the end): resuming from the partition's start",
+		"saved_offset", saved, "high_watermark", high, "resumed_at", low)
+	w.c.cfg.Hooks.offsetReset(OffsetResetEvent{Handler: w.key.handler, Topic: w.key.topic, Partition: w.key.partition,
 		Saved: saved, Low: low, High: high})
 	return errReload
 }
@@ -394,8 +484,7 @@ func (w *worker) highWatermark(ctx context.Context) int64 {
 	defer cancel()
 	off, err := w.c.offs.resolve(ctx, w.key.topic, w.key.partition, kafka.LastOffset)
 	if err != nil {
-		w.c.log.Debug("high watermark for the lag gauge", "handler", w.key.handler,
-			"topic", w.key.topic, "partition", w.key.partition, "err", err)
+		w.log.Debug("high watermark for the lag gauge", "err", err)
 		return -1
 	}
 	return off
@@ -403,7 +492,7 @@ func (w *worker) highWatermark(ctx context.Context) int64 {
 
 func (w *worker) reportLag(hwm int64, cur *cursor) {
 	if hwm >= 0 {
-		w.c.cfg.Hooks.OnLag(w.key.handler, w.key.topic, w.key.partition, max(0, hwm-cur.next))
+		w.c.cfg.Hooks.lag(w.key.handler, w.key.topic, w.key.partition, max(0, hwm-cur.next))
 	}
 }
 
@@ -433,7 +522,7 @@ func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []it
 			continue
 		}
 		if dup {
-			w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
+			w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
 				Offset: m.Offset, EventType: string(typ), Outcome: OutcomeSkippedDuplicate})
 			continue
 		}
@@ -447,7 +536,7 @@ func (w *worker) classify(cur *cursor, seen *window, batch []kafka.Message) []it
 				continue
 			}
 			if !hasID && seen.observe(env.ID) {
-				w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
+				w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: m.Topic, Partition: m.Partition,
 					Offset: m.Offset, EventType: env.Type, Outcome: OutcomeSkippedDuplicate})
 				continue
 			}
@@ -645,7 +734,7 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 		}
 		return nil
 	}
-	w.c.log.Debug("batch failed; handling its events one by one", "handler", w.key.handler, "size", len(items), "err", err)
+	w.log.Debug("batch failed; handling its events one by one", "size", len(items), "err", err)
 	for _, it := range items {
 		if it.msg.Offset < cur.next {
 			continue
@@ -788,7 +877,7 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 		if !ok {
 			return attempt, err
 		}
-		w.c.cfg.Hooks.OnRetry(w.key.handler, attempt, err)
+		w.c.cfg.Hooks.retry(w.key.handler, attempt, err)
 		if w.span != nil {
 			w.span.AddEvent("retry", trace.WithAttributes(tracing.PulseBusAttempt.Int(attempt),
 				attribute.Bool("pulsebus.transient", transient), attribute.String("exception.message", err.Error())))
@@ -797,13 +886,12 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 		if transient && !held {
 			held = true
 			if err := w.flush(cur); err != nil {
-				w.c.log.Debug("saving progress before holding the partition", "handler", w.key.handler, "err", err)
+				w.log.Debug("saving progress before holding the partition", "err", err)
 			}
-			w.c.log.Warn("handler failed transiently; holding the partition for it and retrying", "handler", w.key.handler,
-				"topic", w.key.topic, "partition", w.key.partition, "retry_for", p.RetryFor, "err", err)
+			w.log.Warn("handler failed transiently; holding the partition for it and retrying", "retry_for", p.RetryFor,
+				"err", err)
 		}
-		w.c.log.Debug("handler failed; retrying", "handler", w.key.handler, "topic", w.key.topic,
-			"partition", w.key.partition, "attempt", attempt, "in", d, "transient", transient, "err", err)
+		w.log.Debug("handler failed; retrying", "attempt", attempt, "in", d, "transient", transient, "err", err)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -841,8 +929,8 @@ func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Ti
 	d.holdsKey = w.h.holdKey && len(it.msg.Key) > 0
 	id, stored, err := insertDeadLetter(w.workCtx, db, d)
 	if err == nil && !stored {
-		w.c.log.Error("dead letter stored without its message: storing the message failed; the row keeps its position",
-			"handler", w.key.handler, "topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset)
+		w.log.Error("dead letter stored without its message: storing the message failed; the row keeps its position",
+			"offset", it.msg.Offset)
 	}
 	if err == nil && d.holdsKey {
 		w.pendingHead(it, id)
@@ -864,16 +952,15 @@ func (w *worker) handled(it item, attempts int, d time.Duration) {
 	if attempts > 1 {
 		out = OutcomeRetried
 	}
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: out, Attempts: attempts, Duration: d})
 }
 
 func (w *worker) parked(it item, cause error, attempts int, d time.Duration) {
-	w.c.log.Warn("message parked in the dead letters", "handler", w.key.handler, "topic", it.msg.Topic,
-		"partition", it.msg.Partition, "offset", it.msg.Offset, "attempts", attempts, "err", cause)
-	w.c.cfg.Hooks.OnDeadLetter(DeadLetterEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.log.Warn("message parked in the dead letters", "offset", it.msg.Offset, "attempts", attempts, "err", cause)
+	w.c.cfg.Hooks.deadLetter(DeadLetterEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, Attempts: attempts, Err: cause})
-	w.c.cfg.Hooks.OnHandled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
+	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: OutcomeDeadLettered,
 		Attempts: attempts, Duration: d})
 }

@@ -112,7 +112,7 @@ func runPulsebusDispatch(ctx context.Context, spec Spec, ready func(), start <-c
 		Group:   spec.Group,
 		Topics:  []string{spec.Topic},
 		Pool:    pool,
-		Hooks:   hooks,
+		Hooks:   hooks.hooks(),
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -201,7 +201,6 @@ func runPulsebusDispatch(ctx context.Context, spec Spec, ready func(), start <-c
 // dispatchHooks counts retries and dead letters: a benchmark run has
 // neither unless something is wrong.
 type dispatchHooks struct {
-	dispatch.NopHooks
 	retries, dead, rebalances atomic.Int64
 	lastErr                   atomic.Value
 }
@@ -219,3 +218,8 @@ func (h *dispatchHooks) OnDeadLetter(e dispatch.DeadLetterEvent) {
 }
 
 func (h *dispatchHooks) OnRebalance(map[string][]int) { h.rebalances.Add(1) }
+
+// hooks returns the consumer hooks that feed h.
+func (h *dispatchHooks) hooks() dispatch.Hooks {
+	return dispatch.Hooks{OnRetry: h.OnRetry, OnDeadLetter: h.OnDeadLetter, OnRebalance: h.OnRebalance}
+}

@@ -59,9 +59,9 @@ func WithConstLabels(l prometheus.Labels) Option { return func(o *options) { o.c
 // Defaults to time.Now. For tests.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-// Metrics implements [dispatch.Hooks] with Prometheus metrics and is a
-// [prometheus.Collector]: register it, then pass it as Config.Hooks. It is
-// safe for concurrent use.
+// Metrics records the consumer's events ([Metrics.Hooks]) as Prometheus
+// metrics and is a [prometheus.Collector]: register it, then pass
+// m.Hooks() as Config.Hooks. It is safe for concurrent use.
 type Metrics struct {
 	handled        *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
@@ -83,8 +83,6 @@ type lagKey struct {
 	handler, topic string
 	partition      int
 }
-
-var _ dispatch.Hooks = (*Metrics)(nil)
 
 // New returns the consumer metrics, not yet registered.
 func New(opts ...Option) *Metrics {
@@ -121,6 +119,19 @@ func New(opts ...Option) *Metrics {
 		now:      o.now,
 		lagSet:   map[lagKey]struct{}{},
 		stallSet: map[lagKey]struct{}{},
+	}
+}
+
+// Hooks returns the consumer hooks that feed m: every field is set.
+func (m *Metrics) Hooks() dispatch.Hooks {
+	return dispatch.Hooks{
+		OnHandled:     m.onHandled,
+		OnRetry:       m.onRetry,
+		OnDeadLetter:  m.onDeadLetter,
+		OnRebalance:   m.onRebalance,
+		OnLag:         m.onLag,
+		OnStall:       m.onStall,
+		OnOffsetReset: m.onOffsetReset,
 	}
 }
 
@@ -162,9 +173,9 @@ func (m *Metrics) InitHandlers(handlers ...string) {
 	}
 }
 
-// OnHandled counts the event by outcome and observes its duration and, for
+// onHandled counts the event by outcome and observes its duration and, for
 // handled events with a time, its commit-to-handle latency.
-func (m *Metrics) OnHandled(e dispatch.HandledEvent) {
+func (m *Metrics) onHandled(e dispatch.HandledEvent) {
 	m.handled.WithLabelValues(e.Handler, string(e.Outcome)).Inc()
 	if e.Outcome == dispatch.OutcomeSkippedDuplicate || e.Outcome == dispatch.OutcomeHeld {
 		return
@@ -175,19 +186,19 @@ func (m *Metrics) OnHandled(e dispatch.HandledEvent) {
 	}
 }
 
-// OnRetry counts a retry.
-func (m *Metrics) OnRetry(handler string, _ int, _ error) {
+// onRetry counts a retry.
+func (m *Metrics) onRetry(handler string, _ int, _ error) {
 	m.retries.WithLabelValues(handler).Inc()
 }
 
-// OnDeadLetter counts a parked message.
-func (m *Metrics) OnDeadLetter(e dispatch.DeadLetterEvent) {
+// onDeadLetter counts a parked message.
+func (m *Metrics) onDeadLetter(e dispatch.DeadLetterEvent) {
 	m.deadLetters.WithLabelValues(e.Handler).Inc()
 }
 
-// OnRebalance counts the generation and deletes the lag series of
+// onRebalance counts the generation and deletes the lag series of
 // partitions this member no longer owns.
-func (m *Metrics) OnRebalance(assigned map[string][]int) {
+func (m *Metrics) onRebalance(assigned map[string][]int) {
 	m.rebalances.Inc()
 	owned := map[lagKey]bool{}
 	for topic, parts := range assigned {
@@ -205,10 +216,10 @@ func (m *Metrics) OnRebalance(assigned map[string][]int) {
 	}
 }
 
-// OnLag sets the lag gauge. The first report of a handler also creates its
+// onLag sets the lag gauge. The first report of a handler also creates its
 // stalled workers and offset resets series at 0, so alerts see 0 rather
 // than nothing.
-func (m *Metrics) OnLag(handler, topic string, partition int, lag int64) {
+func (m *Metrics) onLag(handler, topic string, partition int, lag int64) {
 	k := lagKey{handler: handler, topic: topic, partition: partition}
 	m.mu.Lock()
 	if _, ok := m.lagSet[k]; !ok {
@@ -220,9 +231,9 @@ func (m *Metrics) OnLag(handler, topic string, partition int, lag int64) {
 	m.mu.Unlock()
 }
 
-// OnStall counts the worker in the stalled workers gauge while it is
+// onStall counts the worker in the stalled workers gauge while it is
 // stalled.
-func (m *Metrics) OnStall(e dispatch.StallEvent) {
+func (m *Metrics) onStall(e dispatch.StallEvent) {
 	k := lagKey{handler: e.Handler, topic: e.Topic, partition: e.Partition}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,7 +248,7 @@ func (m *Metrics) OnStall(e dispatch.StallEvent) {
 	}
 }
 
-// OnOffsetReset counts the reset.
-func (m *Metrics) OnOffsetReset(e dispatch.OffsetResetEvent) {
+// onOffsetReset counts the reset.
+func (m *Metrics) onOffsetReset(e dispatch.OffsetResetEvent) {
 	m.offsetResets.WithLabelValues(e.Handler).Inc()
 }

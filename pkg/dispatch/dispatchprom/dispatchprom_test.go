@@ -30,19 +30,19 @@ func setup(t *testing.T, opts ...dispatchprom.Option) (*dispatchprom.Metrics, *p
 func TestMetrics_Handled(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t, dispatchprom.WithDurationBuckets([]float64{0.01, 1}), dispatchprom.WithLatencyBuckets([]float64{1, 10}))
-	m.OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeOK, Attempts: 1,
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeOK, Attempts: 1,
 		Duration: 5 * time.Millisecond, EventTime: t0.Add(-2 * time.Second)})
-	m.OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeRetried, Attempts: 3,
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeRetried, Attempts: 3,
 		Duration: 500 * time.Millisecond, EventTime: t0.Add(-500 * time.Millisecond)})
 	// Dead-lettered: duration counted, no commit-to-handle latency.
-	m.OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeDeadLettered, Attempts: 5,
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeDeadLettered, Attempts: 5,
 		Duration: 2 * time.Second, EventTime: t0.Add(-time.Hour)})
 	// Skipped duplicates: counted only.
-	m.OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeSkippedDuplicate})
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeSkippedDuplicate})
 	// A malformed message parked without a time: no latency.
-	m.OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeDeadLettered})
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeDeadLettered})
 	// An event time in the future (clock skew) is observed as 0, not negative.
-	m.OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeOK, Attempts: 1,
+	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeOK, Attempts: 1,
 		Duration: time.Millisecond, EventTime: t0.Add(time.Minute)})
 
 	want := `
@@ -85,12 +85,12 @@ pulsebus_consumer_commit_to_handle_seconds_count{handler="idx"} 2
 func TestMetrics_RetriesDeadLettersRebalances(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
-	m.OnRetry("hook", 1, errors.New("503"))
-	m.OnRetry("hook", 2, errors.New("503"))
-	m.OnRetry("idx", 1, errors.New("deadlock"))
-	m.OnDeadLetter(dispatch.DeadLetterEvent{Handler: "hook", Topic: "t", Partition: 2, Offset: 7, Attempts: 3, Err: errors.New("503")})
-	m.OnRebalance(map[string][]int{"t": {0, 1}})
-	m.OnRebalance(map[string][]int{})
+	m.Hooks().OnRetry("hook", 1, errors.New("503"))
+	m.Hooks().OnRetry("hook", 2, errors.New("503"))
+	m.Hooks().OnRetry("idx", 1, errors.New("deadlock"))
+	m.Hooks().OnDeadLetter(dispatch.DeadLetterEvent{Handler: "hook", Topic: "t", Partition: 2, Offset: 7, Attempts: 3, Err: errors.New("503")})
+	m.Hooks().OnRebalance(map[string][]int{"t": {0, 1}})
+	m.Hooks().OnRebalance(map[string][]int{})
 
 	want := `
 # HELP pulsebus_consumer_retries_total Handler attempts that failed and were retried.
@@ -112,15 +112,15 @@ pulsebus_consumer_rebalances_total 2
 func TestMetrics_LagDroppedAfterRebalance(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
-	m.OnRebalance(map[string][]int{"a": {0, 1}, "b": {0}})
-	m.OnLag("idx", "a", 0, 10)
-	m.OnLag("idx", "a", 1, 20)
-	m.OnLag("hook", "a", 1, 5)
-	m.OnLag("idx", "b", 0, 0)
-	m.OnLag("idx", "a", 0, 3) // replaces 10
+	m.Hooks().OnRebalance(map[string][]int{"a": {0, 1}, "b": {0}})
+	m.Hooks().OnLag("idx", "a", 0, 10)
+	m.Hooks().OnLag("idx", "a", 1, 20)
+	m.Hooks().OnLag("hook", "a", 1, 5)
+	m.Hooks().OnLag("idx", "b", 0, 0)
+	m.Hooks().OnLag("idx", "a", 0, 3) // replaces 10
 
 	require.Equal(t, 4, strings.Count(gather(t, reg, dispatchprom.NameLag), "\npulsebus_consumer_lag{"))
-	m.OnRebalance(map[string][]int{"a": {1}})
+	m.Hooks().OnRebalance(map[string][]int{"a": {1}})
 	want := `
 # HELP pulsebus_consumer_lag Messages a handler is behind on a partition this member owns: high watermark minus next offset.
 # TYPE pulsebus_consumer_lag gauge
@@ -129,7 +129,7 @@ pulsebus_consumer_lag{handler="idx",partition="1",topic="a"} 20
 `
 	require.Equal(t, strings.TrimLeft(want, "\n"), gather(t, reg, dispatchprom.NameLag))
 
-	m.OnRebalance(nil)
+	m.Hooks().OnRebalance(nil)
 	require.Empty(t, gather(t, reg, dispatchprom.NameLag))
 }
 
@@ -139,13 +139,13 @@ func TestMetrics_StalledWorkersAndOffsetResets(t *testing.T) {
 	t.Parallel()
 	m, reg := setup(t)
 	cause := errors.New("offset write failed")
-	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause})
-	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause}) // again: counted once
-	m.OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 1, Stalled: true})
-	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1, Stalled: true})
-	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1})
-	m.OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1}) // again: no negative count
-	m.OnOffsetReset(dispatch.OffsetResetEvent{Handler: "idx", Topic: "a", Partition: 0, Saved: 99, Low: 0, High: 3})
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause})
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 0, Stalled: true, Cause: cause}) // again: counted once
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "idx", Topic: "a", Partition: 1, Stalled: true})
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1, Stalled: true})
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1})
+	m.Hooks().OnStall(dispatch.StallEvent{Handler: "hook", Topic: "a", Partition: 1}) // again: no negative count
+	m.Hooks().OnOffsetReset(dispatch.OffsetResetEvent{Handler: "idx", Topic: "a", Partition: 0, Saved: 99, Low: 0, High: 3})
 	want := `
 # HELP pulsebus_consumer_stalled_workers Handler workers (one per handler and partition) that have not advanced for the stall timeout while messages wait.
 # TYPE pulsebus_consumer_stalled_workers gauge
@@ -169,9 +169,9 @@ func TestMetrics_ConstLabelsAndLint(t *testing.T) {
 	require.NoError(t, reg.Register(b))
 	require.Error(t, reg.Register(dispatchprom.New(dispatchprom.WithConstLabels(prometheus.Labels{"group": "a"}))),
 		"registering the same metrics twice must fail")
-	a.OnRetry("h", 1, nil)
-	b.OnRetry("h", 1, nil)
-	b.OnRetry("h", 2, nil)
+	a.Hooks().OnRetry("h", 1, nil)
+	b.Hooks().OnRetry("h", 1, nil)
+	b.Hooks().OnRetry("h", 2, nil)
 	want := `
 # HELP pulsebus_consumer_retries_total Handler attempts that failed and were retried.
 # TYPE pulsebus_consumer_retries_total counter
@@ -180,10 +180,10 @@ pulsebus_consumer_retries_total{group="b",handler="h"} 2
 `
 	require.Equal(t, strings.TrimLeft(want, "\n"), gather(t, reg, dispatchprom.NameRetries))
 
-	a.OnHandled(dispatch.HandledEvent{Handler: "h", Outcome: dispatch.OutcomeOK, EventTime: time.Now()})
-	a.OnLag("h", "t", 0, 1)
-	a.OnRebalance(map[string][]int{"t": {0}})
-	a.OnDeadLetter(dispatch.DeadLetterEvent{Handler: "h"})
+	a.Hooks().OnHandled(dispatch.HandledEvent{Handler: "h", Outcome: dispatch.OutcomeOK, EventTime: time.Now()})
+	a.Hooks().OnLag("h", "t", 0, 1)
+	a.Hooks().OnRebalance(map[string][]int{"t": {0}})
+	a.Hooks().OnDeadLetter(dispatch.DeadLetterEvent{Handler: "h"})
 	_, err := reg.Gather() // the pedantic registry checks the metrics' consistency
 	require.NoError(t, err)
 }
@@ -237,6 +237,6 @@ pulsebus_consumer_dead_letters_total{handler="idx"} 0
 	require.Equal(t, strings.TrimLeft(want, "\n"), gather(t, reg, dispatchprom.NameEventsHandled, dispatchprom.NameRetries,
 		dispatchprom.NameDeadLetters, dispatchprom.NameHandlerDuration, dispatchprom.NameLag))
 
-	m.OnDeadLetter(dispatch.DeadLetterEvent{Handler: "hook"})
+	m.Hooks().OnDeadLetter(dispatch.DeadLetterEvent{Handler: "hook"})
 	require.Contains(t, gather(t, reg, dispatchprom.NameDeadLetters), `pulsebus_consumer_dead_letters_total{handler="hook"} 1`)
 }

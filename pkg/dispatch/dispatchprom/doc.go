@@ -1,11 +1,11 @@
 // Package dispatchprom exports a [dispatch.Consumer]'s hooks as Prometheus
 // metrics, the way franz-go's plugin/kprom does for its client: the consumer
-// engine knows nothing of Prometheus, this adapter implements
-// [dispatch.Hooks] and is a [prometheus.Collector].
+// engine knows nothing of Prometheus; [Metrics.Hooks] feeds this adapter,
+// a [prometheus.Collector].
 //
 //	m := dispatchprom.New()
 //	prometheus.MustRegister(m)
-//	c, err := dispatch.New(dispatch.Config{..., Hooks: m})
+//	c, err := dispatch.New(dispatch.Config{..., Hooks: m.Hooks()})
 //	// after registering the handlers:
 //	m.InitHandlers("search-indexer", "crm")
 //	prometheus.MustRegister(dispatchprom.NewDeadLetterGauges(pool, group,

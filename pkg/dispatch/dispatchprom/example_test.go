@@ -16,13 +16,14 @@ func Example() {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
 
-	cfg := dispatch.Config{Hooks: m /* Brokers, Group, Topics, Pool, ... */}
+	cfg := dispatch.Config{Hooks: m.Hooks() /* Brokers, Group, Topics, Pool, ... */}
 	_ = cfg
 
 	// What the consumer reports while it runs:
-	m.OnHandled(dispatch.HandledEvent{Handler: "search-indexer", Outcome: dispatch.OutcomeOK,
+	hooks := m.Hooks()
+	hooks.OnHandled(dispatch.HandledEvent{Handler: "search-indexer", Outcome: dispatch.OutcomeOK,
 		Duration: 3 * time.Millisecond, EventTime: time.Now().Add(-40 * time.Millisecond)})
-	m.OnLag("search-indexer", "edupulse.events", 0, 12)
+	hooks.OnLag("search-indexer", "edupulse.events", 0, 12)
 
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {

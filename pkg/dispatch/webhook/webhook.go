@@ -23,9 +23,9 @@ import (
 // DefaultTimeout bounds one delivery attempt when Config.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
-// MaxBodySnippet is how many bytes of a failed response's body an error
+// maxBodySnippet is how many bytes of a failed response's body an error
 // quotes.
-const MaxBodySnippet = 256
+const maxBodySnippet = 256
 
 // IdempotencyKeyHeader carries the event id, for endpoints that deduplicate
 // by this common header rather than by ce-id.
@@ -174,7 +174,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, MaxBodySnippet))
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodySnippet))
 	serr := &StatusError{
 		URL:        h.safeURL,
 		StatusCode: resp.StatusCode,
@@ -183,7 +183,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 		RetryAfter: resp.Header.Get("Retry-After"),
 		Location:   RedactURL(resp.Header.Get("Location")),
 	}
-	if RetryableStatus(resp.StatusCode) {
+	if retryableStatus(resp.StatusCode) {
 		return dispatch.TransientAfter(serr, ParseRetryAfter(serr.RetryAfter, time.Now()))
 	}
 	return dispatch.Permanent(serr)
@@ -194,7 +194,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 // (the id as the producer wrote it; no time when it had none; the Kafka key
 // only as the partitionkey extension when the producer set that).
 func setHeaders(hdr http.Header, env envelope.Envelope) {
-	set := func(name, value string) { hdr.Set(name, EncodeHeaderValue(value)) }
+	set := func(name, value string) { hdr.Set(name, encodeHeaderValue(value)) }
 	set("ce-specversion", envelope.SpecVersion)
 	set("ce-id", env.ID)
 	set("ce-type", env.Type)
@@ -214,7 +214,7 @@ func setHeaders(hdr http.Header, env envelope.Envelope) {
 	if env.ContentType != "" {
 		hdr.Set("Content-Type", env.ContentType)
 	}
-	hdr.Set(IdempotencyKeyHeader, EncodeHeaderValue(env.ID))
+	hdr.Set(IdempotencyKeyHeader, encodeHeaderValue(env.ID))
 	if hdr.Get("User-Agent") == "" {
 		hdr.Set("User-Agent", "pulsebus-webhook")
 	}
@@ -237,10 +237,10 @@ func setTraceContext(ctx context.Context, hdr http.Header, env envelope.Envelope
 	}
 }
 
-// EncodeHeaderValue percent-encodes s as the CloudEvents HTTP binding
+// encodeHeaderValue percent-encodes s as the CloudEvents HTTP binding
 // requires for header values: space, '"', '%' and every byte outside
 // printable ASCII (U+0021-U+007E) become %XY with upper-case hex.
-func EncodeHeaderValue(s string) string {
+func encodeHeaderValue(s string) string {
 	const hex = "0123456789ABCDEF"
 	n := 0
 	for i := 0; i < len(s); i++ {
@@ -265,9 +265,9 @@ func EncodeHeaderValue(s string) string {
 
 func mustEscape(c byte) bool { return c < 0x21 || c > 0x7e || c == '"' || c == '%' }
 
-// RetryableStatus reports whether an HTTP status is worth a retry: 408,
+// retryableStatus reports whether an HTTP status is worth a retry: 408,
 // 429 and 5xx.
-func RetryableStatus(code int) bool {
+func retryableStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || (code >= 500 && code <= 599)
 }
 
@@ -309,7 +309,7 @@ type StatusError struct {
 	// "503 Service Unavailable".
 	StatusCode int
 	Status     string
-	// Body is the start of the answer's body (MaxBodySnippet bytes at most),
+	// Body is the start of the answer's body (256 bytes at most),
 	// as valid UTF-8 without control characters.
 	Body string
 	// RetryAfter is the answer's Retry-After header, if any. For a
@@ -337,11 +337,11 @@ func (e *StatusError) Error() string {
 	return b.String()
 }
 
-// Retryable reports whether the status is worth a retry ([RetryableStatus]).
-func (e *StatusError) Retryable() bool { return RetryableStatus(e.StatusCode) }
+// Retryable reports whether the status is worth a retry: 408, 429 and 5xx.
+func (e *StatusError) Retryable() bool { return retryableStatus(e.StatusCode) }
 
 func cleanSnippet(b []byte) string {
-	truncated := len(b) == MaxBodySnippet
+	truncated := len(b) == maxBodySnippet
 	if truncated {
 		// Do not cut a UTF-8 sequence in two.
 		for i := 0; i < utf8.UTFMax && len(b) > 0 && !utf8.Valid(b); i++ {

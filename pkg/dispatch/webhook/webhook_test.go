@@ -213,10 +213,10 @@ func TestHandler_StatusClassification(t *testing.T) {
 			require.Error(t, err)
 			require.Equal(t, tc.permanent, dispatch.IsPermanent(err), "permanent? %v", err)
 			require.Equal(t, !tc.permanent, dispatch.IsTransient(err), "transient? %v", err)
-			var te *dispatch.TransientError
+			var te interface{ RetryAfter() time.Duration }
 			if tc.status == 503 {
 				require.ErrorAs(t, err, &te)
-				require.Equal(t, 7*time.Second, te.After, "Retry-After honoured")
+				require.Equal(t, 7*time.Second, te.RetryAfter(), "Retry-After honoured")
 			}
 			var se *webhook.StatusError
 			require.ErrorAs(t, err, &se)

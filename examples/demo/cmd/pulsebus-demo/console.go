@@ -34,7 +34,7 @@ func startConsole(ctx context.Context, addr string, pool *pgxpool.Pool, brokers 
 		Kafka:        &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 5 * time.Second},
 		Parked:       relaycmd.ConsoleParked(pool),
 		Replay:       &dispatch.Admin{Pool: pool, Brokers: brokers},
-		Redrive:      consumer,
+		Redrive:      &dispatch.Admin{Pool: pool, Consumer: consumer},
 		RedriveGroup: group,
 		Logger:       log,
 	}

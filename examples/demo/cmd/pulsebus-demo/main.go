@@ -225,7 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	group := "pulsebus-demo-" + time.Now().UTC().Format("20060102t150405")
 	consumer, err := dispatch.New(dispatch.Config{
 		Brokers: brokers, Group: group, Topics: []string{demoTopic}, Pool: pool, Logger: log,
-		Hooks: consumerHooks{s: st}, StartOffset: kafka.LastOffset,
+		Hooks: consumerHooks{s: st}.hooks(), StartOffset: kafka.LastOffset,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, RebalanceTimeout: 6 * time.Second,
 		FetchMaxWait: 50 * time.Millisecond, FlushInterval: 200 * time.Millisecond,
 	})

@@ -94,7 +94,6 @@ func relayHooks(s *stats) outbox.Hooks {
 
 // consumerHooks adapts stats to dispatch.Hooks.
 type consumerHooks struct {
-	dispatch.NopHooks
 	s *stats
 }
 
@@ -139,6 +138,11 @@ func (h consumerHooks) OnLag(handler, topic string, partition int, lag int64) {
 }
 
 func (h consumerHooks) OnRebalance(map[string][]int) { h.s.rebalances.Add(1) }
+
+// hooks returns the consumer hooks that feed h.
+func (h consumerHooks) hooks() dispatch.Hooks {
+	return dispatch.Hooks{OnHandled: h.OnHandled, OnRetry: h.OnRetry, OnLag: h.OnLag, OnRebalance: h.OnRebalance}
+}
 
 // snapshot is a consistent copy of the counters.
 type snapshot struct {
