@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testkafka"
 	"github.com/edupulse/pulsebus/pkg/envelope"
