@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
@@ -40,7 +41,7 @@ func ServerURL() string {
 
 // RedactedServerURL is ServerURL with its password, if any, masked, for
 // logs.
-func RedactedServerURL() string { return redact(ServerURL()) }
+func RedactedServerURL() string { return redact.DSN(ServerURL()) }
 
 // DB is one test's database.
 type DB struct {
@@ -84,7 +85,7 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		t.Fatalf("testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL): %v", redact(ServerURL()), err)
+		t.Fatalf("testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL): %v", RedactedServerURL(), err)
 	}
 	defer admin.Close(context.Background())
 
@@ -223,14 +224,6 @@ func withDatabase(rawURL, name string) string {
 	return u.String()
 }
 
-func redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	return u.Redacted()
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -257,7 +250,7 @@ func DropTemplate() {
 func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
 	admin, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", redact(ServerURL()), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", RedactedServerURL(), err)
 	}
 	defer admin.Close(context.Background())
 	name := prefix + randomHex(5)
