@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +19,18 @@ import (
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
-func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate) }
+// TestMain gives the examples what a service has: DATABASE_URL, here a
+// fresh empty database of its own.
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	example, err := testdb.CreateEmpty(ctx, "pulsebus_example_")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("DATABASE_URL", example.URL)
+	testmain.Run(m, testdb.DropTemplate, func() { _ = example.Drop(ctx) })
+}
 
 // setup returns a pool on a fresh database without the PulseBus schema.
 func setup(t *testing.T) (*pgxpool.Pool, *testdb.DB) {

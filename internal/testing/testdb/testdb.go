@@ -248,20 +248,14 @@ func DropTemplate() {
 // has at most maxConns connections. Call Drop when done; nothing drops it
 // otherwise.
 func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
-	admin, err := pgx.Connect(ctx, ServerURL())
+	db, err := CreateEmpty(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", RedactedServerURL(), err)
+		return nil, err
 	}
-	defer admin.Close(context.Background())
-	name := prefix + randomHex(5)
-	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
-		return nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	db := &DB{Name: name, URL: withDatabase(ServerURL(), name)}
 	fail := func(format string, err error) (*DB, error) {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return nil, errors.Join(fmt.Errorf(format, name, err), db.Drop(dctx))
+		return nil, errors.Join(fmt.Errorf(format, db.Name, err), db.Drop(dctx))
 	}
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
@@ -275,6 +269,23 @@ func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
 		return fail("migrate %s: %w", err)
 	}
 	return db, nil
+}
+
+// CreateEmpty creates a database named prefix plus a random suffix on the
+// server of ServerURL, without the PulseBus schema and without a Pool: for
+// a TestMain whose examples connect and migrate as a user would. Call Drop
+// when done; nothing drops it otherwise.
+func CreateEmpty(ctx context.Context, prefix string) (*DB, error) {
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", RedactedServerURL(), err)
+	}
+	defer admin.Close(context.Background())
+	name := prefix + randomHex(5)
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}, nil
 }
 
 // Drop closes db's Pool, if any, and drops the database. It is for
