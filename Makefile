@@ -14,8 +14,12 @@ export GOTOOLCHAIN ?= go1.27.3
 # the golang.org/x/vulndb module (VULNDB=offline).
 VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
 VULNCHECK      := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+# golangci-lint (config: .golangci.yml), installed into .cache/bin when it is
+# missing or another version.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT         ?= $(CURDIR)/.cache/bin/golangci-lint
 
-.PHONY: help build test lint alerts-check fmt fuzz bench bench-quick bench-go demo dev clean up down compose-check vulncheck
+.PHONY: help build test lint lint-install alerts-check fmt fuzz bench bench-quick bench-go demo dev clean up down compose-check vulncheck
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,16 +43,23 @@ test: ## go vet, then every test with the race detector (needs PostgreSQL, see T
 	@echo "==> interop module: the CloudEvents conformance suite"
 	cd interop && $(GO) test -race -count=1 ./...
 
-lint: alerts-check ## gofmt check, go vet and staticcheck (the product, bench and interop modules), and alerts-check
+lint: alerts-check lint-install ## gofmt check, go vet, staticcheck and golangci-lint (import rules, doc comments, unused code, function size; .golangci.yml), and alerts-check
 	@echo "==> gofmt -l"
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	@echo "==> staticcheck"
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+	@echo "==> golangci-lint (.golangci.yml: depguard import rules, revive exported, unused, gocyclo, funlen)"
+	$(GOLANGCI_LINT) run $(PKGS)
 	@echo "==> bench module: go vet, staticcheck"
 	cd bench && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	@echo "==> interop module: go vet, staticcheck"
 	cd interop && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+lint-install: ## install golangci-lint (GOLANGCI_LINT_VERSION) into .cache/bin when missing or another version
+	@$(GOLANGCI_LINT) version 2>/dev/null | grep -q 'version $(GOLANGCI_LINT_VERSION:v%=%) ' || { \
+		echo "==> installing golangci-lint $(GOLANGCI_LINT_VERSION) into .cache/bin"; \
+		GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
 
 alerts-check: ## promtool: check the Prometheus config and alert rules, and run each rule's unit tests (deploy/prometheus/tests)
 	@echo "==> promtool check config, check rules, test rules"

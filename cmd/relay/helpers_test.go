@@ -101,9 +101,9 @@ func lease(t *testing.T, b *bundle, name string) leaseRow {
 	return l
 }
 
-// producers writes events with per-producer keys and per-key sequence
-// numbers in transactions of 1..maxTx events, each producer committing in
-// sequence order.
+// producers are the goroutines of insertIntoOutbox: they write events
+// with per-producer keys and per-key sequence numbers in transactions of
+// 1..maxTx events, each producer committing in sequence order.
 type producers struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -113,22 +113,28 @@ type producers struct {
 	cancel context.CancelFunc
 }
 
-// produce starts n producer goroutines writing up to perProducer events
-// each to topic, until done or stopped. Keys start with prefix.
-func produce(t *testing.T, b *bundle, topic, prefix string, n, perProducer, keysPer, maxTx int) *producers {
-	t.Helper()
-	return producePaced(t, b, topic, prefix, n, perProducer, keysPer, maxTx, 0)
+// outboxLoad is what insertIntoOutbox writes.
+type outboxLoad struct {
+	topic       string
+	keyPrefix   string // starts every key, to tell loads apart
+	producers   int    // goroutines, each with keys of its own
+	perProducer int    // events each producer commits
+	keysPer     int    // keys per producer
+	maxTx       int    // events per transaction: 1 to maxTx, at random
+	perSecond   int    // all producers together, at most; 0: as fast as they can
 }
 
-// producePaced is produce with the producers together writing at most
-// perSecond events per second (0: as fast as they can).
-func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer, keysPer, maxTx, perSecond int) *producers {
+// insertIntoOutbox starts load.producers goroutines inserting events into
+// the outbox with outbox.InsertTx (the relay under test publishes them to
+// Kafka), until they have written load.perProducer events each or are
+// stopped.
+func insertIntoOutbox(t *testing.T, b *bundle, load outboxLoad) *producers {
 	t.Helper()
 	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &producers{want: map[string]int{}, cancel: cancel}
 	t.Cleanup(func() { p.stop() })
-	for i := range n {
+	for i := range load.producers {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -141,12 +147,12 @@ func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer,
 				}
 				p.mu.Unlock()
 			}()
-			for done := 0; done < perProducer && ctx.Err() == nil; {
-				m := min(1+rng.IntN(maxTx), perProducer-done)
+			for done := 0; done < load.perProducer && ctx.Err() == nil; {
+				m := min(1+rng.IntN(load.maxTx), load.perProducer-done)
 				envs := make([]envelope.Envelope, m)
 				next := map[string]int{}
 				for j := range envs {
-					key := fmt.Sprintf("%sp%d-k%d", prefix, i, rng.IntN(keysPer))
+					key := fmt.Sprintf("%sp%d-k%d", load.keyPrefix, i, rng.IntN(load.keysPer))
 					s, ok := next[key]
 					if !ok {
 						s = seq[key]
@@ -160,7 +166,7 @@ func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer,
 					next[key] = s + 1
 				}
 				err := pgx.BeginFunc(context.Background(), b.db.Pool, func(tx pgx.Tx) error {
-					return outbox.InsertTx(context.Background(), tx, topic, envs...)
+					return outbox.InsertTx(context.Background(), tx, load.topic, envs...)
 				})
 				if err != nil {
 					p.fail(err)
@@ -173,10 +179,10 @@ func producePaced(t *testing.T, b *bundle, topic, prefix string, n, perProducer,
 				p.total += m
 				p.mu.Unlock()
 				done += m
-				if perSecond > 0 {
+				if load.perSecond > 0 {
 					// Pacing, not synchronization: hold this producer to
 					// its share of the rate.
-					due := began.Add(time.Duration(float64(done) / float64(perSecond) * float64(n) * float64(time.Second)))
+					due := began.Add(time.Duration(float64(done) / float64(load.perSecond) * float64(load.producers) * float64(time.Second)))
 					time.Sleep(time.Until(due))
 				}
 			}

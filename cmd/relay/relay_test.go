@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testkafka"
 	"github.com/edupulse/pulsebus/internal/testing/testpoll"
@@ -40,7 +40,7 @@ func TestRelayBinary_SurvivesSIGKILLs(t *testing.T) {
 	// About 16 s of production at 3,000 events/s, so the kills (each costs
 	// about one lease TTL before the next relay leads) fall while the
 	// producers write.
-	prod := producePaced(t, b, "lessons", "", 8, total/8, 16, 20, 3000)
+	prod := insertIntoOutbox(t, b, outboxLoad{topic: "lessons", producers: 8, perProducer: total / 8, keysPer: 16, maxTx: 20, perSecond: 3000})
 
 	// Kill after the current relay published a random 1,000..5,000 records:
 	// at most 25,000 for five kills, so the kills all happen while events
@@ -91,7 +91,7 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	require.NoError(t, a.WaitHTTP("/readyz", 20*time.Second))
 
 	// Metrics match what reached Kafka.
-	first := produce(t, b, "lessons", "first-", 2, 1000, 8, 20)
+	first := insertIntoOutbox(t, b, outboxLoad{topic: "lessons", keyPrefix: "first-", producers: 2, perProducer: 1000, keysPer: 8, maxTx: 20})
 	wantFirst := first.wait(t)
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "first 2000 relayed", func() bool { return outboxRows(t, b) == 0 })
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "metrics caught up", func() bool {
@@ -108,7 +108,7 @@ func TestRelayBinary_SIGTERM(t *testing.T) {
 	testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "backlog gauge at 0", func() bool { return a.metric("pulsebus_relay_backlog_rows") == 0 })
 
 	// SIGTERM while events flow.
-	stream := produce(t, b, "lessons", "stream-", 4, 2500, 8, 20)
+	stream := insertIntoOutbox(t, b, outboxLoad{topic: "lessons", keyPrefix: "stream-", producers: 4, perProducer: 2500, keysPer: 8, maxTx: 20})
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "stream flowing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	sent := time.Now()
 	require.NoError(t, a.Signal(syscall.SIGTERM))
@@ -189,7 +189,7 @@ func TestRelayBinary_StandbyTakesOver(t *testing.T) {
 		require.Equal(t, http.StatusOK, code, "a standby is ready too")
 	}
 
-	prod := produce(t, b, "lessons", "", 4, 100_000, 8, 10)
+	prod := insertIntoOutbox(t, b, outboxLoad{topic: "lessons", producers: 4, perProducer: 100_000, keysPer: 8, maxTx: 10})
 	testpoll.Until(t, 30*time.Second, 10*time.Millisecond, "leader publishing", func() bool { return b.kc.RecordCount("lessons") >= 3000 })
 	require.Positive(t, leader.metric("pulsebus_relay_events_published_total"))
 	require.Zero(t, standby.metric("pulsebus_relay_events_published_total"), "only the leader publishes")
@@ -246,7 +246,7 @@ func TestRelayBinary_SIGTERMWithAStuckBroker(t *testing.T) {
 	// A long lease: the engine may hold a produce request up to its lease
 	// allows, longer than the SIGTERM budget.
 	a := startRelay(t, b, "relay-a", "--shutdown-timeout", "2s", "--batch-size", "100", "--lease-ttl", "30s")
-	prod := produce(t, b, "lessons", "", 1, 50, 4, 10)
+	prod := insertIntoOutbox(t, b, outboxLoad{topic: "lessons", producers: 1, perProducer: 50, keysPer: 4, maxTx: 10})
 	want := prod.wait(t)
 	select {
 	case <-stalled:

@@ -24,7 +24,7 @@ var Types = []string{
 	TypeLearningPulseSubmitted,
 }
 
-// LessonPublished: a teacher published a lesson; students can now see it.
+// LessonPublished says a teacher published a lesson; students can now see it.
 type LessonPublished struct {
 	// LessonID identifies the lesson; it is the partition key.
 	LessonID uuid.UUID `json:"lesson_id"`
@@ -42,7 +42,8 @@ func (LessonPublished) EventType() string { return TypeLessonPublished }
 // PartitionKey returns the lesson id.
 func (e LessonPublished) PartitionKey() string { return e.LessonID.String() }
 
-// QuizSubmitted: a student submitted answers to a quiz and got a raw score.
+// QuizSubmitted says a student submitted answers to a quiz and got a raw
+// score.
 type QuizSubmitted struct {
 	// QuizID identifies the quiz; it is the partition key.
 	QuizID uuid.UUID `json:"quiz_id"`
@@ -60,7 +61,7 @@ func (QuizSubmitted) EventType() string { return TypeQuizSubmitted }
 // PartitionKey returns the quiz id.
 func (e QuizSubmitted) PartitionKey() string { return e.QuizID.String() }
 
-// BadgeAwarded: a badge was awarded to a learner.
+// BadgeAwarded says a badge was awarded to a learner.
 type BadgeAwarded struct {
 	// BadgeID identifies the badge.
 	BadgeID uuid.UUID `json:"badge_id"`
@@ -77,7 +78,7 @@ func (BadgeAwarded) EventType() string { return TypeBadgeAwarded }
 // PartitionKey returns the recipient id.
 func (e BadgeAwarded) PartitionKey() string { return e.RecipientID.String() }
 
-// PaymentProcessed: a payment went through.
+// PaymentProcessed says a payment went through.
 type PaymentProcessed struct {
 	// PaymentID identifies the payment; consumers use it for idempotency.
 	PaymentID uuid.UUID `json:"payment_id"`
@@ -100,7 +101,7 @@ func (PaymentProcessed) EventType() string { return TypePaymentProcessed }
 // PartitionKey returns the user id.
 func (e PaymentProcessed) PartitionKey() string { return e.UserID.String() }
 
-// LearningPulseSubmitted: a learner posted a learning pulse (a short
+// LearningPulseSubmitted says a learner posted a learning pulse (a short
 // reflection on what they learned).
 type LearningPulseSubmitted struct {
 	// PulseID identifies the pulse.

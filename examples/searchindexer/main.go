@@ -84,7 +84,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// PulseBus's tables come from its migrations (`consumer migrate`); the
 	// indexer's own table is the service's business.
 	if err := migrate.Check(ctx, pool); err != nil {
-		return err
+		return fmt.Errorf("%w: run consumer migrate with this DATABASE_URL first", err)
 	}
 	if _, err := pool.Exec(ctx, tableSQL); err != nil {
 		return fmt.Errorf("create search_documents: %w", err)

@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/term"
 
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
@@ -30,37 +29,6 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %s", e.Setting, e.Reason) }
-
-// RedactURL returns rawURL with any password replaced by "xxxxx", for logs
-// and error messages. It handles the forms PostgreSQL connection strings
-// take: a URL with a password in the user info or in a password or
-// sslpassword query parameter, and a keyword/value DSN
-// ("host=db password=secret").
-func RedactURL(rawURL string) string {
-	if !strings.Contains(rawURL, "://") {
-		return dsnPassword.ReplaceAllString(rawURL, "${1}xxxxx")
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	q := u.Query()
-	redacted := false
-	for _, name := range []string{"password", "sslpassword"} {
-		if q.Has(name) {
-			q.Set(name, "xxxxx")
-			redacted = true
-		}
-	}
-	if redacted {
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
-
-// dsnPassword matches the value of password or sslpassword in a keyword/value connection
-// string: a single-quoted value with backslash escapes, or a bare word.
-var dsnPassword = regexp.MustCompile(`(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
 
 // NewLogger returns a slog logger writing to w: JSON when format is "json",
 // text when "text", and for "auto" text on a terminal and JSON otherwise.
@@ -130,11 +98,11 @@ func Connect(ctx context.Context, databaseURL, appName string) (*pgxpool.Pool, e
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redact.DSN(databaseURL), err)
 	}
 	if err := pingRetrying(ctx, pool); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", RedactURL(databaseURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redact.DSN(databaseURL), err)
 	}
 	return pool, nil
 }
@@ -249,7 +217,8 @@ func runMigrateDown(ctx context.Context, pool *pgxpool.Pool, target int, force b
 	var loss *migrate.DataLossError
 	switch {
 	case errors.Is(err, migrate.ErrTarget):
-		return &ConfigError{Setting: "--down", Reason: strings.TrimPrefix(err.Error(), migrate.ErrTarget.Error()+": ")}
+		return &ConfigError{Setting: "--down", Reason: strings.TrimPrefix(err.Error(), migrate.ErrTarget.Error()+": ") +
+			" (--down only reverts; migrate without --down applies)"}
 	case errors.As(err, &loss):
 		return fmt.Errorf("%w; rerun with --force to drop them and their rows", err)
 	case err != nil:

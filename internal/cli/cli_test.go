@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -123,7 +124,7 @@ func TestRunMigrate_BadCommandLines(t *testing.T) {
 		"host=127.0.0.1 port=1 user=u password=s3cret connect_timeout=5",
 		"host=127.0.0.1 port=1 user=u password='s3 cret' connect_timeout=5",
 	} {
-		t.Run("unreachable "+cli.RedactURL(dsn), func(t *testing.T) {
+		t.Run("unreachable "+redact.DSN(dsn), func(t *testing.T) {
 			t.Parallel()
 			_, _, err := runMigrate(t, "--database-url", dsn)
 			require.Error(t, err)
@@ -133,98 +134,91 @@ func TestRunMigrate_BadCommandLines(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"postgres://u:secret@db:5432/app?sslmode=disable":     "postgres://u:xxxxx@db:5432/app?sslmode=disable",
-		"postgres://u@db/app":                                 "postgres://u@db/app",
-		"postgres://u@db/app?password=secret":                 "postgres://u@db/app?password=xxxxx",
-		"postgres://u@db/app?sslpassword=secret&sslmode=full": "postgres://u@db/app?sslmode=full&sslpassword=xxxxx",
-		"host=db user=u password=secret dbname=app":           "host=db user=u password=xxxxx dbname=app",
-		"host=db password = 'se cr\\'et' dbname=app":          "host=db password = xxxxx dbname=app",
-		"host=db PASSWORD=secret":                             "host=db PASSWORD=xxxxx",
-		"host=db sslpassword=secret":                          "host=db sslpassword=xxxxx",
-		"host=db user=u":                                      "host=db user=u",
-		"postgres://u:secret@db:port/app":                     "<unparseable URL>",
-	} {
-		require.Equal(t, want, cli.RedactURL(in), in)
-	}
-}
-
+// NewLogger builds the binaries' logger from --log-format and --log-level.
 func TestNewLogger(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		format, level string
-		wantJSON      bool
-		wantInfo      bool
-	}{
-		{"json", "info", true, true},
-		{"JSON", "debug", true, true},
-		{"text", "info", false, true},
-		{"auto", "info", true, true}, // not a terminal: JSON
-		{"", "info", true, true},
-		{"json", "warn", true, false},
-		{"text", "ERROR", false, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
-			t.Parallel()
-			var buf bytes.Buffer
-			log, err := cli.NewLogger(&buf, tt.format, tt.level)
-			require.NoError(t, err)
-			log.Info("hello", "k", "v")
-			log.Error("boom")
-			lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
-			if tt.wantInfo {
-				require.Len(t, lines, 2, buf.String())
-			} else {
-				require.Len(t, lines, 1, buf.String())
-			}
-			var rec map[string]any
-			isJSON := json.Unmarshal([]byte(lines[0]), &rec) == nil
-			require.Equal(t, tt.wantJSON, isJSON, lines[0])
-			if !tt.wantJSON {
-				require.Contains(t, lines[len(lines)-1], "level=ERROR msg=boom")
-			}
-		})
-	}
-}
+	t.Run("format and level", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			format, level string
+			wantJSON      bool
+			wantInfo      bool
+		}{
+			{"json", "info", true, true},
+			{"JSON", "debug", true, true},
+			{"text", "info", false, true},
+			{"auto", "info", true, true}, // not a terminal: JSON
+			{"", "info", true, true},
+			{"json", "warn", true, false},
+			{"text", "ERROR", false, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
+				t.Parallel()
+				var buf bytes.Buffer
+				log, err := cli.NewLogger(&buf, tt.format, tt.level)
+				require.NoError(t, err)
+				log.Info("hello", "k", "v")
+				log.Error("boom")
+				lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+				if tt.wantInfo {
+					require.Len(t, lines, 2, buf.String())
+				} else {
+					require.Len(t, lines, 1, buf.String())
+				}
+				var rec map[string]any
+				isJSON := json.Unmarshal([]byte(lines[0]), &rec) == nil
+				require.Equal(t, tt.wantJSON, isJSON, lines[0])
+				if !tt.wantJSON {
+					require.Contains(t, lines[len(lines)-1], "level=ERROR msg=boom")
+				}
+			})
+		}
+	})
 
-// JSON logs write durations as the flags take them ("1s"), not as
-// nanoseconds (1000000000); so does the text format.
-func TestNewLogger_DurationsAsText(t *testing.T) {
-	t.Parallel()
-	for _, format := range []string{"json", "text"} {
-		var buf bytes.Buffer
-		log, err := cli.NewLogger(&buf, format, "info")
-		require.NoError(t, err)
-		log.Info("relay starting", "poll_interval", time.Second, "lease_ttl", 90*time.Second)
-		require.Contains(t, buf.String(), map[string]string{"json": `"poll_interval":"1s"`, "text": "poll_interval=1s"}[format])
-		require.Contains(t, buf.String(), map[string]string{"json": `"lease_ttl":"1m30s"`, "text": "lease_ttl=1m30s"}[format])
-	}
-}
+	// JSON logs write durations as the flags take them ("1s"), not as
+	// nanoseconds (1000000000); so does the text format.
+	t.Run("durations as text", func(t *testing.T) {
+		t.Parallel()
+		for format, want := range map[string][]string{
+			"json": {`"poll_interval":"1s"`, `"lease_ttl":"1m30s"`},
+			"text": {"poll_interval=1s", "lease_ttl=1m30s"},
+		} {
+			t.Run(format, func(t *testing.T) {
+				t.Parallel()
+				var buf bytes.Buffer
+				log, err := cli.NewLogger(&buf, format, "info")
+				require.NoError(t, err)
+				log.Info("relay starting", "poll_interval", time.Second, "lease_ttl", 90*time.Second)
+				for _, w := range want {
+					require.Contains(t, buf.String(), w)
+				}
+			})
+		}
+	})
 
-func TestNewLogger_ConfigErrors(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		format, level, wantSetting, wantValue string
-	}{
-		{"xml", "info", "--log-format (LOG_FORMAT)", `"xml"`},
-		{"json", "loud", "--log-level (LOG_LEVEL)", `"loud"`},
-		{"json", "", "--log-level (LOG_LEVEL)", `""`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
-			t.Parallel()
-			log, err := cli.NewLogger(&bytes.Buffer{}, tt.format, tt.level)
-			require.Nil(t, log)
-			var ce *cli.ConfigError
-			require.True(t, errors.As(err, &ce), "got %T %v", err, err)
-			require.Equal(t, tt.wantSetting, ce.Setting)
-			require.Equal(t, "config: "+tt.wantSetting+": "+ce.Reason, err.Error())
-			require.Contains(t, ce.Reason, tt.wantValue)
-		})
-	}
+	t.Run("a bad format or level is a ConfigError naming the setting", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			format, level, wantSetting, wantValue string
+		}{
+			{"xml", "info", "--log-format (LOG_FORMAT)", `"xml"`},
+			{"json", "loud", "--log-level (LOG_LEVEL)", `"loud"`},
+			{"json", "", "--log-level (LOG_LEVEL)", `""`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.format+"/"+tt.level, func(t *testing.T) {
+				t.Parallel()
+				log, err := cli.NewLogger(&bytes.Buffer{}, tt.format, tt.level)
+				require.Nil(t, log)
+				var ce *cli.ConfigError
+				require.True(t, errors.As(err, &ce), "got %T %v", err, err)
+				require.Equal(t, tt.wantSetting, ce.Setting)
+				require.Equal(t, "config: "+tt.wantSetting+": "+ce.Reason, err.Error())
+				require.Contains(t, ce.Reason, tt.wantValue)
+			})
+		}
+	})
 }
 
 func TestRunMigrate_HelpHidesThePasswordOfDatabaseURL(t *testing.T) {
@@ -334,7 +328,7 @@ func TestRunMigrate_DownBadTargets(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"above the current version of an empty database", empty, []string{"--down", "5"}, "--down: version 5 is above the schema's current version 0"},
+		{"above the current version of an empty database", empty, []string{"--down", "5"}, "--down: version 5 is above the schema's current version 0 (--down only reverts; migrate without --down applies)"},
 		{"above the current version", migrated, []string{"--down", fmt.Sprint(latest + 1)},
 			fmt.Sprintf("--down: version %d is above the schema's current version %d", latest+1, latest)},
 		{"negative", migrated, []string{"--down", "-1"}, `--down: "-1" (from --down) is not a schema version (0 or more)`},

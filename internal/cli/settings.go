@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edupulse/pulsebus/internal/redact"
 )
 
 // Settings defines a command's flags, each with an optional environment
@@ -118,7 +120,7 @@ func (ss *Settings) Warnings() []string {
 func holdsSecret(vals []string) bool {
 	for _, v := range vals {
 		looksLikeURL := strings.Contains(v, "://") || strings.Contains(v, "=")
-		if v != "" && (!looksLikeURL || RedactURL(v) != v) {
+		if v != "" && (!looksLikeURL || redact.DSN(v) != v) {
 			return true
 		}
 	}
@@ -218,6 +220,19 @@ func (ss *Settings) List(p *[]string, name, env, usage string, splitEnv func(str
 			*p = v
 			return nil
 		}})
+}
+
+// SplitList splits a comma-separated value ("a, b,,c") into its items,
+// trimmed, dropping blanks: the form of every list setting given as one
+// string (--topics, --brokers, an environment variable).
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Resolve stores every setting's value: from its flag, else its

@@ -371,3 +371,17 @@ func TestSettings_WarningsForSecretsOnTheCommandLine(t *testing.T) {
 		})
 	}
 }
+
+func TestSplitList(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string][]string{
+		"":                  nil,
+		" , ,":              nil,
+		"a":                 {"a"},
+		"a,b":               {"a", "b"},
+		" a , b ,, c ":      {"a", "b", "c"},
+		"host:9092,h2:9093": {"host:9092", "h2:9093"},
+	} {
+		require.Equal(t, want, cli.SplitList(in), "SplitList(%q)", in)
+	}
+}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/console"
-	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testmain"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edupulse/pulsebus/internal/cli"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/internal/kafkaname"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
@@ -353,8 +354,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if partition < -1 {
 		return &cli.ConfigError{Setting: "--partition", Reason: fmt.Sprintf("%d: want a partition >= 0, or -1 for all", partition)}
 	}
-	if topic != "" && !validTopic(topic) {
-		return &cli.ConfigError{Setting: "--topic", Reason: fmt.Sprintf("%q is not a valid Kafka topic name", topic)}
+	if err := kafkaname.ValidateTopic(topic); topic != "" && err != nil {
+		return &cli.ConfigError{Setting: "--topic", Reason: err.Error()}
 	}
 	if target.Kind == "offset" && (topic == "" || partition < 0) {
 		return &cli.ConfigError{Setting: "--to", Reason: fmt.Sprintf(

@@ -12,8 +12,8 @@
 // Settings are checked before anything connects, and a bad one is a
 // *cli.ConfigError naming the flag and the variable, and which of them the
 // value came from (exit 2).
-// Secrets are never logged: the database URL goes through cli.RedactURL,
-// webhook URLs show only scheme://host/... (webhook.RedactURL), header
+// Secrets are never logged: the database URL loses its password
+// (redact.DSN), webhook URLs show only scheme://host/... (redact.URL), header
 // values are not shown.
 //
 // # Shutdown

@@ -2,7 +2,6 @@ package consumercmd
 
 import (
 	"math"
-	"strings"
 	"time"
 )
 
@@ -15,27 +14,3 @@ const (
 	minDuration time.Duration = math.MinInt64
 	maxDuration time.Duration = math.MaxInt64
 )
-
-// splitList splits a comma-separated list, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// validTopic reports whether t is a legal Kafka topic name.
-func validTopic(t string) bool {
-	if t == "" || len(t) > 249 || t == "." || t == ".." {
-		return false
-	}
-	for _, r := range t {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
-}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/redact"
+	"github.com/edupulse/pulsebus/internal/typepattern"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/webhook"
 )
@@ -159,8 +161,8 @@ func (s *HandlerSpec) set(key, value string) error {
 func (s *HandlerSpec) setTypes(value string) error {
 	for _, t := range strings.Split(value, "|") {
 		t = strings.TrimSpace(t)
-		if !validTypePattern(t) {
-			return fmt.Errorf("types=%s: %q is not an exact type, prefix.* or *", value, t)
+		if _, err := typepattern.Parse(t); err != nil {
+			return fmt.Errorf("types=%s: %v", value, err)
 		}
 		s.Types = append(s.Types, t)
 	}
@@ -246,31 +248,19 @@ func (s *HandlerSpec) check() error {
 	return nil
 }
 
-// validTypePattern reports whether t is "*", "prefix.*" or an exact type.
-func validTypePattern(t string) bool {
-	switch {
-	case t == "*":
-		return true
-	case strings.HasSuffix(t, ".*"):
-		return len(t) > 2 && !strings.Contains(t[:len(t)-2], "*")
-	default:
-		return t != "" && !strings.Contains(t, "*")
-	}
-}
-
 func (s HandlerSpec) newWebhook() (*webhook.Handler, error) {
 	return webhook.New(webhook.Config{URL: s.Webhook, Timeout: s.Timeout, Headers: s.Headers})
 }
 
 // Describe renders the spec for logs: no header values, and the webhook
-// URL as scheme://host/... (webhook.RedactURL).
+// URL as scheme://host/... (redact.URL).
 func (s HandlerSpec) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name=%s,types=%s", s.Name, strings.Join(s.Types, "|"))
 	if s.Log != nil {
 		fmt.Fprintf(&b, ",log=%s", strings.ToLower(s.Log.String()))
 	} else {
-		fmt.Fprintf(&b, ",webhook=%s", webhook.RedactURL(s.Webhook))
+		fmt.Fprintf(&b, ",webhook=%s", redact.URL(s.Webhook))
 		if s.Timeout > 0 {
 			fmt.Fprintf(&b, ",timeout=%s", s.Timeout)
 		}

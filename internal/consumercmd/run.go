@@ -20,7 +20,9 @@ import (
 	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/internal/httpserve"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
+	"github.com/edupulse/pulsebus/internal/kafkaname"
 	"github.com/edupulse/pulsebus/internal/otelsetup"
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/dispatch/dispatchprom"
@@ -102,13 +104,13 @@ func (rc *runConfig) validate(c *cli.Command, stderr io.Writer) error {
 	if rc.group == "" {
 		return c.Invalid("group", "required")
 	}
-	rc.topicList = splitList(rc.topics)
+	rc.topicList = cli.SplitList(rc.topics)
 	if len(rc.topicList) == 0 {
 		return c.Invalid("topics", "required: at least one topic")
 	}
 	for _, t := range rc.topicList {
-		if !validTopic(t) {
-			return c.Invalid("topics", fmt.Sprintf("%q is not a valid Kafka topic name", t))
+		if err := kafkaname.ValidateTopic(t); err != nil {
+			return c.Invalid("topics", err.Error())
 		}
 	}
 	if rc.specs, err = parseHandlerSpecs(c.Settings, "handler", "CONSUMER_HANDLERS", rc.handlers); err != nil {
@@ -264,7 +266,7 @@ func runConsumer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	metrics.InitHandlers(handlerNames...)
 	reg.MustRegister(dispatchprom.NewDeadLetterGauges(pool, rc.group, handlerNames, dispatchprom.StateOptions{}))
 	log.Info("consumer configuration", "version", cli.Version(), "group", rc.group, "topics", rc.topicList, "kafka", rc.kafka.String(),
-		"database", cli.RedactURL(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
+		"database", redact.DSN(rc.databaseURL), "handlers", descs, "start_offset", rc.startOffset,
 		"max_attempts", rc.retry.MaxAttempts, "max_elapsed", rc.retry.MaxElapsed, "retry_for", rc.retry.RetryFor, "drain_timeout", rc.drainTimeout,
 		"connect_timeout", rc.connectTO)
 

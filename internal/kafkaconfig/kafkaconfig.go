@@ -67,7 +67,7 @@ type Config struct {
 // resolving.
 func (c *Config) Register(ss *cli.Settings) {
 	ss.One("kafka-brokers", "KAFKA_BROKERS", DefaultBrokers, "host:port,...", "comma-separated Kafka seed brokers", func(s string) error {
-		c.Brokers = splitList(s)
+		c.Brokers = cli.SplitList(s)
 		return nil
 	})
 	ss.String(&c.ClientID, "kafka-client-id", "KAFKA_CLIENT_ID", DefaultClientID, "Kafka client id", nil)
@@ -216,14 +216,4 @@ func (c *Config) mechanism() (sasl.Mechanism, error) {
 	default:
 		return nil, &cli.ConfigError{Setting: "--kafka-sasl-mechanism (KAFKA_SASL_MECHANISM)", Reason: fmt.Sprintf("%q is not supported", c.SASLMechanism)}
 	}
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -13,8 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/relaycmd"
+	"github.com/edupulse/pulsebus/internal/testing/procharness"
 	"github.com/edupulse/pulsebus/internal/testing/testdb"
 	"github.com/edupulse/pulsebus/internal/testing/testmain"
 )

@@ -21,6 +21,7 @@ import (
 	"github.com/edupulse/pulsebus/internal/console"
 	"github.com/edupulse/pulsebus/internal/kafkaconfig"
 	"github.com/edupulse/pulsebus/internal/otelsetup"
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 	"github.com/edupulse/pulsebus/pkg/outbox"
@@ -194,7 +195,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	log.Info("relay starting",
 		"version", cli.Version(),
-		"database", cli.RedactURL(c.databaseURL),
+		"database", redact.DSN(c.databaseURL),
 		"kafka", c.kafka.String(),
 		"name", c.name,
 		"batch_size", c.batchSize,
@@ -397,9 +398,9 @@ func connectDB(ctx context.Context, databaseURL, appName string, timeout time.Du
 	if err := migrate.Check(ctx, pool); err != nil {
 		pool.Close()
 		if errors.Is(err, migrate.ErrOutdated) {
-			return nil, err
+			return nil, fmt.Errorf("%w: run %s migrate with the same --database-url", err, prog)
 		}
-		return nil, fmt.Errorf("check schema at %s: %w", cli.RedactURL(databaseURL), err)
+		return nil, fmt.Errorf("check schema at %s: %w", redact.DSN(databaseURL), err)
 	}
 	return pool, nil
 }

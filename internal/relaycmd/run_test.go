@@ -113,7 +113,7 @@ func TestRun_UnreachableDependenciesFailFast(t *testing.T) {
 		{"database hangs", []string{"--database-url", "postgres://relay:db-s3cr3t@" + silentListener(t) + "/app?sslmode=disable", "--kafka-brokers", kc.Addrs[0]},
 			[]string{"connect to PostgreSQL", "no answer within --connect-timeout 1s"}},
 		{"schema missing", []string{"--database-url", testdb.NewEmpty(t).URL, "--kafka-brokers", kc.Addrs[0]},
-			[]string{"database schema is outdated: run the migrate subcommand"}},
+			[]string{"database schema is outdated (database at version 0", "run relay migrate with the same --database-url"}},
 		{"kafka refuses", []string{"--database-url", db.URL, "--kafka-brokers", refused},
 			[]string{"connect to Kafka (brokers=" + refused, "no broker answered within --connect-timeout 1s", "connection refused"}},
 		{"kafka hangs", []string{"--database-url", db.URL, "--kafka-brokers", silentListener(t)},

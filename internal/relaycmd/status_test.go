@@ -130,7 +130,8 @@ func TestStatus_Errors(t *testing.T) {
 		t.Parallel()
 		db := testdb.NewEmpty(t)
 		_, _, err := run(t, "status", "--database-url", db.URL)
-		require.ErrorContains(t, err, "database schema is outdated: run the migrate subcommand")
+		require.ErrorContains(t, err, "database schema is outdated (database at version 0, this build needs")
+		require.ErrorContains(t, err, "run relay migrate with the same --database-url")
 		require.Equal(t, 1, relaycmd.ExitCode(err))
 	})
 	t.Run("bad flag", func(t *testing.T) {

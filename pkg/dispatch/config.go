@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/kafkaname"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -256,8 +257,8 @@ func (c *Config) checkRequired() []error {
 		errs = append(errs, errors.New("dispatch: Config.Topics is empty"))
 	}
 	for i, t := range c.Topics {
-		if !validTopic(t) {
-			errs = append(errs, fmt.Errorf("dispatch: Config.Topics[%d] %q is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)", i, t))
+		if err := kafkaname.ValidateTopic(t); err != nil {
+			errs = append(errs, fmt.Errorf("dispatch: Config.Topics[%d]: %w", i, err))
 		}
 	}
 	if c.Pool == nil {
@@ -300,18 +301,4 @@ func (c *Config) checkRanges() []error {
 		errs = append(errs, fmt.Errorf("dispatch: Config.StartOffset %d is not kafka.FirstOffset or kafka.LastOffset", c.StartOffset))
 	}
 	return errs
-}
-
-// validTopic reports whether t is a legal Kafka topic name.
-func validTopic(t string) bool {
-	if t == "" || len(t) > 249 || t == "." || t == ".." {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

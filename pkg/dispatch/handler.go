@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edupulse/pulsebus/internal/typepattern"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
@@ -267,15 +268,16 @@ func (r *registration) check() error {
 func (r *registration) parseTypes() error {
 	r.exact = map[string]bool{}
 	for _, t := range r.types {
+		p, err := typepattern.Parse(t)
 		switch {
-		case t == "*":
+		case err != nil:
+			return fmt.Errorf("dispatch: handler %s: %w", r.name, err)
+		case p.All:
 			r.matchAll = true
-		case strings.HasSuffix(t, ".*") && len(t) > 2:
-			r.prefix = append(r.prefix, strings.TrimSuffix(t, "*"))
-		case t == "" || strings.Contains(t, "*"):
-			return fmt.Errorf("dispatch: handler %s: event type %q: want an exact name, prefix.* or *", r.name, t)
+		case p.Prefix != "":
+			r.prefix = append(r.prefix, p.Prefix)
 		default:
-			r.exact[t] = true
+			r.exact[p.Exact] = true
 		}
 	}
 	return nil

@@ -120,78 +120,114 @@ func (l Limits) FromMessage(msg kafka.Message) (Envelope, error) {
 	if l.MaxHeaders > 0 && len(msg.Headers) > l.MaxHeaders {
 		return Envelope{}, &LimitError{Field: "headers", Size: len(msg.Headers), Limit: l.MaxHeaders}
 	}
-	var (
-		env  Envelope
-		seen attrSet
-		spec []byte
-		ts   string
-	)
+	var b binaryEvent
 	for _, h := range msg.Headers {
-		name := strings.ToLower(h.Key) // no copy when already lower case
-		if name != HeaderContentType && !strings.HasPrefix(name, HeaderPrefix) {
-			continue
-		}
-		attr := coreAttr(name)
-		if attr != 0 {
-			if seen&attr != 0 {
-				return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
-			}
-			seen |= attr
-		}
-		if l.MaxHeaderValueBytes > 0 && len(h.Value) > l.MaxHeaderValueBytes {
-			return Envelope{}, &LimitError{Field: name, Size: len(h.Value), Limit: l.MaxHeaderValueBytes}
-		}
-		switch attr {
-		case attrSpecVersion:
-			spec = h.Value
-		case attrID:
-			env.ID = string(h.Value)
-		case attrType:
-			env.Type = string(h.Value)
-		case attrSource:
-			env.Source = string(h.Value)
-		case attrTime:
-			ts = string(h.Value)
-		case attrSubject:
-			env.Subject = string(h.Value)
-		case attrDataSchema:
-			env.DataSchema = string(h.Value)
-		case attrContentType:
-			env.ContentType = internContentType(h.Value)
-		default:
-			key := strings.TrimPrefix(name, HeaderPrefix)
-			if !validExtensionName(key) {
-				return Envelope{}, &FieldError{Field: truncate(name), Reason: metaKeyReason(key, false)}
-			}
-			if _, dup := env.Meta[key]; dup {
-				return Envelope{}, &FieldError{Field: name, Reason: "header appears more than once"}
-			}
-			if env.Meta == nil {
-				env.Meta = make(map[string]string)
-			}
-			env.Meta[key] = string(h.Value)
+		if err := b.add(h, l.MaxHeaderValueBytes); err != nil {
+			return Envelope{}, err
 		}
 	}
-	switch {
-	case seen&attrSpecVersion == 0:
-		return Envelope{}, &FieldError{Field: HeaderSpecVersion, Reason: "missing: not a CloudEvent"}
-	case string(spec) != SpecVersion:
-		return Envelope{}, &FieldError{Field: HeaderSpecVersion, Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(string(spec)), SpecVersion)}
-	case seen&attrID == 0:
-		return Envelope{}, &FieldError{Field: HeaderID, Reason: "missing"}
-	}
-	if seen&attrTime != 0 {
-		var err error
-		if env.Time, err = ParseTime(ts); err != nil {
-			return Envelope{}, &FieldError{Field: HeaderTime, Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(ts)), Err: err}
-		}
-	}
-	env.Key = string(msg.Key)
-	env.Payload = msg.Value
-	if err := l.validate(env, false); err != nil {
+	if err := b.finish(); err != nil {
 		return Envelope{}, err
 	}
-	return env, nil
+	b.env.Key = string(msg.Key)
+	b.env.Payload = msg.Value
+	if err := l.validate(b.env, false); err != nil {
+		return Envelope{}, err
+	}
+	return b.env, nil
+}
+
+// binaryEvent collects the attributes of a binary-mode message, header by
+// header.
+type binaryEvent struct {
+	env  Envelope
+	seen attrSet
+	spec []byte
+	ts   string
+}
+
+// add takes header h: a core attribute (once only), an extension attribute
+// (ce_<name>) or, without the ce_ prefix and other than content-type,
+// nothing. maxValue bounds its value when > 0.
+func (b *binaryEvent) add(h kafka.Header, maxValue int) error {
+	name := strings.ToLower(h.Key) // no copy when already lower case
+	if name != HeaderContentType && !strings.HasPrefix(name, HeaderPrefix) {
+		return nil
+	}
+	attr := coreAttr(name)
+	if attr != 0 {
+		if b.seen&attr != 0 {
+			return &FieldError{Field: name, Reason: "header appears more than once"}
+		}
+		b.seen |= attr
+	}
+	if maxValue > 0 && len(h.Value) > maxValue {
+		return &LimitError{Field: name, Size: len(h.Value), Limit: maxValue}
+	}
+	if attr == 0 {
+		return b.addExtension(name, h.Value)
+	}
+	b.setCore(attr, h.Value)
+	return nil
+}
+
+// setCore stores core attribute attr's value.
+func (b *binaryEvent) setCore(attr attrSet, v []byte) {
+	switch attr {
+	case attrSpecVersion:
+		b.spec = v
+	case attrID:
+		b.env.ID = string(v)
+	case attrType:
+		b.env.Type = string(v)
+	case attrSource:
+		b.env.Source = string(v)
+	case attrTime:
+		b.ts = string(v)
+	case attrSubject:
+		b.env.Subject = string(v)
+	case attrDataSchema:
+		b.env.DataSchema = string(v)
+	case attrContentType:
+		b.env.ContentType = internContentType(v)
+	}
+}
+
+// addExtension stores extension header name (lower case, ce_ prefixed) as
+// a Meta entry.
+func (b *binaryEvent) addExtension(name string, v []byte) error {
+	key := strings.TrimPrefix(name, HeaderPrefix)
+	if !validExtensionName(key) {
+		return &FieldError{Field: truncate(name), Reason: metaKeyReason(key, false)}
+	}
+	if _, dup := b.env.Meta[key]; dup {
+		return &FieldError{Field: name, Reason: "header appears more than once"}
+	}
+	if b.env.Meta == nil {
+		b.env.Meta = make(map[string]string)
+	}
+	b.env.Meta[key] = string(v)
+	return nil
+}
+
+// finish checks the required attributes once every header is in, and
+// parses the time.
+func (b *binaryEvent) finish() error {
+	switch {
+	case b.seen&attrSpecVersion == 0:
+		return &FieldError{Field: HeaderSpecVersion, Reason: "missing: not a CloudEvent"}
+	case string(b.spec) != SpecVersion:
+		return &FieldError{Field: HeaderSpecVersion, Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(string(b.spec)), SpecVersion)}
+	case b.seen&attrID == 0:
+		return &FieldError{Field: HeaderID, Reason: "missing"}
+	}
+	if b.seen&attrTime != 0 {
+		var err error
+		if b.env.Time, err = ParseTime(b.ts); err != nil {
+			return &FieldError{Field: HeaderTime, Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(b.ts)), Err: err}
+		}
+	}
+	return nil
 }
 
 // attrSet records which core attributes a message carried, to refuse

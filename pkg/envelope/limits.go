@@ -88,8 +88,31 @@ func (l Limits) Validate(env Envelope) error { return l.validate(env, true) }
 
 // validate is Validate; with producing false it checks a received event as
 // liberally as CloudEvents 1.0 allows: extension names of any length and a
-// dataschema that is any string.
+// dataschema that is any string. The checks run in a fixed order, so the
+// error names the first bad field: the attributes, the key, the meta
+// entries, then the header count and the payload size.
 func (l Limits) validate(env Envelope, producing bool) error {
+	if err := l.checkAttributes(env, producing); err != nil {
+		return err
+	}
+	if err := l.checkKey(env.Key); err != nil {
+		return err
+	}
+	if err := l.checkMeta(env.Meta, producing); err != nil {
+		return err
+	}
+	if n := headerCount(env); l.MaxHeaders > 0 && n > l.MaxHeaders {
+		return &LimitError{Field: "headers", Size: n, Limit: l.MaxHeaders}
+	}
+	if l.MaxPayloadBytes > 0 && len(env.Payload) > l.MaxPayloadBytes {
+		return &LimitError{Field: "payload", Size: len(env.Payload), Limit: l.MaxPayloadBytes}
+	}
+	return nil
+}
+
+// checkAttributes checks the CloudEvents context attributes that have their
+// own Envelope field.
+func (l Limits) checkAttributes(env Envelope, producing bool) error {
 	if err := l.checkText(env.ID, true); err != nil {
 		return err.named("ce_id")
 	}
@@ -107,37 +130,65 @@ func (l Limits) validate(env Envelope, producing bool) error {
 		// written or read back.
 		return &FieldError{Field: "ce_time", Reason: fmt.Sprintf("year %d in UTC is outside 0001-9999", y)}
 	}
-	if env.ContentType != "" {
-		if err := l.checkText(env.ContentType, true); err != nil {
-			return err.named("content-type")
-		}
-		if err := checkMediaType(env.ContentType); err != nil {
-			return err
-		}
-		if producing && isStructuredMediaType(env.ContentType) {
-			// A binary-mode message with this content type would read as
-			// the structured mode.
-			return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is reserved for the CloudEvents structured mode", truncate(env.ContentType))}
-		}
+	if err := l.checkContentType(env.ContentType, producing); err != nil {
+		return err
 	}
-	if env.DataSchema != "" {
-		if err := l.checkText(env.DataSchema, false); err != nil {
-			return err.named("ce_dataschema")
-		}
-		if u, err := url.Parse(env.DataSchema); producing && (err != nil || !u.IsAbs()) {
-			return &FieldError{Field: "ce_dataschema", Reason: fmt.Sprintf("%q is not an absolute URI", truncate(env.DataSchema))}
-		}
+	return l.checkDataSchema(env.DataSchema, producing)
+}
+
+// checkContentType checks content type ct, if set: a type/subtype media
+// type, and (producing) not one that marks the structured mode.
+func (l Limits) checkContentType(ct string, producing bool) error {
+	if ct == "" {
+		return nil
 	}
-	if !utf8.ValidString(env.Key) {
+	if err := l.checkText(ct, true); err != nil {
+		return err.named("content-type")
+	}
+	if err := checkMediaType(ct); err != nil {
+		return err
+	}
+	if producing && isStructuredMediaType(ct) {
+		// A binary-mode message with this content type would read as the
+		// structured mode.
+		return &FieldError{Field: "content-type", Reason: fmt.Sprintf("%q is reserved for the CloudEvents structured mode", truncate(ct))}
+	}
+	return nil
+}
+
+// checkDataSchema checks dataschema ds, if set: (producing) an absolute URI.
+func (l Limits) checkDataSchema(ds string, producing bool) error {
+	if ds == "" {
+		return nil
+	}
+	if err := l.checkText(ds, false); err != nil {
+		return err.named("ce_dataschema")
+	}
+	if u, err := url.Parse(ds); producing && (err != nil || !u.IsAbs()) {
+		return &FieldError{Field: "ce_dataschema", Reason: fmt.Sprintf("%q is not an absolute URI", truncate(ds))}
+	}
+	return nil
+}
+
+// checkKey checks the partition key: UTF-8 without NUL bytes, within
+// MaxKeyBytes.
+func (l Limits) checkKey(key string) error {
+	if !utf8.ValidString(key) {
 		return &FieldError{Field: "key", Reason: "not valid UTF-8"}
 	}
-	if strings.IndexByte(env.Key, 0) >= 0 {
+	if strings.IndexByte(key, 0) >= 0 {
 		return &FieldError{Field: "key", Reason: "contains a NUL byte"}
 	}
-	if l.MaxKeyBytes > 0 && len(env.Key) > l.MaxKeyBytes {
-		return &LimitError{Field: "key", Size: len(env.Key), Limit: l.MaxKeyBytes}
+	if l.MaxKeyBytes > 0 && len(key) > l.MaxKeyBytes {
+		return &LimitError{Field: "key", Size: len(key), Limit: l.MaxKeyBytes}
 	}
-	for k, v := range env.Meta {
+	return nil
+}
+
+// checkMeta checks the extension attributes: valid names (at most
+// MaxMetaKeyLen characters when producing) and values as checkText wants.
+func (l Limits) checkMeta(meta map[string]string, producing bool) error {
+	for k, v := range meta {
 		if producing && !ValidMetaKey(k) || !validExtensionName(k) {
 			return &FieldError{Field: "meta." + truncate(k), Reason: metaKeyReason(k, producing)}
 		}
@@ -148,12 +199,6 @@ func (l Limits) validate(env Envelope, producing bool) error {
 			}
 			return err.named("meta." + k)
 		}
-	}
-	if n := headerCount(env); l.MaxHeaders > 0 && n > l.MaxHeaders {
-		return &LimitError{Field: "headers", Size: n, Limit: l.MaxHeaders}
-	}
-	if l.MaxPayloadBytes > 0 && len(env.Payload) > l.MaxPayloadBytes {
-		return &LimitError{Field: "payload", Size: len(env.Payload), Limit: l.MaxPayloadBytes}
 	}
 	return nil
 }

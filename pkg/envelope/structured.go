@@ -53,120 +53,163 @@ func isStructuredMediaType(ct string) bool {
 // (application/cloudevents-batch+json) are refused, as the Kafka binding
 // does not allow them.
 func (l Limits) FromStructured(contentType string, key, value []byte) (Envelope, error) {
-	format := strings.ToLower(strings.TrimSpace(strings.SplitN(contentType, ";", 2)[0]))
-	if format != ContentTypeStructured {
-		return Envelope{}, &FieldError{Field: HeaderContentType, Reason: fmt.Sprintf("%q: only the JSON event format (%s) is supported in structured mode", truncate(contentType), ContentTypeStructured)}
+	attrs, err := l.decodeStructured(contentType, value)
+	if err != nil {
+		return Envelope{}, err
 	}
-	if l.MaxPayloadBytes > 0 && len(value) > 2*l.MaxPayloadBytes+64*1024 {
-		// A base64 payload at the limit takes 4/3 of it; anything far
-		// above cannot hold a payload within the limit.
-		return Envelope{}, &LimitError{Field: "value", Size: len(value), Limit: 2*l.MaxPayloadBytes + 64*1024}
-	}
-	var attrs map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(value))
-	if err := dec.Decode(&attrs); err != nil {
-		return Envelope{}, &FieldError{Field: "value", Reason: "structured mode: not a JSON object", Err: err}
-	}
-	if dec.More() {
-		return Envelope{}, &FieldError{Field: "value", Reason: "structured mode: more than one JSON value"}
-	}
-	if l.MaxHeaders > 0 && len(attrs) > l.MaxHeaders+2 { // + data, datacontenttype's header
-		return Envelope{}, &LimitError{Field: "attributes", Size: len(attrs), Limit: l.MaxHeaders + 2}
-	}
-	var (
-		env                     Envelope
-		spec, ts                string
-		data, dataBase64        json.RawMessage
-		hasSpec, hasID, hasTime bool
-	)
+	var ev structuredEvent
 	for name, raw := range attrs {
 		if isJSONNull(raw) {
 			continue // an absent attribute
 		}
-		var err error
-		switch name {
-		case "specversion":
-			hasSpec = true
-			err = decodeStringAttr(name, raw, &spec)
-		case "id":
-			hasID = true
-			err = decodeStringAttr(name, raw, &env.ID)
-		case "type":
-			err = decodeStringAttr(name, raw, &env.Type)
-		case "source":
-			err = decodeStringAttr(name, raw, &env.Source)
-		case "subject":
-			err = decodeStringAttr(name, raw, &env.Subject)
-		case "dataschema":
-			err = decodeStringAttr(name, raw, &env.DataSchema)
-		case "datacontenttype":
-			err = decodeStringAttr(name, raw, &env.ContentType)
-		case "time":
-			hasTime = true
-			err = decodeStringAttr(name, raw, &ts)
-		case "data":
-			data = raw
-		case "data_base64":
-			dataBase64 = raw
-		default:
-			if !validExtensionName(name) {
-				return Envelope{}, &FieldError{Field: truncate(name), Reason: metaKeyReason(name, false)}
-			}
-			var v string
-			if v, err = extensionValue(name, raw); err == nil {
-				if env.Meta == nil {
-					env.Meta = make(map[string]string)
-				}
-				env.Meta[name] = v
-			}
-		}
-		if err != nil {
+		if err := ev.set(name, raw); err != nil {
 			return Envelope{}, err
 		}
 	}
-	switch {
-	case !hasSpec:
-		return Envelope{}, &FieldError{Field: "specversion", Reason: "missing: not a CloudEvent"}
-	case spec != SpecVersion:
-		return Envelope{}, &FieldError{Field: "specversion", Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(spec), SpecVersion)}
-	case !hasID:
-		return Envelope{}, &FieldError{Field: "id", Reason: "missing"}
-	case data != nil && dataBase64 != nil:
-		return Envelope{}, &FieldError{Field: "data_base64", Reason: "an event carries data or data_base64, not both"}
+	if err := ev.finish(); err != nil {
+		return Envelope{}, err
 	}
-	if hasTime {
+	ev.env.Key = string(key)
+	if err := l.validate(ev.env, false); err != nil {
+		return Envelope{}, err
+	}
+	return ev.env, nil
+}
+
+// decodeStructured checks the content type names the JSON event format and
+// decodes value into its attributes, refusing values and attribute counts
+// that could not be within l.
+func (l Limits) decodeStructured(contentType string, value []byte) (map[string]json.RawMessage, error) {
+	format := strings.ToLower(strings.TrimSpace(strings.SplitN(contentType, ";", 2)[0]))
+	if format != ContentTypeStructured {
+		return nil, &FieldError{Field: HeaderContentType, Reason: fmt.Sprintf("%q: only the JSON event format (%s) is supported in structured mode", truncate(contentType), ContentTypeStructured)}
+	}
+	if l.MaxPayloadBytes > 0 && len(value) > 2*l.MaxPayloadBytes+64*1024 {
+		// A base64 payload at the limit takes 4/3 of it; anything far
+		// above cannot hold a payload within the limit.
+		return nil, &LimitError{Field: "value", Size: len(value), Limit: 2*l.MaxPayloadBytes + 64*1024}
+	}
+	var attrs map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&attrs); err != nil {
+		return nil, &FieldError{Field: "value", Reason: "structured mode: not a JSON object", Err: err}
+	}
+	if dec.More() {
+		return nil, &FieldError{Field: "value", Reason: "structured mode: more than one JSON value"}
+	}
+	if l.MaxHeaders > 0 && len(attrs) > l.MaxHeaders+2 { // + data, datacontenttype's header
+		return nil, &LimitError{Field: "attributes", Size: len(attrs), Limit: l.MaxHeaders + 2}
+	}
+	return attrs, nil
+}
+
+// structuredEvent collects the attributes of a structured-mode event,
+// attribute by attribute.
+type structuredEvent struct {
+	env                     Envelope
+	spec, ts                string
+	data, dataBase64        json.RawMessage
+	hasSpec, hasID, hasTime bool
+}
+
+// set takes attribute name with its (non-null) JSON value.
+func (ev *structuredEvent) set(name string, raw json.RawMessage) error {
+	switch name {
+	case "specversion":
+		ev.hasSpec = true
+		return decodeStringAttr(name, raw, &ev.spec)
+	case "id":
+		ev.hasID = true
+		return decodeStringAttr(name, raw, &ev.env.ID)
+	case "type":
+		return decodeStringAttr(name, raw, &ev.env.Type)
+	case "source":
+		return decodeStringAttr(name, raw, &ev.env.Source)
+	case "subject":
+		return decodeStringAttr(name, raw, &ev.env.Subject)
+	case "dataschema":
+		return decodeStringAttr(name, raw, &ev.env.DataSchema)
+	case "datacontenttype":
+		return decodeStringAttr(name, raw, &ev.env.ContentType)
+	case "time":
+		ev.hasTime = true
+		return decodeStringAttr(name, raw, &ev.ts)
+	case "data":
+		ev.data = raw
+	case "data_base64":
+		ev.dataBase64 = raw
+	default:
+		return ev.setExtension(name, raw)
+	}
+	return nil
+}
+
+// setExtension stores extension attribute name as a Meta entry, in the
+// string form the binary mode carries.
+func (ev *structuredEvent) setExtension(name string, raw json.RawMessage) error {
+	if !validExtensionName(name) {
+		return &FieldError{Field: truncate(name), Reason: metaKeyReason(name, false)}
+	}
+	v, err := extensionValue(name, raw)
+	if err != nil {
+		return err
+	}
+	if ev.env.Meta == nil {
+		ev.env.Meta = make(map[string]string)
+	}
+	ev.env.Meta[name] = v
+	return nil
+}
+
+// finish checks the required attributes once every attribute is in, parses
+// the time and decodes the payload.
+func (ev *structuredEvent) finish() error {
+	switch {
+	case !ev.hasSpec:
+		return &FieldError{Field: "specversion", Reason: "missing: not a CloudEvent"}
+	case ev.spec != SpecVersion:
+		return &FieldError{Field: "specversion", Reason: fmt.Sprintf("unsupported version %q (want %q)", truncate(ev.spec), SpecVersion)}
+	case !ev.hasID:
+		return &FieldError{Field: "id", Reason: "missing"}
+	case ev.data != nil && ev.dataBase64 != nil:
+		return &FieldError{Field: "data_base64", Reason: "an event carries data or data_base64, not both"}
+	}
+	if ev.hasTime {
 		var err error
-		if env.Time, err = ParseTime(ts); err != nil {
-			return Envelope{}, &FieldError{Field: "time", Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(ts)), Err: err}
+		if ev.env.Time, err = ParseTime(ev.ts); err != nil {
+			return &FieldError{Field: "time", Reason: fmt.Sprintf("%q is not an RFC 3339 time", truncate(ev.ts)), Err: err}
 		}
 	}
+	return ev.decodePayload()
+}
+
+// decodePayload sets the payload from data_base64 (the decoded bytes) or
+// data: JSON text byte for byte when the content type is JSON or absent,
+// or the data is not a string; a string's bytes otherwise.
+func (ev *structuredEvent) decodePayload() error {
 	switch {
-	case dataBase64 != nil:
+	case ev.dataBase64 != nil:
 		var encoded string
-		if err := decodeStringAttr("data_base64", dataBase64, &encoded); err != nil {
-			return Envelope{}, err
+		if err := decodeStringAttr("data_base64", ev.dataBase64, &encoded); err != nil {
+			return err
 		}
 		payload, err := base64.StdEncoding.DecodeString(encoded)
 		if err != nil {
-			return Envelope{}, &FieldError{Field: "data_base64", Reason: "not base64", Err: err}
+			return &FieldError{Field: "data_base64", Reason: "not base64", Err: err}
 		}
-		env.Payload = payload
-	case data != nil:
-		if env.ContentType == "" || isJSON(env.ContentType) || data[0] != '"' {
-			env.Payload = bytes.Clone(data)
-		} else {
-			var s string
-			if err := json.Unmarshal(data, &s); err != nil {
-				return Envelope{}, &FieldError{Field: "data", Reason: "not a JSON string", Err: err}
-			}
-			env.Payload = []byte(s)
+		ev.env.Payload = payload
+	case ev.data != nil:
+		if ev.env.ContentType == "" || isJSON(ev.env.ContentType) || ev.data[0] != '"' {
+			ev.env.Payload = bytes.Clone(ev.data)
+			return nil
 		}
+		var s string
+		if err := json.Unmarshal(ev.data, &s); err != nil {
+			return &FieldError{Field: "data", Reason: "not a JSON string", Err: err}
+		}
+		ev.env.Payload = []byte(s)
 	}
-	env.Key = string(key)
-	if err := l.validate(env, false); err != nil {
-		return Envelope{}, err
-	}
-	return env, nil
+	return nil
 }
 
 // decodeStringAttr decodes attribute name, which must be a JSON string.

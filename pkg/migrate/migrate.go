@@ -202,10 +202,10 @@ func Down(ctx context.Context, db Beginner, target int, opts DownOptions) (Resul
 	var res Result
 	err = locked(ctx, db, func(tx pgx.Tx, current int) error {
 		if current > len(migs) {
-			return fmt.Errorf("database schema is at version %d, newer than this build's %d: use the newer binary to migrate down", current, len(migs))
+			return fmt.Errorf("database schema is at version %d, newer than this build's %d: only a build that knows version %d can revert it", current, len(migs), current)
 		}
 		if target > current {
-			return fmt.Errorf("%w: version %d is above the schema's current version %d (down only reverts; to apply, migrate up)", ErrTarget, target, current)
+			return fmt.Errorf("%w: version %d is above the schema's current version %d", ErrTarget, target, current)
 		}
 		for v := current; v > target; v-- {
 			rows, err := countRows(ctx, tx, migs[v-1].DropsData())
@@ -320,8 +320,9 @@ func GetStatus(ctx context.Context, db Beginner) (Status, error) {
 }
 
 // ErrOutdated is returned by [Check] when the database lacks migrations this
-// build needs.
-var ErrOutdated = errors.New("database schema is outdated: run the migrate subcommand")
+// build needs. The error says which version the database is at and which
+// this build needs; how to migrate is the caller's to say (a command, [Up]).
+var ErrOutdated = errors.New("database schema is outdated")
 
 // Check returns an error wrapping [ErrOutdated] unless the database has every
 // migration this build knows.

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/migrate"
 )
 
@@ -40,7 +41,7 @@ func ServerURL() string {
 
 // RedactedServerURL is ServerURL with its password, if any, masked, for
 // logs.
-func RedactedServerURL() string { return redact(ServerURL()) }
+func RedactedServerURL() string { return redact.DSN(ServerURL()) }
 
 // DB is one test's database.
 type DB struct {
@@ -84,7 +85,7 @@ func newDatabase(t testing.TB, migrated bool) *DB {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
-		t.Fatalf("testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL): %v", redact(ServerURL()), err)
+		t.Fatalf("testdb: cannot reach PostgreSQL at %s (set TEST_DATABASE_URL): %v", RedactedServerURL(), err)
 	}
 	defer admin.Close(context.Background())
 
@@ -223,14 +224,6 @@ func withDatabase(rawURL, name string) string {
 	return u.String()
 }
 
-func redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	return u.Redacted()
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -255,20 +248,14 @@ func DropTemplate() {
 // has at most maxConns connections. Call Drop when done; nothing drops it
 // otherwise.
 func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
-	admin, err := pgx.Connect(ctx, ServerURL())
+	db, err := CreateEmpty(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", redact(ServerURL()), err)
+		return nil, err
 	}
-	defer admin.Close(context.Background())
-	name := prefix + randomHex(5)
-	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
-		return nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	db := &DB{Name: name, URL: withDatabase(ServerURL(), name)}
 	fail := func(format string, err error) (*DB, error) {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return nil, errors.Join(fmt.Errorf(format, name, err), db.Drop(dctx))
+		return nil, errors.Join(fmt.Errorf(format, db.Name, err), db.Drop(dctx))
 	}
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
@@ -282,6 +269,23 @@ func Create(ctx context.Context, prefix string, maxConns int) (*DB, error) {
 		return fail("migrate %s: %w", err)
 	}
 	return db, nil
+}
+
+// CreateEmpty creates a database named prefix plus a random suffix on the
+// server of ServerURL, without the PulseBus schema and without a Pool: for
+// a TestMain whose examples connect and migrate as a user would. Call Drop
+// when done; nothing drops it otherwise.
+func CreateEmpty(ctx context.Context, prefix string) (*DB, error) {
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s (set TEST_DATABASE_URL): %w", RedactedServerURL(), err)
+	}
+	defer admin.Close(context.Background())
+	name := prefix + randomHex(5)
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	return &DB{Name: name, URL: withDatabase(ServerURL(), name)}, nil
 }
 
 // Drop closes db's Pool, if any, and drops the database. It is for

@@ -43,7 +43,7 @@
 //     quotes the start of the response body.
 //
 // Errors are [*StatusError] for an HTTP answer; their text shows the URL as
-// [RedactURL] does, scheme and host only: user info, path, query and
+// scheme://host/..., scheme and host only: user info, path, query and
 // fragment may all hold credentials (Slack-style webhooks carry their token
 // in the path).
 package webhook

@@ -15,6 +15,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/internal/tracing"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
@@ -69,9 +70,9 @@ func New(cfg Config) (*Handler, error) {
 	case err != nil:
 		return nil, fmt.Errorf("webhook: Config.URL is not a URL: %w", unwrapURLError(err))
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("webhook: Config.URL %s: scheme must be http or https", RedactURL(cfg.URL))
+		return nil, fmt.Errorf("webhook: Config.URL %s: scheme must be http or https", redact.URL(cfg.URL))
 	case u.Host == "":
-		return nil, fmt.Errorf("webhook: Config.URL %s: no host", RedactURL(cfg.URL))
+		return nil, fmt.Errorf("webhook: Config.URL %s: no host", redact.URL(cfg.URL))
 	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("webhook: Config.Timeout %s is negative", cfg.Timeout)
@@ -94,7 +95,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	return &Handler{
 		url:     cfg.URL,
-		safeURL: RedactURL(cfg.URL),
+		safeURL: redact.URL(cfg.URL),
 		timeout: cfg.Timeout,
 		headers: headers,
 		client: &http.Client{
@@ -134,8 +135,8 @@ func isTokenChar(r rune) bool {
 	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
-// URL returns the endpoint as scheme://host/..., for logs (see
-// [RedactURL]).
+// URL returns the endpoint as scheme://host/..., for logs: the path,
+// query, user info and fragment may hold a token (see the package doc).
 func (h *Handler) URL() string { return h.safeURL }
 
 // Handle POSTs env and classifies the outcome: nil for 2xx,
@@ -181,7 +182,7 @@ func (h *Handler) Handle(ctx context.Context, env envelope.Envelope) error {
 		Status:     resp.Status,
 		Body:       cleanSnippet(snippet),
 		RetryAfter: resp.Header.Get("Retry-After"),
-		Location:   RedactURL(resp.Header.Get("Location")),
+		Location:   redact.URL(resp.Header.Get("Location")),
 	}
 	if retryableStatus(resp.StatusCode) {
 		return dispatch.TransientAfter(serr, ParseRetryAfter(serr.RetryAfter, time.Now()))
@@ -303,7 +304,7 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 // [dispatch.TransientAfter] (with the Retry-After pause), the others in
 // [dispatch.Permanent]; use errors.As.
 type StatusError struct {
-	// URL is the endpoint as scheme://host/... (see RedactURL).
+	// URL is the endpoint as scheme://host/... (see [Handler.URL]).
 	URL string
 	// StatusCode and Status are the answer's, e.g. 503 and
 	// "503 Service Unavailable".
@@ -316,8 +317,7 @@ type StatusError struct {
 	// retryable status the consumer waits at least that long
 	// ([ParseRetryAfter]) before the next attempt.
 	RetryAfter string
-	// Location is a redirect's target as scheme://host/... (see
-	// RedactURL).
+	// Location is a redirect's target as scheme://host/..., like URL.
 	Location string
 }
 
@@ -359,33 +359,6 @@ func cleanSnippet(b []byte) string {
 		s += "..."
 	}
 	return s
-}
-
-// RedactURL returns raw as logs and dead-letter errors may show it: its
-// scheme and host (with the port) only, and "/..." for whatever followed
-// (user info, path, query, fragment), since any of them may be a secret:
-// services such as Slack put the token in the path
-// (https://hooks.slack.com/services/T.../B.../secret becomes
-// https://hooks.slack.com/...). A URL with nothing after its host, or only
-// "/", is returned without user info and fragment; "" stays "".
-// Unparseable input gives a placeholder rather than the input.
-func RedactURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	if u.Opaque != "" { // mailto:someone@example.com
-		return u.Scheme + ":..."
-	}
-	safe := &url.URL{Scheme: u.Scheme, Host: u.Host}
-	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" && !u.ForceQuery {
-		safe.Path = u.Path
-		return safe.String()
-	}
-	return safe.String() + "/..."
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose text repeats the full

@@ -13,7 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -102,7 +102,7 @@ func runDev(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 
 // writeDevIntro prints where dev mode runs and the commands to try it.
 func writeDevIntro(w io.Writer, dbURL, database, brokers string) {
-	shown := cli.RedactURL(dbURL)
+	shown := redact.DSN(dbURL)
 	if shown != dbURL {
 		fmt.Fprintln(w, "(the password in the URLs below is hidden: put yours back in before pasting)")
 	}

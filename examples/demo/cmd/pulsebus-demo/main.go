@@ -38,6 +38,7 @@ import (
 
 	"github.com/edupulse/pulsebus/examples/demo"
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/redact"
 	"github.com/edupulse/pulsebus/pkg/dispatch"
 	"github.com/edupulse/pulsebus/pkg/envelope"
 	"github.com/edupulse/pulsebus/pkg/migrate"
@@ -246,7 +247,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 
 	fmt.Fprintf(stdout, "PulseBus demo: PostgreSQL database %s on %s, %s, topic %s (%d partitions)\n",
-		cfg.database, cli.RedactURL(serverURL), brokerDesc, demoTopic, cfg.partitions)
+		cfg.database, redact.DSN(serverURL), brokerDesc, demoTopic, cfg.partitions)
 	if cfg.consoleAddr != "" {
 		url, token, err := startConsole(consumerCtx, cfg.consoleAddr, pool, brokers, consumer, group, log)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edupulse/pulsebus/internal/cli"
+	"github.com/edupulse/pulsebus/internal/redact"
 )
 
 // errNoPostgres is returned when no server answers and none can be started;
@@ -38,7 +39,7 @@ or point it at a server you have (the demo works in its own database, pulsebus_d
 
   DATABASE_URL='postgres://user:password@host:5432/postgres' make demo
 
-(%s)`, cli.RedactURL(e.url), e.cause, e.why)
+(%s)`, redact.DSN(e.url), e.cause, e.why)
 }
 
 // reachServer checks that the server of rawURL answers. When it does not,
@@ -63,7 +64,7 @@ func reachServer(ctx context.Context, rawURL string, log *slog.Logger) (string, 
 	case os.Geteuid() == 0:
 		return "", nil, &errNoPostgres{url: rawURL, cause: err, why: "initdb is on PATH, but PostgreSQL refuses to run as root, so the demo cannot start a temporary cluster"}
 	}
-	fmt.Fprintf(os.Stderr, "PostgreSQL at %s does not answer (%v); starting a temporary cluster with %s\n", cli.RedactURL(rawURL), err, initdb)
+	fmt.Fprintf(os.Stderr, "PostgreSQL at %s does not answer (%v); starting a temporary cluster with %s\n", redact.DSN(rawURL), err, initdb)
 	return startTempCluster(ctx, initdb, pgctl, log)
 }
 
@@ -115,7 +116,7 @@ func recreateDatabase(ctx context.Context, serverURL, name string, maxConns int3
 	}
 	admin, err := pgx.Connect(ctx, serverURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", cli.RedactURL(serverURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redact.DSN(serverURL), err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 	if admin.Config().Database == name {
