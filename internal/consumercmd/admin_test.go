@@ -19,7 +19,7 @@ import (
 )
 
 // A webhook answering 422 parks its events at once; a message that is not
-// an envelope is parked with its decode error (for both handlers).
+// an envelope is dead-lettered with its decode error (for both handlers).
 // dead-letters list shows them; after the endpoint is fixed, redrive by id
 // and by handler delivers them and deletes the rows, while the undecodable
 // one fails again and stays.

@@ -31,7 +31,7 @@ configured handlers, each with its own offsets in PostgreSQL.`,
 			}},
 			{Name: "offsets", Summary: "per handler, topic and partition: next offset, high watermark, lag", Run: runOffsets},
 			{Name: "replay", Summary: "move a handler's offsets to earliest, latest, a time or an offset", Run: runReplay},
-			{Name: "dead-letters", Summary: "list, show or redrive parked messages (dead-letters list|show|redrive)", Run: runDeadLetters},
+			{Name: "dead-letters", Summary: "list, show or redrive dead letters (dead-letters list|show|redrive)", Run: runDeadLetters},
 		},
 	}
 }

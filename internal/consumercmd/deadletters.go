@@ -23,22 +23,22 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	g := &cli.Group{
 		Name: "consumer dead-letters",
 		About: `Messages a handler could not handle (after its retries, at once for a
-permanent error, or because they are not valid envelopes) are parked in
+permanent error, or because they are not valid envelopes) are stored in
 pulsebus.dead_letters, one row per handler and message. For a handler with
 on-failure=hold-key, a dead letter with a Kafka key holds that key: the
 handler's later events of the key wait behind it (list --held) until it is
 redriven successfully or deleted, then run in Kafka order.`,
 		Commands: []cli.Subcommand{
-			{Name: "list", Summary: "print the parked messages of a group", Run: runDeadLettersList},
-			{Name: "show", Summary: "print one parked message in full, byte for byte", Run: runDeadLettersShow},
-			{Name: "redrive", Summary: "run the handler again on parked messages; a row is deleted on success", Run: runDeadLettersRedrive},
-			{Name: "delete", Summary: "delete parked messages without running them; a deleted head releases its key", Run: runDeadLettersDelete},
+			{Name: "list", Summary: "print the dead letters of a group", Run: runDeadLettersList},
+			{Name: "show", Summary: "print one dead letter in full, byte for byte", Run: runDeadLettersShow},
+			{Name: "redrive", Summary: "run the handler again on dead letters; a row is deleted on success", Run: runDeadLettersRedrive},
+			{Name: "delete", Summary: "delete dead letters without running them; a deleted head releases its key", Run: runDeadLettersDelete},
 		},
 	}
 	return g.Run(ctx, args, stdout, stderr)
 }
 
-const listAbout = `Prints a group's parked messages, oldest first: where they were read from,
+const listAbout = `Prints a group's dead letters, oldest first: where they were read from,
 the event id and type when readable, the attempts, the key a row holds and
 how many events wait behind it (HELD, for handlers with on-failure=hold-key),
 and the last error. --held prints the held events instead, each with the
@@ -291,7 +291,7 @@ func listHeld(ctx context.Context, db *pgxpool.Pool, group, handler string, limi
 	return nil
 }
 
-const showAbout = `Prints one parked message in full: where it was read from, the error, and its
+const showAbout = `Prints one dead letter in full: where it was read from, the error, and its
 key, headers (in order) and value byte for byte, as Go-quoted strings (\xff
 for a byte that is not UTF-8 text). --json prints the row as list --json does.`
 
@@ -375,7 +375,7 @@ func oneLine(s string, max int) string {
 	return s
 }
 
-const redriveAbout = `Runs a handler once more on parked messages: one row by --id, or all of a
+const redriveAbout = `Runs a handler once more on dead letters: one row by --id, or all of a
 handler's rows with --handler-name. A row is deleted when the handler succeeds; on
 failure it stays, with the new error and one more attempt, and the command
 exits 1. Offsets are not touched. A row that held its key (on-failure=hold-key)
@@ -384,7 +384,7 @@ that owns the partition runs them next, in Kafka order.
 
 The handlers are built from the same specs as "consumer run" (--handler,
 repeatable, or CONSUMER_HANDLERS), so run it with the consumer's environment.
-Redrive does not read Kafka: the parked rows hold the whole messages.
+Redrive does not read Kafka: the dead-letter rows hold the whole messages.
 
 Until the next release, --handler NAME (a value without "=") still selects a
 handler and --handler-spec SPEC still gives a spec, with a warning.`
@@ -482,7 +482,7 @@ func runDeadLettersRedrive(ctx context.Context, args []string, stdout, stderr io
 		return err
 	}
 	if res.Failed > 0 {
-		return fmt.Errorf("%d dead letter(s) failed again and stay parked", res.Failed)
+		return fmt.Errorf("%d dead letter(s) failed again and stay in the dead letters", res.Failed)
 	}
 	return nil
 }
@@ -518,7 +518,7 @@ func redriveSpecs(cmd *cli.Command, sel *handlerNameFlag, specs, oldSpecs []stri
 	return specs, nil
 }
 
-const deleteAbout = `Deletes parked messages without running their handler: one row by --id, or
+const deleteAbout = `Deletes dead letters without running their handler: one row by --id, or
 all of a handler's rows with --handler-name. It prints what it deleted.
 
 Deleting a dead letter that holds its key (a handler with

@@ -19,7 +19,7 @@ func TestRun_HandlerSeriesFromFirstScrapeAndStoredDeadLetters(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	h := newHook(t)
-	h.setStatus(func(*http.Request, int) int { return http.StatusBadRequest }) // permanent: parked at once
+	h.setStatus(func(*http.Request, int) int { return http.StatusBadRequest }) // permanent: dead-lettered at once
 	args := b.runArgs("name=search,types=lesson.*,webhook="+h.URL+"/hooks/search", "name=audit,types=*,log=debug")
 
 	r := start(t, args)

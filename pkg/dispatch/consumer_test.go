@@ -55,10 +55,10 @@ func TestConsumer_TxAndPlainHandlers(t *testing.T) {
 	}
 }
 
-// A failing handler is retried (its attempts counted) and then parked,
+// A failing handler is retried (its attempts counted) and then dead-lettered,
 // while another handler on the same partition and events finishes all of
 // them during those retries, each exactly once.
-func TestConsumer_FailingHandlerRetriesAndParks_OtherHandlerNotBlocked(t *testing.T) {
+func TestConsumer_FailingHandlerRetriesAndDeadLetters_OtherHandlerNotBlocked(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	envs := events(t, 30, "lesson.published")
@@ -309,7 +309,7 @@ func typedLesson(name string) dispatch.TxHandlerFunc {
 // Malformed messages end in the dead letters with their reasons, for every
 // handler that would have wanted them; the consumer neither crashes nor
 // stalls, and later messages are handled.
-func TestConsumer_MalformedMessagesParked(t *testing.T) {
+func TestConsumer_MalformedMessagesDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	valid := func(typ string) kafka.Message {
@@ -352,7 +352,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 		"typed@5": `event type "quiz.submitted" cannot decode into`,
 		"typed@6": "payload: decode lesson.published",
 	}
-	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the bad messages parked", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "the bad messages dead-lettered", func() bool {
 		return len(deadLetters(t, b.db.Pool, "svc")) == len(want)
 	})
 	// A message after the bad ones is handled by both.
@@ -387,7 +387,7 @@ func TestConsumer_MalformedMessagesParked(t *testing.T) {
 }
 
 // A poison event in a batch is isolated: the batch is retried one event at
-// a time, the poison event alone is parked, every other event commits
+// a time, the poison event alone is dead-lettered, every other event commits
 // once.
 func TestConsumer_BatchPoisonIsolated(t *testing.T) {
 	t.Parallel()
@@ -417,7 +417,7 @@ func TestConsumer_BatchPoisonIsolated(t *testing.T) {
 	require.NoError(t, c.HandleBatchTx("batch", []string{"lesson.*"}, h, dispatch.WithBatchSize(20),
 		dispatch.WithRetry(dispatch.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})))
 	stop := start(t, c)
-	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "all but the poison event counted and the poison parked", func() bool {
+	testpoll.Until(t, 30*time.Second, 20*time.Millisecond, "all but the poison event counted and the poison dead-lettered", func() bool {
 		d, _ := countHandled(t, b.db.Pool, "batch")
 		return d == len(envs)-1 && len(deadLetters(t, b.db.Pool, "svc")) == 1
 	})
@@ -448,7 +448,7 @@ func TestConsumer_BatchPoisonIsolated(t *testing.T) {
 	requireOffsetsAtEnd(t, b, "svc", "batch")
 }
 
-// Redrive runs the handler again on parked events and deletes them on
+// Redrive runs the handler again on dead-lettered events and deletes them on
 // success; a failure keeps the row with one more attempt; concurrent
 // redrives of a row run the handler once.
 func TestConsumer_Redrive(t *testing.T) {
@@ -754,7 +754,7 @@ func TestConsumer_StartOffsets(t *testing.T) {
 
 // Stopping drains: a handler in flight when the context ends finishes and
 // its progress is saved; one that outlives Config.DrainTimeout has its
-// context cancelled and is neither parked nor counted as done.
+// context cancelled and is neither dead-lettered nor counted as done.
 func TestConsumer_Drain(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)

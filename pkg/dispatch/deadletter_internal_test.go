@@ -72,7 +72,7 @@ func fuzzChunks(chunks ...[]byte) []byte {
 }
 
 // parkingWorker is a worker of handler "h" on events/0 of group "g", enough
-// to park messages.
+// to store dead letters.
 func parkingWorker(t testing.TB, db *testdb.DB) *worker {
 	c, err := New(Config{Brokers: []string{"unused:9092"}, Group: "g", Topics: []string{"events"}, Pool: db.Pool,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -124,7 +124,7 @@ func FuzzDeadLetter(f *testing.F) {
 		if bad != nil {
 			cause = bad
 		}
-		require.NoError(t, w.park(db.Pool, it, cause, 1, time.Now()))
+		require.NoError(t, w.deadLetter(db.Pool, it, cause, 1, time.Now()))
 
 		var id int64
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT id FROM pulsebus.dead_letters
@@ -166,7 +166,7 @@ func requireExactBytes(t *testing.T, want, got []byte, what string) {
 // any refusal), the dead letter records the message's position and why,
 // on its own and inside a handler's transaction, which stays usable;
 // redrive leaves such a row alone.
-func TestPark_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
+func TestDeadLetter_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	ctx := context.Background()
@@ -178,12 +178,12 @@ func TestPark_StoresThePositionWhenTheMessageIsRefused(t *testing.T) {
 	big := item{msg: kafka.Message{Topic: "events", Offset: 1, Value: []byte("far too large a value")}}
 	big.bad = errors.New("not an envelope")
 
-	require.NoError(t, w.park(db.Pool, big, big.bad, 0, time.Now()))
+	require.NoError(t, w.deadLetter(db.Pool, big, big.bad, 0, time.Now()))
 
 	big.msg.Offset = 2
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
-	require.NoError(t, w.park(tx, big, big.bad, 0, time.Now()))
+	require.NoError(t, w.deadLetter(tx, big, big.bad, 0, time.Now()))
 	_, err = tx.Exec(ctx, `SELECT 1`)
 	require.NoError(t, err, "the transaction is still usable")
 	require.NoError(t, tx.Commit(ctx))

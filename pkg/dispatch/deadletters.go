@@ -14,7 +14,7 @@ import (
 	"github.com/edupulse/pulsebus/pkg/envelope"
 )
 
-// DeadLetter is one parked message.
+// DeadLetter is one dead letter.
 type DeadLetter struct {
 	ID            int64
 	Group         string
@@ -79,7 +79,7 @@ const deadLetterColumns = `id, group_id, handler, topic, partition, kafka_offset
 		WHERE h.group_id = dead_letters.group_id AND h.handler = dead_letters.handler AND h.topic = dead_letters.topic
 		  AND h.partition = dead_letters.partition AND h.message_key = dead_letters.message_key) ELSE 0 END`
 
-// ListDeadLetters returns the selected parked messages, oldest first.
+// ListDeadLetters returns the selected dead letters, oldest first.
 func (a *Admin) ListDeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
 	if err := a.need("ListDeadLetters", false); err != nil {
 		return nil, err

@@ -79,10 +79,10 @@
 //   - anything else is retried up to RetryPolicy.MaxAttempts such failures
 //     within MaxElapsed.
 //
-// When the policy is spent the message is parked in pulsebus.dead_letters
-// for that handler, raw, and the handler moves on; parking never fails on
+// When the policy is spent the message is stored in pulsebus.dead_letters
+// for that handler, raw, and the handler moves on; dead-lettering never fails on
 // the message's content. A failure of the consumer's own database work is
-// not the handler's: it parks nothing, and the worker restarts from its
+// not the handler's: it dead-letters nothing, and the worker restarts from its
 // saved offset. [Admin] lists, redrives ([Admin.Redrive]) and deletes dead
 // letters, lists the events held behind them, shows lag and replays a
 // handler ([Admin.Replay]): running consumers reload that handler's
@@ -93,7 +93,7 @@
 // When the context given to [Consumer.Run] ends, workers stop taking new
 // messages, the batches in hand finish (up to Config.DrainTimeout, after
 // which the handlers' context is cancelled and those messages are left for
-// the next run, not parked), progress is saved and the member leaves the
+// the next run, not dead-lettered), progress is saved and the member leaves the
 // group. A handler waiting between retries stops waiting at once; its
 // message is left for the next run too. A rebalance stops a generation the
 // same way.

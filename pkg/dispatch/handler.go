@@ -49,7 +49,7 @@ func (f TxHandlerFunc) HandleTx(ctx context.Context, tx pgx.Tx, env envelope.Env
 // transaction that also advances the handler's offset past the last of them
 // (the transaction is as for [TxHandler]).
 // When it fails, the events are handled again one by one (each in its own
-// transaction, with the retry policy) so one bad event is parked alone.
+// transaction, with the retry policy) so one bad event is dead-lettered alone.
 type BatchTxHandler interface {
 	HandleBatchTx(ctx context.Context, tx pgx.Tx, envs []envelope.Envelope) error
 }
@@ -85,8 +85,8 @@ func (e *permanentError) Error() string { return "permanent: " + e.Err.Error() }
 // Unwrap returns the wrapped error.
 func (e *permanentError) Unwrap() error { return e.Err }
 
-// Permanent wraps err so it is not retried: the message is parked in the
-// dead letters at once. Permanent(nil) is nil.
+// Permanent wraps err so it is not retried: the message is dead-lettered
+// at once. Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
@@ -102,7 +102,7 @@ func IsPermanent(err error) bool {
 }
 
 // RetryPolicy is how long a handler is retried on one event before the
-// event is parked in the dead letters. Every failed attempt is classified
+// event is dead-lettered. Every failed attempt is classified
 // (see the package documentation, "Failures"):
 //
 //   - permanent ([Permanent], an invalid envelope): dead-lettered at once;

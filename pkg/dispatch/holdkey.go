@@ -45,7 +45,7 @@ const (
 )
 
 // holdFor decides whether the handler runs it, holds it behind its key's
-// head, or skips it as the head itself. Heads parked in the transaction
+// head, or skips it as the head itself. Heads dead-lettered in the transaction
 // in hand count (pendingHeads).
 func (w *worker) holdFor(it item) (keyHead, holdDecision) {
 	if len(it.msg.Key) == 0 || (len(w.held) == 0 && len(w.pendingHeads) == 0) {
@@ -65,7 +65,7 @@ func (w *worker) holdFor(it item) (keyHead, holdDecision) {
 	}
 }
 
-// pendingHead records a head parked in a transaction not yet committed;
+// pendingHead records a head dead-lettered in a transaction not yet committed;
 // commitHeads makes it count once it is, dropHeads forgets it if not.
 func (w *worker) pendingHead(it item, id int64) {
 	if w.pendingHeads == nil {
@@ -78,7 +78,7 @@ func (w *worker) pendingHead(it item, id int64) {
 	w.pendingHeads[string(it.msg.Key)] = head
 }
 
-// commitHeads makes the heads parked in a committed transaction hold their
+// commitHeads makes the heads dead-lettered in a committed transaction hold their
 // keys.
 func (w *worker) commitHeads() {
 	if len(w.pendingHeads) == 0 {
@@ -184,7 +184,7 @@ func (w *worker) loadHeld(ctx context.Context, cur *cursor) error {
 		var head keyHead
 		var key []byte
 		_, err = pgx.ForEachRow(rows, []any{&head.id, &head.offset, &head.eventID, &key}, func() error {
-			w.held[string(key)] = head // the latest, when a replay parked an earlier one too
+			w.held[string(key)] = head // the latest, when a replay dead-lettered an earlier one too
 			return nil
 		})
 		if err != nil {
@@ -223,7 +223,7 @@ const releaseBatch = 100
 // release runs the events held for key, whose head is gone, in Kafka
 // order. Each is removed from pulsebus.held_events when it succeeds (for a
 // transactional handler, in its transaction). One that fails for good is
-// parked and becomes the key's new head: the rest stay held behind it.
+// dead-lettered and becomes the key's new head: the rest stay held behind it.
 func (w *worker) release(ctx context.Context, cur *cursor, key []byte) error {
 	k := w.key
 	w.log.Info("key released: running its held events in order", "key", string(key))
@@ -318,13 +318,13 @@ func (w *worker) releaseOne(ctx context.Context, cur *cursor, h heldRow) (headed
 			return false, nil
 		}
 	}
-	err = w.fencedTx(func(tx pgx.Tx) error { return w.park(tx, it, cause, attempts, start) },
+	err = w.fencedTx(func(tx pgx.Tx) error { return w.deadLetter(tx, it, cause, attempts, start) },
 		"remove held event", releaseHeldSQL, []any{h.id})
 	if err != nil {
 		return false, err
 	}
 	w.progressed()
-	w.parked(it, cause, attempts, time.Since(start))
+	w.deadLettered(it, cause, attempts, time.Since(start))
 	_, headed = w.held[string(it.msg.Key)]
 	return headed, nil
 }

@@ -11,7 +11,7 @@ const (
 	OutcomeOK Outcome = "ok"
 	// OutcomeRetried: handled after one or more retries.
 	OutcomeRetried Outcome = "retried"
-	// OutcomeDeadLettered: parked in the dead letters.
+	// OutcomeDeadLettered: dead-lettered.
 	OutcomeDeadLettered Outcome = "dead_lettered"
 	// OutcomeSkippedDuplicate: below the handler's next offset, so already
 	// done; not run again.
@@ -41,7 +41,7 @@ type HandledEvent struct {
 	Duration time.Duration
 }
 
-// DeadLetterEvent describes a message parked for a handler.
+// DeadLetterEvent describes a message dead-lettered for a handler.
 type DeadLetterEvent struct {
 	Handler   string
 	Topic     string
@@ -94,7 +94,7 @@ type Hooks struct {
 	// OnRetry is called before each retry of a handler; attempt is the
 	// attempt that failed (1 for the first).
 	OnRetry func(handler string, attempt int, err error)
-	// OnDeadLetter is called when a message is parked for a handler.
+	// OnDeadLetter is called when a message is dead-lettered for a handler.
 	OnDeadLetter func(e DeadLetterEvent)
 	// OnRebalance is called when this member joins a new group
 	// generation, with the partitions assigned to it.

@@ -144,13 +144,13 @@ type deadLetterRow struct {
 	holdsKey bool
 }
 
-// insertDeadLetter parks a message. Nothing in the message can make it
+// insertDeadLetter stores a dead letter. Nothing in the message can make it
 // fail: key, header keys and values and the value are stored as bytea, and
 // the text columns derived from them (event type, the readable headers, the
 // error) are made valid text first (safeText). Should PostgreSQL still
 // refuse the row for what it holds (refusedForContent), it stores the
 // message's position and the reason instead (message_stored false) rather
-// than fail: a message that cannot be parked must not stop its partition.
+// than fail: a message that cannot be stored must not stop its partition.
 // Other errors (a lost connection, a deadlock, a cancelled context) are
 // returned, for the worker to retry. id is the row's id.
 //
@@ -200,7 +200,7 @@ func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (id int64, 
 		return id, true, nil
 	}
 	if !refusedForContent(err) {
-		return 0, false, fmt.Errorf("park %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
+		return 0, false, fmt.Errorf("dead-letter %s/%d@%d for %s: %w", d.key.topic, d.key.partition, d.offset, d.key.handler, err)
 	}
 	reason := fmt.Errorf("the message could not be stored (%w); it failed with: %w", err, d.err)
 	ferr := db.QueryRow(ctx, `INSERT INTO pulsebus.dead_letters
@@ -215,7 +215,7 @@ func insertDeadLetter(ctx context.Context, db dbtx, d deadLetterRow) (id int64, 
 		d.key.group, d.key.handler, d.key.topic, d.key.partition, d.offset, errText(reason), d.attempts, d.first, d.last,
 		headKey(d), d.holdsKey).Scan(&id)
 	if ferr != nil {
-		return 0, false, fmt.Errorf("park %s/%d@%d for %s: %w (storing only its position failed too: %w)",
+		return 0, false, fmt.Errorf("dead-letter %s/%d@%d for %s: %w (storing only its position failed too: %w)",
 			d.key.topic, d.key.partition, d.offset, d.key.handler, err, ferr)
 	}
 	return id, false, nil

@@ -69,7 +69,7 @@ type worker struct {
 	items       []item       // reused by classify
 
 	// Keys held behind a dead letter (WithKeyOrder): read when a session
-	// starts (loadHeld); pendingHeads are those parked in the transaction
+	// starts (loadHeld); pendingHeads are those dead-lettered in the transaction
 	// in hand (see commitHeads).
 	held         map[string]keyHead
 	pendingHeads map[string]keyHead
@@ -590,12 +590,12 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		return nil
 	}
 	if it.bad != nil {
-		if err := w.park(w.c.cfg.Pool, it, it.bad, 0, start); err != nil {
+		if err := w.deadLetter(w.c.cfg.Pool, it, it.bad, 0, start); err != nil {
 			w.dropHeads()
 			return err
 		}
 		w.commitHeads()
-		w.parked(it, it.bad, 0, time.Since(start))
+		w.deadLettered(it, it.bad, 0, time.Since(start))
 		cur.next = it.msg.Offset + 1
 		return nil
 	}
@@ -607,12 +607,12 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 		return err
 	}
 	if err != nil {
-		if perr := w.park(w.c.cfg.Pool, it, err, attempts, start); perr != nil {
+		if perr := w.deadLetter(w.c.cfg.Pool, it, err, attempts, start); perr != nil {
 			w.dropHeads()
 			return perr
 		}
 		w.commitHeads()
-		w.parked(it, err, attempts, time.Since(start))
+		w.deadLettered(it, err, attempts, time.Since(start))
 	} else {
 		w.handled(it, attempts, time.Since(start))
 	}
@@ -621,7 +621,7 @@ func (w *worker) plain(ctx context.Context, cur *cursor, it item) error {
 }
 
 // single handles one message of a transactional handler in its own
-// transaction, with retries, parking it (also transactionally) when they
+// transaction, with retries, dead-lettering it (also transactionally) when they
 // are spent.
 func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 	start := time.Now()
@@ -644,11 +644,11 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 		return nil
 	}
 	if it.bad != nil {
-		err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.park(tx, it, it.bad, 0, start) })
+		err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.deadLetter(tx, it, it.bad, 0, start) })
 		if err != nil {
 			return err
 		}
-		w.parked(it, it.bad, 0, time.Since(start))
+		w.deadLettered(it, it.bad, 0, time.Since(start))
 		return nil
 	}
 	defer w.endSpan(w.startSpan(it))
@@ -660,10 +660,10 @@ func (w *worker) single(ctx context.Context, cur *cursor, it item) error {
 	}
 	if err != nil {
 		herr := err
-		if err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.park(tx, it, herr, attempts, start) }); err != nil {
+		if err := w.inTx(cur, end, func(tx pgx.Tx) error { return w.deadLetter(tx, it, herr, attempts, start) }); err != nil {
 			return err
 		}
-		w.parked(it, herr, attempts, time.Since(start))
+		w.deadLettered(it, herr, attempts, time.Since(start))
 		return nil
 	}
 	w.handled(it, attempts, time.Since(start))
@@ -681,7 +681,7 @@ func (w *worker) runTx(ctx context.Context, tx pgx.Tx, it item) error {
 }
 
 // batchTx tries the items in one transaction; on failure it handles them
-// one by one so a bad event is retried and parked alone.
+// one by one so a bad event is retried and dead-lettered alone.
 func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int64) error {
 	start := time.Now()
 	fates := make([]holdDecision, len(items))
@@ -697,7 +697,7 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 				}
 			case fates[i] == skipHead:
 			case it.bad != nil:
-				if err := w.park(tx, it, it.bad, 0, start); err != nil {
+				if err := w.deadLetter(tx, it, it.bad, 0, start); err != nil {
 					return err
 				}
 			case w.h.kind == kindTx:
@@ -727,7 +727,7 @@ func (w *worker) batchTx(ctx context.Context, cur *cursor, items []item, end int
 				continue
 			}
 			if it.bad != nil {
-				w.parked(it, it.bad, 0, per)
+				w.deadLettered(it, it.bad, 0, per)
 			} else {
 				w.handled(it, 1, per)
 			}
@@ -770,7 +770,7 @@ func (w *worker) inTx(cur *cursor, end int64, fn func(tx pgx.Tx) error) error {
 func (w *worker) fencedTx(fn func(tx pgx.Tx) error, what, fence string, args []any) (err error) {
 	ctx := w.workCtx
 	defer func() {
-		// Heads parked in the transaction hold their keys once it commits.
+		// Heads dead-lettered in the transaction hold their keys once it commits.
 		if err == nil {
 			w.commitHeads()
 		} else {
@@ -902,11 +902,11 @@ func (w *worker) retry(ctx context.Context, cur *cursor, start time.Time, fn fun
 	}
 }
 
-// park stores the message in the dead letters for this handler. It fails
+// deadLetter stores the message in the dead letters for this handler. It fails
 // only when the database cannot be reached (see insertDeadLetter); a
 // message that cannot be stored whole is recorded by its position, logged
 // at error.
-func (w *worker) park(db dbtx, it item, cause error, attempts int, first time.Time) error {
+func (w *worker) deadLetter(db dbtx, it item, cause error, attempts int, first time.Time) error {
 	if w.span != nil {
 		w.span.AddEvent("dead_letter", trace.WithAttributes(tracing.PulseBusAttempt.Int(attempts),
 			attribute.String("exception.message", cause.Error())))
@@ -956,8 +956,10 @@ func (w *worker) handled(it item, attempts int, d time.Duration) {
 		Offset: it.msg.Offset, EventType: it.env.Type, EventTime: it.env.Time, Outcome: out, Attempts: attempts, Duration: d})
 }
 
-func (w *worker) parked(it item, cause error, attempts int, d time.Duration) {
-	w.log.Warn("message parked in the dead letters", "offset", it.msg.Offset, "attempts", attempts, "err", cause)
+// deadLettered logs a message stored in the dead letters and reports it to
+// the hooks.
+func (w *worker) deadLettered(it item, cause error, attempts int, d time.Duration) {
+	w.log.Warn("message dead-lettered", "offset", it.msg.Offset, "attempts", attempts, "err", cause)
 	w.c.cfg.Hooks.deadLetter(DeadLetterEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,
 		Offset: it.msg.Offset, Attempts: attempts, Err: cause})
 	w.c.cfg.Hooks.handled(HandledEvent{Handler: w.key.handler, Topic: it.msg.Topic, Partition: it.msg.Partition,

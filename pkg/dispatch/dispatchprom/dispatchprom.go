@@ -101,7 +101,7 @@ func New(opts ...Option) *Metrics {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRetries, ConstLabels: cl,
 			Help: "Handler attempts that failed and were retried."}, []string{"handler"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameDeadLetters, ConstLabels: cl,
-			Help: "Messages parked in the dead letters, by handler."}, []string{"handler"}),
+			Help: "Messages dead-lettered, by handler."}, []string{"handler"}),
 		rebalances: prometheus.NewCounter(prometheus.CounterOpts{Name: NameRebalances, ConstLabels: cl,
 			Help: "Consumer group generations this member joined."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameLag, ConstLabels: cl,
@@ -191,7 +191,7 @@ func (m *Metrics) onRetry(handler string, _ int, _ error) {
 	m.retries.WithLabelValues(handler).Inc()
 }
 
-// onDeadLetter counts a parked message.
+// onDeadLetter counts a dead letter.
 func (m *Metrics) onDeadLetter(e dispatch.DeadLetterEvent) {
 	m.deadLetters.WithLabelValues(e.Handler).Inc()
 }

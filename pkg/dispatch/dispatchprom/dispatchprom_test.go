@@ -39,7 +39,7 @@ func TestMetrics_Handled(t *testing.T) {
 		Duration: 2 * time.Second, EventTime: t0.Add(-time.Hour)})
 	// Skipped duplicates: counted only.
 	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "idx", Outcome: dispatch.OutcomeSkippedDuplicate})
-	// A malformed message parked without a time: no latency.
+	// A malformed message dead-lettered without a time: no latency.
 	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeDeadLettered})
 	// An event time in the future (clock skew) is observed as 0, not negative.
 	m.Hooks().OnHandled(dispatch.HandledEvent{Handler: "hook", Outcome: dispatch.OutcomeOK, Attempts: 1,
@@ -97,7 +97,7 @@ func TestMetrics_RetriesDeadLettersRebalances(t *testing.T) {
 # TYPE pulsebus_consumer_retries_total counter
 pulsebus_consumer_retries_total{handler="hook"} 2
 pulsebus_consumer_retries_total{handler="idx"} 1
-# HELP pulsebus_consumer_dead_letters_total Messages parked in the dead letters, by handler.
+# HELP pulsebus_consumer_dead_letters_total Messages dead-lettered, by handler.
 # TYPE pulsebus_consumer_dead_letters_total counter
 pulsebus_consumer_dead_letters_total{handler="hook"} 1
 # HELP pulsebus_consumer_rebalances_total Consumer group generations this member joined.
@@ -229,7 +229,7 @@ pulsebus_consumer_events_handled_total{handler="idx",outcome="skipped_duplicate"
 # TYPE pulsebus_consumer_retries_total counter
 pulsebus_consumer_retries_total{handler="hook"} 0
 pulsebus_consumer_retries_total{handler="idx"} 0
-# HELP pulsebus_consumer_dead_letters_total Messages parked in the dead letters, by handler.
+# HELP pulsebus_consumer_dead_letters_total Messages dead-lettered, by handler.
 # TYPE pulsebus_consumer_dead_letters_total counter
 pulsebus_consumer_dead_letters_total{handler="hook"} 0
 pulsebus_consumer_dead_letters_total{handler="idx"} 0

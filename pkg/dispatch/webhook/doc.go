@@ -39,7 +39,7 @@
 //     long.
 //   - Any other status (other 4xx, and 3xx: redirects are not followed,
 //     since a POST may not survive one): [dispatch.Permanent], so the event
-//     is parked in the dead letters at once. The error names the status and
+//     is dead-lettered at once. The error names the status and
 //     quotes the start of the response body.
 //
 // Errors are [*StatusError] for an HTTP answer; their text shows the URL as

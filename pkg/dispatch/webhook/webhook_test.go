@@ -283,7 +283,7 @@ func TestHandler_Timeout(t *testing.T) {
 }
 
 // The consumer's context ending (drain timeout) stops the request; the
-// error is not permanent, so the event is not parked for it.
+// error is not permanent, so the event is not dead-lettered for it.
 func TestHandler_ContextCancelled(t *testing.T) {
 	t.Parallel()
 	arrived := make(chan struct{})
