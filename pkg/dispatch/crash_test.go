@@ -58,7 +58,7 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 		lo, hi := (5*i+1)*total/30, (i+1)*total/6
 		target := lo + rng.IntN(hi-lo)
 		c := startChild(t, b, "crash", fmt.Sprintf("m%d", i), "BATCH=1", "PLAIN_FILE="+plainFile)
-		testpoll.Until(t, 90*time.Second, 20*time.Millisecond, fmt.Sprintf("the consumer reaches %d events", target), func() bool {
+		testpoll.Until(t, 3*time.Minute, 20*time.Millisecond, fmt.Sprintf("the consumer reaches %d events", target), func() bool {
 			return handledStats(t, b.db.Pool, "count").distinct >= target
 		})
 		time.Sleep(time.Duration(rng.Int64N(int64(20 * time.Millisecond))))
@@ -70,10 +70,10 @@ func TestConsumer_SIGKILL_ExactlyOnce(t *testing.T) {
 	}
 
 	c := startChild(t, b, "crash", "final", "BATCH=1", "PLAIN_FILE="+plainFile)
-	testpoll.Until(t, 150*time.Second, 20*time.Millisecond, "all events handled after the restarts", func() bool {
+	testpoll.Until(t, 5*time.Minute, 20*time.Millisecond, "all events handled after the restarts", func() bool {
 		return handledStats(t, b.db.Pool, "count").distinct == total &&
 			handledStats(t, b.db.Pool, "batch").distinct == total &&
-			len(plainSeen()) == total
+			len(plainSeen()) == total && offsetsAtEnd(t, b, "crash", "plain") // see TestConsumer_PlainAtLeastOnceAcrossKills
 	})
 	c.stop(30 * time.Second)
 
@@ -142,7 +142,13 @@ func TestConsumer_PlainAtLeastOnceAcrossKills(t *testing.T) {
 		c.kill()
 	}
 	c := startChild(t, b, "plain", "final", "NO_COUNT=1", "PLAIN_FILE="+path, "FLUSH_INTERVAL=1s")
-	testpoll.Until(t, 60*time.Second, 20*time.Millisecond, "every event delivered", func() bool { return len(linesIn(t, path)) == total })
+	// Every event delivered is not enough: a killed member can have
+	// delivered a partition's events without saving them, and the final
+	// member only gets that partition once the group has dropped the dead
+	// one. Wait for the saved offsets too.
+	testpoll.Until(t, 2*time.Minute, 20*time.Millisecond, "every event delivered and saved", func() bool {
+		return len(linesIn(t, path)) == total && offsetsAtEnd(t, b, "plain", "plain")
+	})
 	c.stop(30 * time.Second)
 	seen := linesIn(t, path)
 	for _, e := range envs {

@@ -433,3 +433,16 @@ func requireOffsetsAtEnd(t *testing.T, b *bundle, group, handler string) {
 		require.Equal(t, end, offs[int(p)], "handler %s partition %d", handler, p)
 	}
 }
+
+// offsetsAtEnd reports whether handler's offsets are at the topic's high
+// watermarks.
+func offsetsAtEnd(t *testing.T, b *bundle, group, handler string) bool {
+	t.Helper()
+	offs := offsetsOf(t, b.db.Pool, group, handler)
+	for p, end := range b.kc.EndOffsets(t, b.topic) {
+		if offs[int(p)] != end {
+			return false
+		}
+	}
+	return true
+}

@@ -1,6 +1,6 @@
 // Package testmain is the TestMain of PulseBus's test binaries: run the
 // tests, clean up what the binary left on shared resources (the template
-// database of internal/testdb, the executables of internal/procharness),
+// database of internal/testing/testdb, the executables of internal/testing/procharness),
 // then fail a passing run whose goroutines outlived their tests (goleak).
 //
 //	func TestMain(m *testing.M) { testmain.Run(m, testdb.DropTemplate, procharness.RemoveBuilds) }
