@@ -67,10 +67,13 @@ func TestRun_WebhookAndLogHandlers(t *testing.T) {
 	require.Equal(t, "search", got.header.Get("X-Team"))
 
 	// Metrics: outcomes add up, retries counted, lag and latency present.
-	testpoll.Until(t, 30*time.Second, 25*time.Millisecond, "metrics of 30 handled events", func() bool {
+	// Each handler has its own workers: the audit handler's count is
+	// waited for too, not assumed from the search handler's.
+	testpoll.Until(t, 30*time.Second, 25*time.Millisecond, "metrics of 30 handled events per handler", func() bool {
 		ok := scrape(t, base, `pulsebus_consumer_events_handled_total{handler="search",outcome="ok"}`)
 		retried := scrape(t, base, `pulsebus_consumer_events_handled_total{handler="search",outcome="retried"}`)
-		return max(ok, 0)+max(retried, 0) == float64(len(envs))
+		audited := scrape(t, base, `pulsebus_consumer_events_handled_total{handler="audit",outcome="ok"}`)
+		return max(ok, 0)+max(retried, 0) == float64(len(envs)) && audited == float64(len(envs))
 	})
 	require.Equal(t, float64(len(flaky)), scrape(t, base, `pulsebus_consumer_events_handled_total{handler="search",outcome="retried"}`))
 	require.Equal(t, float64(len(flaky)), scrape(t, base, `pulsebus_consumer_retries_total{handler="search"}`))
