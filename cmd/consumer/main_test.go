@@ -100,7 +100,8 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	// A transport of its own, closed after: kafka-go's default one keeps
 	// connection goroutines that goleak (testmain.Run) reports.
 	tr := &kafka.Transport{}
-	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: "events", Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond, Transport: tr}
+	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: "events", Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond,
+		RequiredAcks: kafka.RequireAll, Transport: tr} // acknowledged: the end offsets below count every message
 	require.NoError(t, w.WriteMessages(context.Background(), msgs...))
 	require.NoError(t, w.Close())
 	tr.CloseIdleConnections()

@@ -110,7 +110,8 @@ func produceToKafka(t *testing.T, kc *testkafka.Cluster, topic string, events ..
 	}
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond, Transport: tr}
+	w := &kafka.Writer{Addr: kafka.TCP(kc.Addrs...), Topic: topic, Balancer: &kafka.Hash{}, BatchTimeout: 2 * time.Millisecond,
+		RequiredAcks: kafka.RequireAll, Transport: tr} // acknowledged before the test counts on them
 	defer w.Close()
 	require.NoError(t, w.WriteMessages(context.Background(), msgs...))
 }
