@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -259,9 +260,16 @@ func TestRelayBinary_SIGTERMWithAStuckBroker(t *testing.T) {
 	took := time.Since(sent)
 	require.NoError(t, err, "exit within 10s of SIGTERM")
 	require.Equal(t, 0, code)
-	t.Logf("SIGTERM to exit with a stuck produce request: %s (shutdown timeout 2s, grace %s)", took.Round(time.Millisecond), relaycmd.StopGrace)
+	// The process's own clock bounds its stop decision; the wall clock
+	// above adds process exit and scheduling, which on a loaded CI machine
+	// took 1.3 s on its own, so it is held only to the documented 10 s.
+	began := logTime(t, a.Stderr(), "shutting down: ")
+	decided := logTime(t, a.Stderr(), "relay stop: ")
+	t.Logf("SIGTERM to exit with a stuck produce request: %s; shutdown start to stop decision %s (shutdown timeout 2s, grace %s)",
+		took.Round(time.Millisecond), decided.Sub(began).Round(time.Millisecond), relaycmd.StopGrace)
 	require.GreaterOrEqual(t, took, 2*time.Second, "waited for the batch in hand first")
-	require.LessOrEqual(t, took, 2*time.Second+relaycmd.StopGrace+time.Second)
+	require.GreaterOrEqual(t, decided.Sub(began), 2*time.Second, "waited for the batch in hand first")
+	require.LessOrEqual(t, decided.Sub(began), 2*time.Second+relaycmd.StopGrace+500*time.Millisecond)
 	require.Regexp(t, `batch in hand was abandoned|did not stop within the shutdown timeout plus grace`, a.Stderr())
 	require.Equal(t, 50, outboxRows(t, b), "nothing deleted without an acknowledgement")
 
@@ -342,4 +350,21 @@ func TestRelayBinary_MigrateDownIsSafe(t *testing.T) {
 	var n int
 	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pulsebus.outbox`).Scan(&n))
 	require.Equal(t, 1, n, "the unpublished event is still there")
+}
+
+// logTime is the time of the first JSON log line in stderr whose message
+// starts with prefix.
+func logTime(t *testing.T, stderr, prefix string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(stderr, "\n") {
+		var entry struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && strings.HasPrefix(entry.Msg, prefix) {
+			return entry.Time
+		}
+	}
+	t.Fatalf("no log line starting %q in:\n%s", prefix, stderr)
+	return time.Time{}
 }
