@@ -204,7 +204,6 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 		"poll_interval", c.pollInterval,
 		"poll_only", c.pollOnly,
 		"lease_ttl", c.leaseTTL,
-		"write_timeout", durationOrDefault(c.writeTimeout, "min(10s, lease_ttl/2)"),
 		"create_topics", c.createTopics,
 		"topic_partitions", c.topicPartitions,
 		"topic_replication_factor", c.replicationFactor,
@@ -309,7 +308,8 @@ func runRelay(ctx context.Context, c runConfig, log *slog.Logger) error {
 	if err := relay.Start(ctx); err != nil {
 		return err
 	}
-	log.Info("relay started", "relay_id", relay.ID())
+	// The library fills in what the flags leave zero; log what it chose.
+	log.Info("relay started", "relay_id", relay.ID(), "write_timeout", relay.Config().WriteTimeout)
 
 	var runErr error
 	select {
@@ -481,12 +481,3 @@ func relayHooks(metrics *outboxprom.Metrics, createTopics bool, log *slog.Logger
 // missingTopicHintEvery is the least time between two hints on a missing
 // topic.
 const missingTopicHintEvery = time.Minute
-
-// durationOrDefault is d for a log line, or what the library defaults a zero
-// d to, in words: the library owns that default, the CLI does not repeat it.
-func durationOrDefault(d time.Duration, def string) any {
-	if d == 0 {
-		return "default: " + def
-	}
-	return d
-}

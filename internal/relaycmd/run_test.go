@@ -60,6 +60,8 @@ func TestRun_PublishesReadyzMetricsAndStopsCleanly(t *testing.T) {
 		return code == http.StatusOK && strings.Contains(body, "lease: leader (term")
 	})
 	require.Equal(t, "ready\nlease: leader (term 1)\n", body)
+	require.Regexp(t, `msg="relay started" relay_id=relay-inproc-1 write_timeout=1.5s`, b.stderr.String(),
+		"the start log gives the write timeout the library chose: min(10s, lease TTL/2)")
 
 	insertEvents(t, db, "lessons", 25)
 	b.waitGet("/metrics", 20*time.Second, func(code int, body string) bool {

@@ -87,6 +87,16 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 // ID returns the relay's id in the lease row.
 func (r *Relay) ID() string { return r.cfg.ID }
 
+// Config returns the relay's configuration with every default filled in,
+// such as the WriteTimeout a zero value became. Changing the copy does not
+// change the relay.
+func (r *Relay) Config() RelayConfig {
+	c := r.cfg
+	limits := *c.Limits
+	c.Limits = &limits
+	return c
+}
+
 // Start starts the relay's goroutines and returns. The relay runs until
 // ctx is done or Stop is called; either way it then shuts down as Stop
 // describes. It returns an error only if the relay was started before.

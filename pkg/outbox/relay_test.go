@@ -442,8 +442,22 @@ func TestNewRelay_ValidationNamesTheField(t *testing.T) {
 		_, err := outbox.NewRelay(cfg)
 		require.ErrorContains(t, err, "RelayConfig."+tc.field, tc.field)
 	}
-	_, err := outbox.NewRelay(ok())
+	r, err := outbox.NewRelay(ok())
 	require.NoError(t, err)
+
+	t.Run("Config gives the defaults it filled in, as a copy", func(t *testing.T) {
+		cfg := ok()
+		cfg.LeaseTTL = 4 * time.Second
+		r, err := outbox.NewRelay(cfg)
+		require.NoError(t, err)
+		got := r.Config()
+		require.Equal(t, 2*time.Second, got.WriteTimeout, "min(DefaultWriteTimeout, LeaseTTL/2)")
+		require.Equal(t, outbox.DefaultBatchSize, got.BatchSize)
+		require.Equal(t, r.ID(), got.ID)
+		got.Limits.MaxPayloadBytes = 1
+		require.NotEqual(t, 1, r.Config().Limits.MaxPayloadBytes, "the caller's copy does not reach the relay")
+	})
+	require.Equal(t, outbox.DefaultLeaseTTL, r.Config().LeaseTTL)
 
 	t.Run("reports every problem", func(t *testing.T) {
 		_, err := outbox.NewRelay(outbox.RelayConfig{BatchSize: -1, LeaseTTL: time.Second, MaxMessageBytes: 100})
