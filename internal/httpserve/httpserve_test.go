@@ -108,11 +108,14 @@ func TestCache_OneCheckPerTTLForManyCallers(t *testing.T) {
 	require.Equal(t, 200, n)
 	require.Equal(t, int32(1), checks.Load())
 
-	short := httpserve.NewCache(20*time.Millisecond, time.Second, func(context.Context) int { return int(checks.Add(1)) })
+	// The TTL is a duration under test; it is long enough that two calls in
+	// a row fall within it even on a loaded machine.
+	const ttl = 500 * time.Millisecond
+	short := httpserve.NewCache(ttl, time.Second, func(context.Context) int { return int(checks.Add(1)) })
 	v1, _ := short.Get(context.Background())
 	v2, _ := short.Get(context.Background())
 	require.Equal(t, v1, v2, "fresh: cached")
-	time.Sleep(40 * time.Millisecond)
+	time.Sleep(ttl + 100*time.Millisecond)
 	v3, _ := short.Get(context.Background())
 	require.Equal(t, v1+1, v3, "expired: checked again")
 }

@@ -257,8 +257,9 @@ func TestRelay_Stop(t *testing.T) {
 		entered, release := holdProduce(kc)
 		defer release()
 		hooks := newRecordingHooks()
-		// Small requests: the batch of 12 takes several, one at a time.
-		r := startRelay(t, &relayBundle{db: db, kc: kc, hooks: hooks}, outbox.RelayConfig{MaxMessageBytes: 1500})
+		// Small requests: the batch of 12 takes several, one at a time. A
+		// long lease: were it not released, the next relay would wait 30 s.
+		r := startRelay(t, &relayBundle{db: db, kc: kc, hooks: hooks}, outbox.RelayConfig{MaxMessageBytes: 1500, LeaseTTL: 30 * time.Second})
 		var envs []envelope.Envelope
 		for i := range 12 {
 			envs = append(envs, seqEnv(t, "k", i))
@@ -292,7 +293,7 @@ func TestRelay_Stop(t *testing.T) {
 		start := time.Now()
 		startRelay(t, &relayBundle{db: db, kc: kc, hooks: newRecordingHooks()}, outbox.RelayConfig{})
 		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "rest published", func() bool { return outboxCount(t, db) == 0 })
-		require.Less(t, time.Since(start), 3*time.Second, "no wait for the lease to expire")
+		require.Less(t, time.Since(start), 15*time.Second, "no wait for the 30 s lease to expire")
 		require.Zero(t, testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k": 12}))
 	})
 }
