@@ -123,9 +123,17 @@ func freeAddr(t *testing.T) string {
 // silentListener accepts connections and never answers: a database or
 // broker that hangs.
 func silentListener(t *testing.T) string {
+	addr, _ := silentListenerAccepting(t)
+	return addr
+}
+
+// silentListenerAccepting is silentListener, and a channel closed when it
+// accepts its first connection.
+func silentListenerAccepting(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	accepted := make(chan struct{})
 	var mu sync.Mutex
 	var conns []net.Conn
 	go func() {
@@ -135,6 +143,9 @@ func silentListener(t *testing.T) string {
 				return
 			}
 			mu.Lock()
+			if conns == nil {
+				close(accepted)
+			}
 			conns = append(conns, c)
 			mu.Unlock()
 		}
@@ -147,7 +158,7 @@ func silentListener(t *testing.T) string {
 		}
 		mu.Unlock()
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), accepted
 }
 
 // proxy forwards TCP connections to target until cut, so a test can take a

@@ -292,11 +292,16 @@ func TestRun_SignalDuringStartIsCleanStop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr procharness.SyncBuffer
+	db, connecting := silentListenerAccepting(t)
 	go func() {
-		done <- relaycmd.Run(ctx, []string{"run", "--database-url", "postgres://u@" + silentListener(t) + "/x",
+		done <- relaycmd.Run(ctx, []string{"run", "--database-url", "postgres://u@" + db + "/x",
 			"--connect-timeout", "30s", "--metrics-addr", "127.0.0.1:0"}, io.Discard, &stderr)
 	}()
-	time.Sleep(200 * time.Millisecond) // let it reach the connect; not synchronization: either order is a clean stop
+	select {
+	case <-connecting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run never connected to the database")
+	}
 	cancel()
 	select {
 	case err := <-done:

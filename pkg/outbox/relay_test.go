@@ -343,14 +343,20 @@ func TestRelay_ParksWhatTheBrokerRefuses(t *testing.T) {
 		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's later event out, k1's two waiting", func() bool {
 			return kc.RecordCount("lessons") == 10 && outboxCount(t, db) == 2
 		})
-		time.Sleep(300 * time.Millisecond) // several claims: k1's events stay
-		require.Equal(t, 2, outboxCount(t, db), "k1's two later events wait behind the parked one")
-		require.EqualValues(t, 10, kc.RecordCount("lessons"))
+		// A claim after them: one more k0 event, inserted after k1's two,
+		// is published only by a claim that passed over them.
+		require.NoError(t, outbox.InsertTx(ctx, db.Pool, "lessons", seqEnv(t, "k0", 5)))
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k0's last event out", func() bool {
+			return kc.RecordCount("lessons") == 11 && outboxCount(t, db) == 2
+		})
+		var waiting int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pulsebus.outbox WHERE key = 'k1'`).Scan(&waiting))
+		require.Equal(t, 2, waiting, "k1's two later events wait behind the parked one")
 
 		_, err := db.Pool.Exec(ctx, `DELETE FROM pulsebus.outbox_parked`)
 		require.NoError(t, err)
-		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k1 released", func() bool { return kc.RecordCount("lessons") == 12 })
-		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 5, "k1": 4, "k2": 3})
+		testpoll.Until(t, 10*time.Second, 10*time.Millisecond, "k1 released", func() bool { return kc.RecordCount("lessons") == 13 })
+		testkafka.CheckDelivery(t, kc.ReadAll(t, "lessons"), map[string]int{"k0": 6, "k1": 4, "k2": 3})
 	})
 	t.Run("undecodable and invalid rows", func(t *testing.T) {
 		t.Parallel()
