@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,10 +89,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 func (r *Relay) ID() string { return r.cfg.ID }
 
 // Config returns the relay's configuration with every default filled in,
-// such as the WriteTimeout a zero value became. Changing the copy does not
-// change the relay.
+// such as the WriteTimeout a zero value became. Its Brokers and Limits are
+// copies: changing them does not change the relay.
 func (r *Relay) Config() RelayConfig {
 	c := r.cfg
+	c.Brokers = slices.Clone(c.Brokers)
 	limits := *c.Limits
 	c.Limits = &limits
 	return c

@@ -461,7 +461,9 @@ func TestNewRelay_ValidationNamesTheField(t *testing.T) {
 		require.Equal(t, outbox.DefaultBatchSize, got.BatchSize)
 		require.Equal(t, r.ID(), got.ID)
 		got.Limits.MaxPayloadBytes = 1
+		got.Brokers[0] = "changed:1"
 		require.NotEqual(t, 1, r.Config().Limits.MaxPayloadBytes, "the caller's copy does not reach the relay")
+		require.Equal(t, []string{"127.0.0.1:9092"}, r.Config().Brokers, "the caller's copy does not reach the relay")
 	})
 	require.Equal(t, outbox.DefaultLeaseTTL, r.Config().LeaseTTL)
 
