@@ -450,22 +450,22 @@ func TestNewRelay_ValidationNamesTheField(t *testing.T) {
 	}
 	r, err := outbox.NewRelay(ok())
 	require.NoError(t, err)
+	require.Equal(t, outbox.DefaultLeaseTTL, r.Config().LeaseTTL)
 
 	t.Run("Config gives the defaults it filled in, as a copy", func(t *testing.T) {
 		cfg := ok()
 		cfg.LeaseTTL = 4 * time.Second
-		r, err := outbox.NewRelay(cfg)
+		short, err := outbox.NewRelay(cfg)
 		require.NoError(t, err)
-		got := r.Config()
+		got := short.Config()
 		require.Equal(t, 2*time.Second, got.WriteTimeout, "min(DefaultWriteTimeout, LeaseTTL/2)")
 		require.Equal(t, outbox.DefaultBatchSize, got.BatchSize)
-		require.Equal(t, r.ID(), got.ID)
+		require.Equal(t, short.ID(), got.ID)
 		got.Limits.MaxPayloadBytes = 1
 		got.Brokers[0] = "changed:1"
-		require.NotEqual(t, 1, r.Config().Limits.MaxPayloadBytes, "the caller's copy does not reach the relay")
-		require.Equal(t, []string{"127.0.0.1:9092"}, r.Config().Brokers, "the caller's copy does not reach the relay")
+		require.NotEqual(t, 1, short.Config().Limits.MaxPayloadBytes, "the caller's copy does not reach the relay")
+		require.Equal(t, []string{"127.0.0.1:9092"}, short.Config().Brokers, "the caller's copy does not reach the relay")
 	})
-	require.Equal(t, outbox.DefaultLeaseTTL, r.Config().LeaseTTL)
 
 	t.Run("reports every problem", func(t *testing.T) {
 		_, err := outbox.NewRelay(outbox.RelayConfig{BatchSize: -1, LeaseTTL: time.Second, MaxMessageBytes: 100})
